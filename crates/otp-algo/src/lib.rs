@@ -1,0 +1,38 @@
+//! Pure implementations of HOTP (RFC 4226), TOTP (RFC 6238) and GNU Taler's
+//! POS confirmation codes.
+//!
+//! This crate computes the `otp_code` / `pos_confirmation` strings of the GNU
+//! Taler merchant backend bit for bit (see `shared/spec/pos-confirmation.md`)
+//! and parses the inputs they depend on: base32 device keys, Taler amounts and
+//! algorithm identifiers.
+//!
+//! It deliberately is not a storage layer or an HTTP layer: it has no async
+//! code, no database or HTTP types, and no configuration.
+//!
+//! **Invariants:**
+//! - No I/O and no clock: every function that depends on time takes the time
+//!   as a parameter (`unix_seconds`); `clippy.toml` bans reading the clock.
+//! - No panics on any input: parsers return typed errors, code generation
+//!   returns `Option` where upstream produces no code.
+//! - Secrets stay secret: [`OtpKey`] is zeroized on drop, compares in constant
+//!   time and never prints its bytes; codes are compared with [`ct_eq`].
+
+mod algorithm;
+mod amount;
+mod confirmation;
+mod error;
+mod hotp;
+mod kdf;
+mod key;
+mod totp;
+mod verify;
+
+pub use algorithm::Algorithm;
+pub use amount::{Amount, MAX_AMOUNT_VALUE, MAX_CURRENCY_LEN, MAX_FRACTION_DIGITS};
+pub use confirmation::{TOTP_OFFSETS, confirmation};
+pub use error::{AlgorithmError, AmountError, KeyError};
+pub use hotp::{CODE_DIGITS, hotp, hotp_code};
+pub use kdf::gnunet_kdf;
+pub use key::{MIN_KEY_BYTES, OtpKey, decode_base32};
+pub use totp::{MAX_TIMESTAMP, TIME_STEP, totp_counter, totp_counters};
+pub use verify::{ct_eq, verify_hotp, verify_totp};

@@ -1,0 +1,294 @@
+//! Wire types of the OTP-device API, named as in the GNU Taler merchant specification.
+//!
+//! Only these types derive `Serialize`/`ToSchema`: they are the HTTP boundary.
+//! Input types keep loosely typed fields (`serde_json::Value`) where the contract needs a
+//! precise error naming the field; `validate` turns them into domain values.
+
+use std::collections::BTreeMap;
+
+use otp_algo::{Algorithm, OtpKey};
+use otp_store::OtpDeviceId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// Largest counter value a device may hold (2^63 − 1, the range of PostgreSQL's `BIGINT`).
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
+
+/// Body of `POST …/private/otp-devices`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OtpDeviceAddDetails {
+    /// Device ID, unique within the instance: 1–128 printable characters, no `/`.
+    #[schema(value_type = String, example = "till-1")]
+    pub otp_device_id: Option<Value>,
+    /// Human-readable description of the device.
+    #[schema(value_type = String, example = "Till 1, front desk")]
+    pub otp_device_description: Option<Value>,
+    /// RFC 3548 base32 secret, at least 10 bytes once decoded. Never returned.
+    #[schema(value_type = String, example = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ")]
+    pub otp_key: Option<Value>,
+    /// Algorithm, as an integer 0–4 or a case-insensitive name.
+    #[schema(schema_with = otp_algorithm_schema)]
+    pub otp_algorithm: Option<Value>,
+    /// Initial counter for counter-based algorithms; default 0.
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 9223372036854775807_u64)]
+    pub otp_ctr: Option<Value>,
+}
+
+/// Body of `PATCH …/private/otp-devices/$DEVICE_ID`. Absent or `null` optional fields keep the stored value.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OtpDevicePatchDetails {
+    /// New human-readable description of the device.
+    #[schema(value_type = String)]
+    pub otp_device_description: Option<Value>,
+    /// New RFC 3548 base32 secret.
+    #[schema(value_type = Option<String>)]
+    pub otp_key: Option<Value>,
+    /// New algorithm, as an integer 0–4 or a case-insensitive name.
+    #[schema(schema_with = otp_algorithm_schema_nullable)]
+    pub otp_algorithm: Option<Value>,
+    /// New counter value.
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 9223372036854775807_u64)]
+    pub otp_ctr: Option<Value>,
+}
+
+/// One entry of `OtpDeviceSummaryResponse`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OtpDeviceEntry {
+    /// Device ID.
+    pub otp_device_id: String,
+    /// Human-readable description of the device.
+    pub device_description: String,
+}
+
+/// Answer of `GET …/private/otp-devices`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OtpDeviceSummaryResponse {
+    /// The instance's devices, ordered by ID.
+    pub otp_devices: Vec<OtpDeviceEntry>,
+}
+
+/// Answer of `GET …/private/otp-devices/$DEVICE_ID`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OtpDeviceDetails {
+    /// Human-readable description of the device.
+    pub device_description: String,
+    /// Algorithm, always as an integer (0 NONE, 1 TOTP_WITHOUT_PRICE, 2 TOTP_WITH_PRICE, 3 HOTP_WITHOUT_PRICE, 4 HOTP_WITH_PRICE).
+    #[schema(minimum = 0, maximum = 4)]
+    pub otp_algorithm: u8,
+    /// Current counter.
+    pub otp_ctr: u64,
+    /// Seconds since the epoch used for the code: `faketime` if given, else the server's time.
+    pub otp_timestamp: u64,
+    /// The confirmation string: five newline-joined 8-digit codes (TOTP) or one code (HOTP).
+    /// Omitted for algorithm NONE and for with-price algorithms without a `price`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otp_code: Option<String>,
+}
+
+/// Body of `POST …/private/otp-devices/$DEVICE_ID/confirmations` (extension).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ConfirmationRequest {
+    /// The order total the code is bound to; required for with-price algorithms.
+    #[schema(value_type = Option<String>, example = "EUR:1.5")]
+    pub price: Option<Value>,
+}
+
+/// Answer of `POST …/private/otp-devices/$DEVICE_ID/confirmations` (extension).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfirmationResponse {
+    /// The confirmation string shown to the customer.
+    pub pos_confirmation: String,
+    /// Seconds since the epoch the code was computed for.
+    pub otp_timestamp: u64,
+    /// Counter modes: the counter value that produced this code; time modes: the stored counter.
+    pub otp_ctr: u64,
+}
+
+/// How a currency is displayed (`CurrencySpecification`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CurrencySpecification {
+    /// Name of the currency.
+    pub name: String,
+    /// Currency code.
+    pub currency: String,
+    /// Fraction digits a user may enter.
+    pub num_fractional_input_digits: u32,
+    /// Fraction digits shown normally.
+    pub num_fractional_normal_digits: u32,
+    /// Fraction digits always shown, even when zero.
+    pub num_fractional_trailing_zero_digits: u32,
+    /// Names for powers of ten; key `"0"` is the base unit.
+    pub alt_unit_names: BTreeMap<String, String>,
+}
+
+/// Answer of `GET /config`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionResponse {
+    /// Always `taler-merchant`.
+    pub name: String,
+    /// Protocol version, `CURRENT:REVISION:AGE`.
+    pub version: String,
+    /// Default currency of the backend.
+    pub currency: String,
+    /// Currencies supported, by currency code.
+    pub currencies: BTreeMap<String, CurrencySpecification>,
+    /// Implementation URN.
+    pub implementation: String,
+}
+
+fn otp_algorithm_schema() -> utoipa::openapi::schema::Schema {
+    algorithm_schema(false)
+}
+
+fn otp_algorithm_schema_nullable() -> utoipa::openapi::schema::Schema {
+    algorithm_schema(true)
+}
+
+fn algorithm_schema(nullable: bool) -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+    let mut one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(4)))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("Algorithm name, case-insensitive"))
+                .enum_values(Some(names)),
+        );
+    if nullable {
+        one_of = one_of.item(ObjectBuilder::new().schema_type(Type::Null));
+    }
+    one_of
+        .description(Some(
+            "0 NONE, 1 TOTP_WITHOUT_PRICE, 2 TOTP_WITH_PRICE, 3 HOTP_WITHOUT_PRICE (extension), 4 HOTP_WITH_PRICE (extension)",
+        ))
+        .into()
+}
+
+/// A validated new device (from `OtpDeviceAddDetails`).
+pub struct ValidAdd {
+    /// Device id.
+    pub id: OtpDeviceId,
+    /// Description.
+    pub description: String,
+    /// Decoded key.
+    pub key: OtpKey,
+    /// Algorithm.
+    pub algorithm: Algorithm,
+    /// Counter.
+    pub counter: u64,
+}
+
+impl OtpDeviceAddDetails {
+    /// Checks every field, naming the first bad one.
+    pub fn validate(self) -> Result<ValidAdd, ApiError> {
+        let id = required_string(self.otp_device_id, "otp_device_id")?;
+        let id = parse_device_id(&id)
+            .map_err(|why| ApiError::malformed(format!("otp_device_id: {why}")))?;
+        let description = required_string(self.otp_device_description, "otp_device_description")?;
+        let key = parse_key(required(self.otp_key, "otp_key")?)?;
+        let algorithm = parse_algorithm(required(self.otp_algorithm, "otp_algorithm")?)?;
+        let counter = self.otp_ctr.map(parse_counter).transpose()?.unwrap_or(0);
+        Ok(ValidAdd { id, description, key, algorithm, counter })
+    }
+}
+
+/// A validated patch (from `OtpDevicePatchDetails`).
+pub struct ValidPatch {
+    /// New description.
+    pub description: String,
+    /// New key, if given.
+    pub key: Option<OtpKey>,
+    /// New algorithm, if given.
+    pub algorithm: Option<Algorithm>,
+    /// New counter, if given.
+    pub counter: Option<u64>,
+}
+
+impl OtpDevicePatchDetails {
+    /// Checks every field, naming the first bad one.
+    pub fn validate(self) -> Result<ValidPatch, ApiError> {
+        let description = required_string(self.otp_device_description, "otp_device_description")?;
+        let key = non_null(self.otp_key).map(parse_key).transpose()?;
+        let algorithm = non_null(self.otp_algorithm).map(parse_algorithm).transpose()?;
+        let counter = non_null(self.otp_ctr).map(parse_counter).transpose()?;
+        Ok(ValidPatch { description, key, algorithm, counter })
+    }
+}
+
+/// Parses a device id from a path segment or body field.
+pub fn parse_device_id(raw: &str) -> Result<OtpDeviceId, String> {
+    OtpDeviceId::parse(raw).map_err(|err| err.to_string())
+}
+
+fn non_null(value: Option<Value>) -> Option<Value> {
+    value.filter(|v| !v.is_null())
+}
+
+fn required(value: Option<Value>, field: &str) -> Result<Value, ApiError> {
+    non_null(value).ok_or_else(|| ApiError::Missing(format!("{field}: required field is missing")))
+}
+
+fn required_string(value: Option<Value>, field: &str) -> Result<String, ApiError> {
+    match required(value, field)? {
+        Value::String(s) => Ok(s),
+        other => Err(ApiError::malformed(format!("{field}: expected a string, got {}", kind(&other)))),
+    }
+}
+
+fn parse_key(value: Value) -> Result<OtpKey, ApiError> {
+    let Value::String(text) = value else {
+        return Err(ApiError::malformed(format!("otp_key: expected a string, got {}", kind(&value))));
+    };
+    OtpKey::from_base32(&text).map_err(|err| {
+        let hint = matches!(err, otp_algo::KeyError::TooShort { .. })
+            .then_some("The OTP key is too weak: it must decode to at least 10 bytes (80 bits).");
+        ApiError::Malformed { detail: format!("otp_key: {err}"), hint }
+    })
+}
+
+/// Parses `otp_algorithm`: a JSON integer 0–4 or a case-insensitive name; nothing else.
+pub fn parse_algorithm(value: Value) -> Result<Algorithm, ApiError> {
+    let parsed = match &value {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Algorithm::from_int(i).map_err(|e| e.to_string()),
+            None => Err(format!("{n} is not an integer between 0 and 4")),
+        },
+        Value::String(s) => Algorithm::from_name(s).map_err(|e| e.to_string()),
+        other => Err(format!("expected an integer or a name, got {}", kind(other))),
+    };
+    parsed.map_err(|why| ApiError::malformed(format!("otp_algorithm: {why}")))
+}
+
+fn parse_counter(value: Value) -> Result<u64, ApiError> {
+    match value.as_u64() {
+        Some(n) if n <= MAX_COUNTER => Ok(n),
+        _ => Err(ApiError::malformed(format!(
+            "otp_ctr: expected an integer between 0 and {MAX_COUNTER}, got {value}"
+        ))),
+    }
+}
+
+/// Parses the optional `price` of a confirmation request.
+pub fn parse_price_value(value: Option<Value>) -> Result<Option<otp_algo::Amount>, ApiError> {
+    match non_null(value) {
+        None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => crate::query::parse_price(&s).map(Some),
+        Some(other) => Err(ApiError::malformed(format!("price: expected a string, got {}", kind(&other)))),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,250 @@
+//! Operator commands over the database: `dbinit`, `instance`, `token` and `device`.
+
+use chrono::{Duration as ChronoDuration, Utc};
+use otp_algo::{Algorithm, Amount, OtpKey};
+use otp_store::otp_devices::{self, Created, NewOtpDevice};
+use otp_store::{InstanceId, Store, StoreError, instances, migrate, tokens};
+
+use super::{DeviceCommand, Failure, InstanceArg, InstanceCommand, TokenCommand};
+use crate::api::{MAX_COUNTER, parse_device_id};
+use crate::auth::is_known_scope;
+use crate::cli::code::parse_time;
+use crate::config::Settings;
+use crate::database::Database;
+use crate::error::error_chain;
+use crate::routes::otp_devices::now_seconds;
+
+/// Runs `taler-otp dbinit`.
+pub async fn dbinit(settings: &Settings) -> Result<(), Failure> {
+    with_store(settings, |store| async move {
+        let report = migrate::migrate(&store).await.map_err(db_failure)?;
+        if report.applied.is_empty() {
+            println!("schema is up to date at version {}", report.current);
+        } else {
+            println!("schema upgraded to version {} (applied {:?})", report.current, report.applied);
+        }
+        let instance = &settings.default_instance;
+        if instances::ensure(&store, instance, instance.as_str()).await.map_err(db_failure)? {
+            println!("created the default instance '{instance}'; create a token with `taler-otp token create --scope write`");
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `taler-otp instance …`.
+pub async fn instance(settings: &Settings, command: InstanceCommand) -> Result<(), Failure> {
+    with_current_store(settings, |store| async move {
+        match command {
+            InstanceCommand::Create { id, name } => {
+                let instance = parse_instance(&id)?;
+                let name = name.unwrap_or_else(|| id.clone());
+                instances::create(&store, &instance, &name).await.map_err(|err| match err {
+                    StoreError::Conflict => Failure::failed(format!("instance '{instance}' already exists")),
+                    err => db_failure(err),
+                })?;
+                println!("created instance '{instance}'");
+            }
+            InstanceCommand::List => {
+                for instance in instances::list(&store).await.map_err(db_failure)? {
+                    println!("{}\t{}\t{}", instance.id, instance.name, instance.created_at.to_rfc3339());
+                }
+            }
+            InstanceCommand::Delete { id } => {
+                let instance = parse_instance(&id)?;
+                instances::delete(&store, &instance).await.map_err(not_found(format!("instance '{instance}'")))?;
+                println!("deleted instance '{instance}' with its devices and tokens");
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `taler-otp token …`.
+pub async fn token(settings: &Settings, command: TokenCommand) -> Result<(), Failure> {
+    with_current_store(settings, |store| async move {
+        match command {
+            TokenCommand::Create { instance, scope, duration, description } => {
+                let instance = instance_or_default(&instance, settings)?;
+                if !is_known_scope(&scope) {
+                    return Err(Failure::usage(format!(
+                        "--scope: unknown scope {scope:?}; use readonly, write, all, admin or order-*"
+                    )));
+                }
+                let expires_at = match duration {
+                    None => None,
+                    Some(text) => {
+                        let seconds = text
+                            .parse::<i64>()
+                            .ok()
+                            .filter(|s| (1..=100 * 365 * 86_400).contains(s))
+                            .ok_or_else(|| Failure::usage(format!("--duration: expected a positive number of seconds, got {text:?}")))?;
+                        Some(Utc::now() + ChronoDuration::seconds(seconds))
+                    }
+                };
+                let (_, secret) = tokens::create(&store, &instance, &scope, expires_at, &description)
+                    .await
+                    .map_err(not_found(format!("instance '{instance}'")))?;
+                println!("{}", secret.expose());
+            }
+            TokenCommand::List { instance } => {
+                let instance = instance_or_default(&instance, settings)?;
+                instances::get(&store, &instance).await.map_err(not_found(format!("instance '{instance}'")))?;
+                println!("serial\tscope\texpires\tcreated\tdescription");
+                for token in tokens::list(&store, &instance).await.map_err(db_failure)? {
+                    let expires = token.expires_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into());
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        token.serial,
+                        token.scope,
+                        expires,
+                        token.created_at.to_rfc3339(),
+                        token.description
+                    );
+                }
+            }
+            TokenCommand::Revoke { instance, serial } => {
+                let instance = instance_or_default(&instance, settings)?;
+                let serial = serial
+                    .parse::<i64>()
+                    .map_err(|_| Failure::usage(format!("serial: expected an integer, got {serial:?}")))?;
+                tokens::revoke(&store, &instance, serial)
+                    .await
+                    .map_err(not_found(format!("token {serial} of instance '{instance}'")))?;
+                println!("revoked token {serial}");
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `taler-otp device …`.
+pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure> {
+    with_current_store(settings, |store| async move {
+        match command {
+            DeviceCommand::Add { instance, id, key, algorithm, counter, description } => {
+                let instance = instance_or_default(&instance, settings)?;
+                let device = NewOtpDevice {
+                    id: parse_device_id(&id).map_err(|why| Failure::usage(format!("--id: {why}")))?,
+                    description,
+                    key: OtpKey::from_base32(&key).map_err(|err| Failure::usage(format!("--key: {err}")))?,
+                    algorithm: algorithm
+                        .parse::<Algorithm>()
+                        .map_err(|err| Failure::usage(format!("--algorithm: {err}")))?,
+                    counter: counter
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|c| *c <= MAX_COUNTER)
+                        .ok_or_else(|| Failure::usage(format!("--counter: expected an integer between 0 and {MAX_COUNTER}")))?,
+                };
+                match otp_devices::create(&store, &instance, &device).await {
+                    Ok(Created::Inserted) => println!("added device '{}'", device.id),
+                    Ok(Created::Unchanged) => println!("device '{}' already present with these details", device.id),
+                    Err(StoreError::Conflict) => {
+                        return Err(Failure::failed(format!("device '{}' exists with different details", device.id)));
+                    }
+                    Err(err) => return Err(not_found(format!("instance '{instance}'"))(err)),
+                }
+            }
+            DeviceCommand::List { instance } => {
+                let instance = instance_or_default(&instance, settings)?;
+                instances::get(&store, &instance).await.map_err(not_found(format!("instance '{instance}'")))?;
+                for device in otp_devices::list(&store, &instance).await.map_err(db_failure)? {
+                    println!("{}\t{}", device.id, device.description);
+                }
+            }
+            DeviceCommand::Show { instance, id, time, price } => {
+                let instance = instance_or_default(&instance, settings)?;
+                let id = parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
+                let time = time.as_deref().map(parse_time).transpose()?.unwrap_or_else(now_seconds);
+                let price = price
+                    .as_deref()
+                    .map(Amount::parse)
+                    .transpose()
+                    .map_err(|err| Failure::usage(format!("--price: {err}")))?;
+                let device = otp_devices::get(&store, &instance, &id)
+                    .await
+                    .map_err(not_found(format!("device '{id}' of instance '{instance}'")))?;
+                println!("id: {}", device.id);
+                println!("description: {}", device.description);
+                println!("algorithm: {} ({})", device.algorithm.as_int(), device.algorithm.name());
+                println!("counter: {}", device.counter);
+                println!("timestamp: {time}");
+                match otp_algo::confirmation(&device.key, device.algorithm, price.as_ref(), time, device.counter) {
+                    Some(code) => println!("code:\n{code}"),
+                    None => println!("code: (none for this algorithm without a price)"),
+                }
+            }
+            DeviceCommand::Delete { instance, id } => {
+                let instance = instance_or_default(&instance, settings)?;
+                let id = parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
+                otp_devices::delete(&store, &instance, &id)
+                    .await
+                    .map_err(not_found(format!("device '{id}' of instance '{instance}'")))?;
+                println!("deleted device '{id}'");
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Opens the database and runs `f` on it, whatever the schema version (for `dbinit`).
+async fn with_store<F, Fut>(settings: &Settings, f: F) -> Result<(), Failure>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    let database = Database::open(settings).await.map_err(|err| Failure::failed(err.to_string()))?;
+    let store = Store::connect(&database.store_config).map_err(db_failure)?;
+    let result = f(store).await;
+    database.close();
+    result
+}
+
+/// Like `with_store`, but refuses to work on an out-of-date schema.
+async fn with_current_store<F, Fut>(settings: &Settings, f: F) -> Result<(), Failure>
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    with_store(settings, |store| async move {
+        let status = migrate::status(&store).await.map_err(db_failure)?;
+        if status.current != status.latest {
+            return Err(Failure::failed(format!(
+                "database schema is at version {} but this binary needs version {}: run `taler-otp dbinit` first",
+                status.current, status.latest
+            )));
+        }
+        f(store).await
+    })
+    .await
+}
+
+fn parse_instance(id: &str) -> Result<InstanceId, Failure> {
+    InstanceId::parse(id).map_err(|err| Failure::usage(format!("instance id {id:?}: {err}")))
+}
+
+fn instance_or_default(arg: &InstanceArg, settings: &Settings) -> Result<InstanceId, Failure> {
+    match &arg.instance {
+        Some(id) => parse_instance(id),
+        None => Ok(settings.default_instance.clone()),
+    }
+}
+
+fn db_failure(err: StoreError) -> Failure {
+    if err.is_unavailable() {
+        Failure::failed(format!("database unreachable: {}", error_chain(&err)))
+    } else {
+        Failure::failed(format!("database error: {}", error_chain(&err)))
+    }
+}
+
+fn not_found(what: String) -> impl FnOnce(StoreError) -> Failure {
+    move |err| match err {
+        StoreError::NotFound => Failure::failed(format!("{what} not found")),
+        err => db_failure(err),
+    }
+}

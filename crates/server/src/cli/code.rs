@@ -1,0 +1,69 @@
+//! `taler-otp code`: the confirmation string for a key, computed offline.
+//!
+//! Prints exactly the confirmation string and nothing else; prints nothing (exit 0) when the
+//! algorithm yields no code; exits 2 with one line naming the problem on bad input.
+
+use clap::Args;
+use otp_algo::{Algorithm, Amount, MAX_TIMESTAMP, OtpKey};
+
+use super::Failure;
+use crate::routes::otp_devices::now_seconds;
+
+/// Arguments of `taler-otp code`.
+#[derive(Debug, Args)]
+pub struct CodeArgs {
+    /// Base32 device key.
+    #[arg(long)]
+    key: String,
+    /// Algorithm: 0-4 or a name such as TOTP_WITH_PRICE (case-insensitive).
+    #[arg(long)]
+    algorithm: String,
+    /// Seconds since the epoch (default: now).
+    #[arg(long)]
+    time: Option<String>,
+    /// Price for with-price algorithms, e.g. EUR:1.5.
+    #[arg(long)]
+    price: Option<String>,
+    /// Counter for HOTP algorithms (default 0).
+    #[arg(long)]
+    counter: Option<String>,
+}
+
+/// Runs `taler-otp code`.
+pub fn run(args: &CodeArgs) -> Result<(), Failure> {
+    let key = OtpKey::from_base32(&args.key).map_err(|err| Failure::usage(format!("--key: {err}")))?;
+    let algorithm: Algorithm = args
+        .algorithm
+        .parse()
+        .map_err(|err: otp_algo::AlgorithmError| Failure::usage(format!("--algorithm: {err}")))?;
+    let time = match &args.time {
+        None => now_seconds(),
+        Some(text) => parse_time(text)?,
+    };
+    let price = args
+        .price
+        .as_deref()
+        .map(Amount::parse)
+        .transpose()
+        .map_err(|err| Failure::usage(format!("--price: {err}")))?;
+    let counter = match &args.counter {
+        None => 0,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|c| *c <= crate::api::MAX_COUNTER)
+            .ok_or_else(|| Failure::usage(format!("--counter: expected an integer between 0 and {}, got {text:?}", crate::api::MAX_COUNTER)))?,
+    };
+    if let Some(code) = otp_algo::confirmation(&key, algorithm, price.as_ref(), time, counter) {
+        println!("{code}");
+    }
+    Ok(())
+}
+
+/// Parses `--time`: whole seconds, 0 ≤ time ≤ 18446744073709.
+pub fn parse_time(text: &str) -> Result<u64, Failure> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|t| text.bytes().all(|b| b.is_ascii_digit()) && *t <= MAX_TIMESTAMP)
+        .ok_or_else(|| Failure::usage(format!("--time: expected seconds between 0 and {MAX_TIMESTAMP}, got {text:?}")))
+}

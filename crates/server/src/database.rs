@@ -1,0 +1,82 @@
+//! Opening the database a command works on: the configured PostgreSQL, or the embedded
+//! cluster under `DATA_DIR` when none is configured.
+
+use otp_store::embedded::{Cluster, ClusterOptions};
+use otp_store::{StoreConfig, migrate};
+
+use crate::config::Settings;
+use crate::error::error_chain;
+
+/// The database behind a command, and the embedded cluster if this process started it.
+pub struct Database {
+    /// How to connect.
+    pub store_config: StoreConfig,
+    cluster: Option<Cluster>,
+}
+
+/// The database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DatabaseError(pub String);
+
+impl Database {
+    /// Opens the configured database, starting the embedded cluster when none is configured
+    /// (the embedded schema is migrated at once: nobody else can have an older binary on it).
+    pub async fn open(settings: &Settings) -> Result<Database, DatabaseError> {
+        match &settings.database_url {
+            Some(url) => Ok(Database { store_config: store_config(settings, url), cluster: None }),
+            None => {
+                let options = ClusterOptions {
+                    data_dir: settings.data_dir.join("postgres"),
+                    port: None,
+                    superuser: "postgres".to_owned(),
+                };
+                let cluster = tokio::task::spawn_blocking(move || Cluster::start(&options))
+                    .await
+                    .map_err(|err| DatabaseError(format!("embedded database: {err}")))?
+                    .map_err(|err| DatabaseError(format!("embedded database: {err}")))?;
+                let database = Database { store_config: store_config(settings, &cluster.url("taler")), cluster: Some(cluster) };
+                let store = otp_store::Store::connect(&database.store_config)
+                    .map_err(|err| DatabaseError(format!("embedded database: {}", error_chain(&err))))?;
+                migrate::migrate(&store)
+                    .await
+                    .map_err(|err| DatabaseError(format!("embedded database migration: {}", error_chain(&err))))?;
+                Ok(database)
+            }
+        }
+    }
+
+    /// Whether this is the embedded cluster.
+    pub fn is_embedded(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Stops the embedded cluster, if this process started it.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            if let Err(err) = cluster.stop() {
+                tracing::warn!(error = %err, "stopping the embedded database failed");
+            }
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The store configuration for `url` under `settings`.
+pub fn store_config(settings: &Settings, url: &str) -> StoreConfig {
+    let mut config = StoreConfig::new(url);
+    config.pool_size = settings.pool_size;
+    config.wait_timeout = settings.db_timeout;
+    config.connect_timeout = settings.db_timeout;
+    config.key_encryption_key = settings.key_encryption_key.clone();
+    config
+}

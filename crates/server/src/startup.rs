@@ -1,0 +1,218 @@
+//! `Application`: builds the HTTP server exactly as `taler-otp serve` runs it — state, caches,
+//! change listener, middleware, routes, listener — so tests start the real thing on port 0.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Server, ServerHandle, Service, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
+use otp_store::{Store, StoreConfig, changes, migrate};
+use tracing::Instrument;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::{Listen, Settings};
+use crate::error::{ApiError, ErrorDetail, error_chain};
+use crate::state::AppState;
+use crate::{body, openapi, routes, taler_ec, version};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database could not be reached.
+    #[error("database unreachable: {0}")]
+    DatabaseUnreachable(String),
+    /// The schema is older (or newer) than this binary's.
+    #[error(
+        "database schema is at version {current} but this binary needs version {latest}: run `taler-otp dbinit` first"
+    )]
+    SchemaOutdated {
+        /// Version in the database.
+        current: i32,
+        /// Version this binary needs.
+        latest: i32,
+    },
+    /// The schema is newer than this binary's.
+    #[error("database schema version {current} is newer than this binary's ({latest}): upgrade taler-otp")]
+    SchemaTooNew {
+        /// Version in the database.
+        current: i32,
+        /// Version this binary knows.
+        latest: i32,
+    },
+    /// Binding the listener failed.
+    #[error("cannot listen on {0}")]
+    Bind(String),
+    /// Any other store failure.
+    #[error("database error: {0}")]
+    Store(String),
+}
+
+/// A built, not yet running, server.
+pub struct Application {
+    server: Server,
+    port: Option<u16>,
+}
+
+/// The request-id header, read from clients (when well-formed) and echoed back.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+impl Application {
+    /// Builds the server over the database at `store_config`, checking the schema first.
+    pub async fn build(settings: &Settings, store_config: &StoreConfig) -> Result<Application, StartupError> {
+        let store = Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;
+        check_schema(&store).await?;
+        let state = web::Data::new(AppState::new(
+            store,
+            settings.default_instance.clone(),
+            version::config_response(&settings.currency),
+            settings.cache_ttl,
+        ));
+        if !settings.cache_ttl.is_zero() {
+            spawn_change_listener(store_config, state.clone()).await;
+        }
+        let doc = openapi::api_doc();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(body::payload_config())
+                .wrap_fn(|req, srv| {
+                    let started = Instant::now();
+                    let request_id = request_id(req.headers().get(&REQUEST_ID));
+                    let method = req.method().to_string();
+                    let span = tracing::info_span!("request", id = %request_id, %method);
+                    let fut = srv.call(req);
+                    async move {
+                        let mut res = fut.await.map(taler_error_body)?;
+                        let route = res.request().match_pattern().unwrap_or_else(|| "(unmatched)".into());
+                        let status = res.status().as_u16();
+                        tracing::info!(route, status, latency_us = started.elapsed().as_micros() as u64, "served");
+                        if let Ok(value) = HeaderValue::from_str(&request_id) {
+                            res.headers_mut().insert(REQUEST_ID, value);
+                        }
+                        Ok(res)
+                    }
+                    .instrument(span)
+                })
+                .configure(routes::configure)
+                .service(web::redirect("/docs", "/docs/"))
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc.clone()))
+                .default_service(web::to(routes::endpoint_unknown))
+        })
+        .workers(settings.workers)
+        .shutdown_timeout(10);
+        let (server, port) = match &settings.listen {
+            Listen::Tcp { bind_to, port } => {
+                let server = server
+                    .bind((bind_to.as_str(), *port))
+                    .map_err(|err| StartupError::Bind(format!("{bind_to}:{port}: {err}")))?;
+                let port = server.addrs().first().map(|a| a.port());
+                (server, port)
+            }
+            Listen::Unix { path, mode } => {
+                let _ = std::fs::remove_file(path);
+                let server = server
+                    .bind_uds(path)
+                    .map_err(|err| StartupError::Bind(format!("{}: {err}", path.display())))?;
+                set_mode(path, *mode).map_err(|err| StartupError::Bind(format!("{}: {err}", path.display())))?;
+                (server, None)
+            }
+        };
+        Ok(Application { server: server.run(), port })
+    }
+
+    /// The TCP port the server listens on (`None` for a UNIX socket).
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM (or `handle().stop(true)`); in-flight requests finish first.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn check_schema(store: &Store) -> Result<(), StartupError> {
+    let status = migrate::status(store).await.map_err(|err| {
+        if err.is_unavailable() {
+            StartupError::DatabaseUnreachable(error_chain(&err))
+        } else {
+            StartupError::Store(error_chain(&err))
+        }
+    })?;
+    if status.current < status.latest {
+        return Err(StartupError::SchemaOutdated { current: status.current, latest: status.latest });
+    }
+    if status.current > status.latest {
+        return Err(StartupError::SchemaTooNew { current: status.current, latest: status.latest });
+    }
+    Ok(())
+}
+
+async fn spawn_change_listener(store_config: &StoreConfig, state: web::Data<AppState>) {
+    match changes::subscribe(store_config).await {
+        Ok(mut receiver) => {
+            tokio::spawn(async move {
+                while let Some(change) = receiver.recv().await {
+                    state.apply_change(&change);
+                }
+            });
+        }
+        Err(err) => {
+            tracing::warn!(error = %error_chain(&err), "change notifications unavailable; caches rely on their age bound");
+        }
+    }
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+fn request_id(header: Option<&HeaderValue>) -> String {
+    header
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Safety net: any error answer that is not already a Taler JSON body (a framework error) gets one.
+fn taler_error_body<B: MessageBody + 'static>(res: ServiceResponse<B>) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res.map_into_boxed_body();
+    }
+    let response = match status {
+        StatusCode::NOT_FOUND => ApiError::EndpointUnknown.error_response(),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodInvalid.error_response(),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body::MAX_BODY_BYTES).error_response(),
+        StatusCode::URI_TOO_LONG => ApiError::UriTooLong.error_response(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("content-type: unsupported".into()).error_response()
+        }
+        status => {
+            let code = if status.is_client_error() {
+                taler_ec::GENERIC_PARAMETER_MALFORMED
+            } else {
+                taler_ec::GENERIC_INTERNAL_INVARIANT_FAILURE
+            };
+            let hint = status.canonical_reason().unwrap_or("request failed").to_owned();
+            HttpResponse::build(status).json(ErrorDetail { code, hint, detail: None })
+        }
+    };
+    let (req, _) = res.into_parts();
+    ServiceResponse::new(req, response)
+}

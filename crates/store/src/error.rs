@@ -1,0 +1,102 @@
+//! `StoreError`: the outcomes callers branch on, and driver failures.
+//!
+//! The SQLSTATE and the connection-level failure of a driver error are
+//! inspected in one place, [`StoreError::from_db`].
+
+use std::error::Error as StdError;
+
+use tokio_postgres::error::SqlState;
+
+/// What can go wrong in a store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The instance, device or token does not exist (in this instance).
+    #[error("no such record")]
+    NotFound,
+    /// A record with this id exists with different details, or the change
+    /// cannot be applied (a counter that cannot advance).
+    #[error("a conflicting record exists")]
+    Conflict,
+    /// The database cannot be reached: connection refused or closed, a pool
+    /// checkout or connect timeout, the server shutting down.
+    #[error("database unavailable")]
+    Unavailable(#[source] Box<dyn StdError + Send + Sync + 'static>),
+    /// The database schema version differs from the one this binary expects:
+    /// older (run the migrations) or newer (upgrade the binary).
+    #[error("database schema is at version {current}, this binary expects version {latest}")]
+    SchemaOutdated {
+        /// The database's schema version (0 for an empty database).
+        current: i32,
+        /// The schema version this binary was built for.
+        latest: i32,
+    },
+    /// A stored OTP key cannot be decrypted: wrong key-encryption key,
+    /// tampered ciphertext, or no key-encryption key configured.
+    #[error("otp key decryption failed: {0}")]
+    Crypto(&'static str),
+    /// A stored value violates an invariant (an unknown algorithm number, a
+    /// short key, a negative counter, an edited migration).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// A value cannot be stored (a counter above 2^63 - 1).
+    #[error("value out of range: {0}")]
+    OutOfRange(&'static str),
+    /// Any other database failure.
+    #[error("database query failed")]
+    Db(#[source] tokio_postgres::Error),
+}
+
+impl StoreError {
+    /// Whether the database is unreachable (HTTP 503 rather than 500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// Classifies a driver error; the one place that looks at SQLSTATEs.
+    pub(crate) fn from_db(err: tokio_postgres::Error) -> StoreError {
+        if let Some(code) = err.code() {
+            return if is_unavailable_state(code) {
+                StoreError::Unavailable(Box::new(err))
+            } else if *code == SqlState::UNIQUE_VIOLATION {
+                StoreError::Conflict
+            } else {
+                StoreError::Db(err)
+            };
+        }
+        // No SQLSTATE: a connection-level failure (closed, I/O, timeout) or a
+        // client-side one (conversion of a value).
+        let io_failure = err
+            .source()
+            .is_some_and(|source| source.downcast_ref::<std::io::Error>().is_some());
+        if err.is_closed() || io_failure {
+            StoreError::Unavailable(Box::new(err))
+        } else {
+            StoreError::Db(err)
+        }
+    }
+
+    /// Classifies a pool checkout failure.
+    pub(crate) fn from_pool(err: deadpool_postgres::PoolError) -> StoreError {
+        use deadpool_postgres::PoolError;
+        match err {
+            PoolError::Backend(err) => StoreError::from_db(err),
+            other => StoreError::Unavailable(Box::new(other)),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> StoreError {
+        StoreError::from_db(err)
+    }
+}
+
+/// SQLSTATEs that mean "the server cannot serve us right now".
+fn is_unavailable_state(code: &SqlState) -> bool {
+    // Class 08: connection exception.
+    code.code().starts_with("08")
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || *code == SqlState::TOO_MANY_CONNECTIONS
+}

@@ -1,0 +1,98 @@
+//! Merchant instances: the scope of every token and device.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+
+use crate::error::StoreError;
+use crate::ids::InstanceId;
+use crate::store::Store;
+
+/// A merchant instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// The public id.
+    pub id: InstanceId,
+    /// The human-readable name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Instance {
+    fn from_row(row: &Row) -> Result<Instance, StoreError> {
+        let id: String = row.try_get("instance_id")?;
+        Ok(Instance {
+            id: InstanceId::parse(&id)
+                .map_err(|err| StoreError::Corrupt(format!("instance id {id:?}: {err}")))?,
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+const INSERT: &str = "
+    INSERT INTO instances (instance_id, name)
+    VALUES ($1, $2)
+    ON CONFLICT (instance_id) DO NOTHING
+    RETURNING instance_id, name, created_at";
+
+/// Creates `instance`; `Conflict` if it exists.
+#[tracing::instrument(skip(store))]
+pub async fn create(store: &Store, instance: &InstanceId, name: &str) -> Result<Instance, StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(INSERT).await?;
+    let row = client.query_opt(&stmt, &[&instance.as_str(), &name]).await?;
+    Instance::from_row(&row.ok_or(StoreError::Conflict)?)
+}
+
+/// Creates `instance` unless it exists; returns whether it was created. An
+/// existing instance keeps its name.
+#[tracing::instrument(skip(store))]
+pub async fn ensure(store: &Store, instance: &InstanceId, name: &str) -> Result<bool, StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(INSERT).await?;
+    let row = client.query_opt(&stmt, &[&instance.as_str(), &name]).await?;
+    Ok(row.is_some())
+}
+
+const SELECT_ONE: &str = "
+    SELECT instance_id, name, created_at
+      FROM instances
+     WHERE instance_id = $1";
+
+/// The instance `instance`; `NotFound` if it does not exist.
+#[tracing::instrument(skip(store))]
+pub async fn get(store: &Store, instance: &InstanceId) -> Result<Instance, StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(SELECT_ONE).await?;
+    let row = client.query_opt(&stmt, &[&instance.as_str()]).await?;
+    Instance::from_row(&row.ok_or(StoreError::NotFound)?)
+}
+
+const SELECT_ALL: &str = "
+    SELECT instance_id, name, created_at
+      FROM instances
+     ORDER BY instance_id";
+
+/// Every instance, ordered by id.
+#[tracing::instrument(skip(store))]
+pub async fn list(store: &Store) -> Result<Vec<Instance>, StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(SELECT_ALL).await?;
+    let rows = client.query(&stmt, &[]).await?;
+    rows.iter().map(Instance::from_row).collect()
+}
+
+const DELETE: &str = "DELETE FROM instances WHERE instance_id = $1";
+
+/// Deletes `instance` with its tokens and devices; `NotFound` if it does not
+/// exist.
+#[tracing::instrument(skip(store))]
+pub async fn delete(store: &Store, instance: &InstanceId) -> Result<(), StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(DELETE).await?;
+    match client.execute(&stmt, &[&instance.as_str()]).await? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}

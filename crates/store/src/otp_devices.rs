@@ -1,0 +1,358 @@
+//! OTP devices of one merchant instance.
+//!
+//! Every statement is scoped by the instance id first; a device of another
+//! instance is indistinguishable from a missing one. Keys are encrypted at
+//! rest when a key-encryption key is configured (see `crypto.rs`).
+
+use chrono::{DateTime, Utc};
+use otp_algo::{Algorithm, OtpKey};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::crypto;
+use crate::error::StoreError;
+use crate::ids::{InstanceId, OtpDeviceId};
+use crate::store::Store;
+
+/// A device to create.
+#[derive(Clone, Debug)]
+pub struct NewOtpDevice {
+    /// Unique within the instance.
+    pub id: OtpDeviceId,
+    /// Human-readable description.
+    pub description: String,
+    /// The decoded secret key.
+    pub key: OtpKey,
+    /// How codes are computed.
+    pub algorithm: Algorithm,
+    /// The next counter value for counter-based algorithms (at most 2^63 - 1).
+    pub counter: u64,
+}
+
+/// A stored device. `Debug` does not show the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtpDevice {
+    /// Unique within the instance.
+    pub id: OtpDeviceId,
+    /// Human-readable description.
+    pub description: String,
+    /// The decoded secret key.
+    pub key: OtpKey,
+    /// How codes are computed.
+    pub algorithm: Algorithm,
+    /// The counter (for [`advance_counter`]: the value to use now).
+    pub counter: u64,
+    /// When the device was created.
+    pub created_at: DateTime<Utc>,
+    /// When the device last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A device in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtpDeviceSummary {
+    /// Unique within the instance.
+    pub id: OtpDeviceId,
+    /// Human-readable description.
+    pub description: String,
+}
+
+/// Changes to a device: `description` always replaces the stored one, `None`
+/// keeps the stored value.
+#[derive(Clone, Debug)]
+pub struct OtpDevicePatch {
+    /// The new description.
+    pub description: String,
+    /// A new key, or `None` to keep it.
+    pub key: Option<OtpKey>,
+    /// A new algorithm, or `None` to keep it.
+    pub algorithm: Option<Algorithm>,
+    /// A new counter (at most 2^63 - 1), or `None` to keep it.
+    pub counter: Option<u64>,
+}
+
+/// The outcome of [`create`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The device was new and has been stored.
+    Inserted,
+    /// An identical device (description, key, algorithm, counter) existed.
+    Unchanged,
+}
+
+impl OtpDevice {
+    fn from_row(store: &Store, instance: &InstanceId, row: &Row) -> Result<OtpDevice, StoreError> {
+        let id = device_id(row)?;
+        let stored_key: Vec<u8> = row.try_get("otp_key")?;
+        let stored_key = zeroize::Zeroizing::new(stored_key);
+        let key = crypto::open(
+            store.cipher(),
+            instance,
+            &id,
+            &stored_key,
+            row.try_get("otp_key_encrypted")?,
+        )?;
+        let algorithm: i16 = row.try_get("otp_algorithm")?;
+        let counter: i64 = row.try_get("otp_ctr")?;
+        Ok(OtpDevice {
+            algorithm: Algorithm::from_int(i64::from(algorithm))
+                .map_err(|err| StoreError::Corrupt(format!("algorithm of device {id}: {err}")))?,
+            counter: u64::try_from(counter)
+                .map_err(|_| StoreError::Corrupt(format!("negative counter of device {id}")))?,
+            description: row.try_get("description")?,
+            key,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            id,
+        })
+    }
+}
+
+fn device_id(row: &Row) -> Result<OtpDeviceId, StoreError> {
+    let id: String = row.try_get("otp_device_id")?;
+    OtpDeviceId::parse(&id).map_err(|err| StoreError::Corrupt(format!("device id {id:?}: {err}")))
+}
+
+fn counter_param(counter: u64) -> Result<i64, StoreError> {
+    i64::try_from(counter).map_err(|_| StoreError::OutOfRange("counter above 2^63 - 1"))
+}
+
+const CREATE: &str = "
+    WITH instance AS (
+        SELECT instance_serial FROM instances WHERE instance_id = $1
+    ), upsert AS (
+        INSERT INTO otp_devices AS d
+               (instance_serial, otp_device_id, description, otp_key, otp_key_encrypted,
+                otp_key_digest, otp_algorithm, otp_ctr)
+        SELECT instance_serial, $2::text, $3::text, $4::bytea, $5::boolean,
+               $6::bytea, $7::smallint, $8::bigint
+          FROM instance
+        ON CONFLICT (instance_serial, otp_device_id) DO UPDATE
+           SET otp_device_id = EXCLUDED.otp_device_id
+         WHERE d.description = EXCLUDED.description
+           AND d.otp_key_digest IN (EXCLUDED.otp_key_digest, $9::bytea)
+           AND d.otp_algorithm = EXCLUDED.otp_algorithm
+           AND d.otp_ctr = EXCLUDED.otp_ctr
+        RETURNING (d.xmax = 0) AS inserted
+    )
+    SELECT EXISTS (SELECT 1 FROM instance) AS instance_found,
+           (SELECT inserted FROM upsert) AS inserted";
+
+/// Creates `device` in `instance`.
+///
+/// Idempotent: if a device with this id exists with the same description,
+/// key, algorithm and counter the result is `Unchanged`; with any difference
+/// it is `Conflict`. The decision is taken inside the database by one
+/// statement (keys are compared by their digest), so concurrent identical
+/// requests never conflict. `NotFound` if the instance does not exist.
+#[tracing::instrument(skip(store, device), fields(device = %device.id))]
+pub async fn create(store: &Store, instance: &InstanceId, device: &NewOtpDevice) -> Result<Created, StoreError> {
+    let counter = counter_param(device.counter)?;
+    let stored_key = crypto::seal(store.cipher(), instance, &device.id, &device.key)?;
+    let (_, plain_digest) = crypto::digests(store.cipher(), &device.key)?;
+    let algorithm = i16::from(device.algorithm.as_int());
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(CREATE).await?;
+    let params: [&(dyn ToSql + Sync); 9] = [
+        &instance.as_str(),
+        &device.id.as_str(),
+        &device.description,
+        &stored_key.bytes.as_slice(),
+        &stored_key.encrypted,
+        &stored_key.digest.as_slice(),
+        &algorithm,
+        &counter,
+        &plain_digest.as_slice(),
+    ];
+    let row = client.query_one(&stmt, &params).await?;
+    if !row.try_get::<_, bool>("instance_found")? {
+        return Err(StoreError::NotFound);
+    }
+    match row.try_get::<_, Option<bool>>("inserted")? {
+        Some(true) => Ok(Created::Inserted),
+        Some(false) => Ok(Created::Unchanged),
+        None => Err(StoreError::Conflict),
+    }
+}
+
+const SELECT_ALL: &str = "
+    SELECT d.otp_device_id, d.description
+      FROM otp_devices d
+      JOIN instances i USING (instance_serial)
+     WHERE i.instance_id = $1
+     ORDER BY d.otp_device_id COLLATE \"C\"";
+
+/// The devices of `instance`, ordered by id (byte order); empty for an
+/// unknown instance.
+#[tracing::instrument(skip(store))]
+pub async fn list(store: &Store, instance: &InstanceId) -> Result<Vec<OtpDeviceSummary>, StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(SELECT_ALL).await?;
+    let rows = client.query(&stmt, &[&instance.as_str()]).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(OtpDeviceSummary {
+                id: device_id(row)?,
+                description: row.try_get("description")?,
+            })
+        })
+        .collect()
+}
+
+const SELECT_ONE: &str = "
+    SELECT d.otp_device_id, d.description, d.otp_key, d.otp_key_encrypted,
+           d.otp_algorithm, d.otp_ctr, d.created_at, d.updated_at
+      FROM otp_devices d
+      JOIN instances i USING (instance_serial)
+     WHERE i.instance_id = $1
+       AND d.otp_device_id = $2";
+
+/// Device `id` of `instance`; `NotFound` if it does not exist there.
+#[tracing::instrument(skip(store))]
+pub async fn get(store: &Store, instance: &InstanceId, id: &OtpDeviceId) -> Result<OtpDevice, StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(SELECT_ONE).await?;
+    let row = client.query_opt(&stmt, &[&instance.as_str(), &id.as_str()]).await?;
+    OtpDevice::from_row(store, instance, &row.ok_or(StoreError::NotFound)?)
+}
+
+const UPDATE: &str = "
+    UPDATE otp_devices AS d
+       SET description = $3,
+           otp_key = COALESCE($4::bytea, d.otp_key),
+           otp_key_encrypted = COALESCE($5::boolean, d.otp_key_encrypted),
+           otp_key_digest = COALESCE($6::bytea, d.otp_key_digest),
+           otp_algorithm = COALESCE($7::smallint, d.otp_algorithm),
+           otp_ctr = COALESCE($8::bigint, d.otp_ctr),
+           updated_at = now()
+      FROM instances i
+     WHERE i.instance_id = $1
+       AND d.instance_serial = i.instance_serial
+       AND d.otp_device_id = $2";
+
+/// Applies `patch` to device `id` of `instance` in one statement and bumps
+/// `updated_at`; `NotFound` if the device does not exist there.
+#[tracing::instrument(skip(store, patch))]
+pub async fn update(
+    store: &Store,
+    instance: &InstanceId,
+    id: &OtpDeviceId,
+    patch: &OtpDevicePatch,
+) -> Result<(), StoreError> {
+    let counter = patch.counter.map(counter_param).transpose()?;
+    let stored_key = match &patch.key {
+        Some(key) => Some(crypto::seal(store.cipher(), instance, id, key)?),
+        None => None,
+    };
+    let key_bytes: Option<&[u8]> = stored_key.as_ref().map(|key| key.bytes.as_slice());
+    let key_encrypted: Option<bool> = stored_key.as_ref().map(|key| key.encrypted);
+    let key_digest: Option<&[u8]> = stored_key.as_ref().map(|key| key.digest.as_slice());
+    let algorithm: Option<i16> = patch.algorithm.map(|algorithm| i16::from(algorithm.as_int()));
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(UPDATE).await?;
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &instance.as_str(),
+        &id.as_str(),
+        &patch.description,
+        &key_bytes,
+        &key_encrypted,
+        &key_digest,
+        &algorithm,
+        &counter,
+    ];
+    match client.execute(&stmt, &params).await? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+const DELETE: &str = "
+    DELETE FROM otp_devices d
+     USING instances i
+     WHERE i.instance_id = $1
+       AND d.instance_serial = i.instance_serial
+       AND d.otp_device_id = $2";
+
+/// Deletes device `id` of `instance`; `NotFound` if it does not exist there.
+#[tracing::instrument(skip(store))]
+pub async fn delete(store: &Store, instance: &InstanceId, id: &OtpDeviceId) -> Result<(), StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(DELETE).await?;
+    match client.execute(&stmt, &[&instance.as_str(), &id.as_str()]).await? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+const ADVANCE: &str = "
+    UPDATE otp_devices AS d
+       SET otp_ctr = d.otp_ctr + 1,
+           updated_at = now()
+      FROM instances i
+     WHERE i.instance_id = $1
+       AND d.instance_serial = i.instance_serial
+       AND d.otp_device_id = $2
+       AND d.otp_ctr < 9223372036854775807
+    RETURNING d.otp_device_id, d.description, d.otp_key, d.otp_key_encrypted,
+              d.otp_algorithm, d.otp_ctr - 1 AS otp_ctr, d.created_at, d.updated_at";
+
+const EXISTS: &str = "
+    SELECT EXISTS (
+        SELECT 1
+          FROM otp_devices d
+          JOIN instances i USING (instance_serial)
+         WHERE i.instance_id = $1
+           AND d.otp_device_id = $2
+    ) AS found";
+
+/// Takes the next counter value of device `id` of `instance` in one atomic
+/// statement: returns the device with `counter` set to the value to use now,
+/// and stores that value plus one. Concurrent calls never get the same value.
+/// `NotFound` if the device does not exist there; `Conflict` if the counter
+/// is at 2^63 - 1 and cannot advance.
+#[tracing::instrument(skip(store))]
+pub async fn advance_counter(
+    store: &Store,
+    instance: &InstanceId,
+    id: &OtpDeviceId,
+) -> Result<OtpDevice, StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(ADVANCE).await?;
+    let params: [&(dyn ToSql + Sync); 2] = [&instance.as_str(), &id.as_str()];
+    if let Some(row) = client.query_opt(&stmt, &params).await? {
+        return OtpDevice::from_row(store, instance, &row);
+    }
+    // Only on failure: tell a missing device from an exhausted counter.
+    let exists = client.prepare_cached(EXISTS).await?;
+    let found: bool = client.query_one(&exists, &params).await?.try_get("found")?;
+    Err(if found { StoreError::Conflict } else { StoreError::NotFound })
+}
+
+const RESYNC: &str = "
+    UPDATE otp_devices AS d
+       SET otp_ctr = GREATEST(d.otp_ctr, $3::bigint),
+           updated_at = CASE WHEN $3::bigint > d.otp_ctr THEN now() ELSE d.updated_at END
+      FROM instances i
+     WHERE i.instance_id = $1
+       AND d.instance_serial = i.instance_serial
+       AND d.otp_device_id = $2";
+
+/// After a verified HOTP code: sets the counter of device `id` of `instance`
+/// to `next` if `next` is above the stored counter, in one statement (a
+/// smaller `next` changes nothing). `NotFound` if the device does not exist
+/// there; `OutOfRange` if `next` is above 2^63 - 1.
+#[tracing::instrument(skip(store))]
+pub async fn resync_counter(
+    store: &Store,
+    instance: &InstanceId,
+    id: &OtpDeviceId,
+    next: u64,
+) -> Result<(), StoreError> {
+    let next = counter_param(next)?;
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(RESYNC).await?;
+    match client.execute(&stmt, &[&instance.as_str(), &id.as_str(), &next]).await? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,200 @@
+//! `StoreConfig` and `Store`: the connection pool and the key cipher.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use zeroize::Zeroizing;
+
+use crate::crypto::KeyCipher;
+use crate::error::StoreError;
+
+/// How to reach the database.
+///
+/// `Debug` never shows the password or the key-encryption key.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// A `postgres://` URL or a libpq `key=value` string; `host=/a/dir`
+    /// selects a Unix socket directory.
+    pub url: String,
+    /// The most connections the pool opens (default 16).
+    pub pool_size: usize,
+    /// How long a call waits for a free pooled connection (default 2 s).
+    pub wait_timeout: Duration,
+    /// How long opening a connection may take (default 2 s), unless the URL
+    /// sets `connect_timeout` itself.
+    pub connect_timeout: Duration,
+    /// When set, OTP keys are stored encrypted with ChaCha20-Poly1305 under a
+    /// subkey of this key, bound to their instance id and device id.
+    pub key_encryption_key: Option<Zeroizing<[u8; 32]>>,
+}
+
+impl StoreConfig {
+    /// A configuration for `url` with the defaults.
+    pub fn new(url: impl Into<String>) -> StoreConfig {
+        StoreConfig {
+            url: url.into(),
+            pool_size: 16,
+            wait_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            key_encryption_key: None,
+        }
+    }
+
+    /// The driver configuration: the URL plus our timeouts and keepalives.
+    pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config, StoreError> {
+        let mut pg = tokio_postgres::Config::from_str(&self.url).map_err(StoreError::Db)?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(self.connect_timeout);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("taler-otp");
+        }
+        // Detect a vanished server on idle connections, and give up on unacknowledged writes.
+        pg.keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(15));
+        Ok(pg)
+    }
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The driver's Debug redacts the password; an unparsable URL is not shown at all.
+        let url: &dyn fmt::Debug = match tokio_postgres::Config::from_str(&self.url) {
+            Ok(pg) => &DebugPg(pg),
+            Err(_) => &"<unparsable url>",
+        };
+        f.debug_struct("StoreConfig")
+            .field("url", url)
+            .field("pool_size", &self.pool_size)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field(
+                "key_encryption_key",
+                &self.key_encryption_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+struct DebugPg(tokio_postgres::Config);
+
+impl fmt::Debug for DebugPg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("user", &self.0.get_user())
+            .field("password", &self.0.get_password().map(|_| "<redacted>"))
+            .field("dbname", &self.0.get_dbname())
+            .field("hosts", &self.0.get_hosts())
+            .field("ports", &self.0.get_ports())
+            .finish()
+    }
+}
+
+/// The database: a pool of connections and, when configured, the cipher for
+/// OTP keys. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    cipher: Option<Arc<KeyCipher>>,
+    checkout_limit: Duration,
+}
+
+impl Store {
+    /// Builds the pool. No connection is opened yet, so this fails only for a
+    /// malformed URL.
+    pub fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let pg = cfg.pg_config()?;
+        let connect_timeout = pg.get_connect_timeout().copied().unwrap_or(cfg.connect_timeout);
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(cfg.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(cfg.wait_timeout))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(connect_timeout))
+            .build()
+            .map_err(|err| StoreError::Unavailable(Box::new(err)))?;
+        let cipher = match &cfg.key_encryption_key {
+            Some(kek) => Some(Arc::new(KeyCipher::new(kek)?)),
+            None => None,
+        };
+        // Recycling several dead connections could add up; bound the whole checkout.
+        let checkout_limit = cfg.wait_timeout + connect_timeout + Duration::from_millis(500);
+        Ok(Store {
+            pool,
+            cipher,
+            checkout_limit,
+        })
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// The connection pool, for callers that need a raw connection.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Takes a connection from the pool, failing as `Unavailable` within a
+    /// bounded time.
+    pub(crate) async fn client(&self) -> Result<Object, StoreError> {
+        match tokio::time::timeout(self.checkout_limit, self.pool.get()).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(err)) => Err(StoreError::from_pool(err)),
+            Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
+        }
+    }
+
+    /// The OTP key cipher, when a key-encryption key is configured.
+    pub(crate) fn cipher(&self) -> Option<&KeyCipher> {
+        self.cipher.as_deref()
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("pool", &self.pool.status())
+            .field("keys_encrypted", &self.cipher.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password_and_the_kek() {
+        let mut cfg = StoreConfig::new("postgres://user:hunter2@db.example/taler");
+        cfg.key_encryption_key = Some(Zeroizing::new([0x42; 32]));
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("66, 66"), "{shown}");
+        assert!(shown.contains("db.example"), "{shown}");
+    }
+
+    #[test]
+    fn connect_fails_only_for_a_malformed_url() {
+        assert!(Store::connect(&StoreConfig::new("host=/nonexistent/dir dbname=x")).is_ok());
+        assert!(Store::connect(&StoreConfig::new("postgres://127.0.0.1:1/x")).is_ok());
+        assert!(Store::connect(&StoreConfig::new("host='unterminated")).is_err());
+    }
+}

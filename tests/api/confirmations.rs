@@ -1,0 +1,81 @@
+//! §9: `POST …/otp-devices/$ID/confirmations`, the payment-confirmation extension.
+
+use std::collections::HashSet;
+
+use otp_tests::{RFC_KEY, assert_taler_error, spawn_app};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn totp_confirmation_equals_get_one_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.add_device("t", RFC_KEY, json!(2)).await;
+    let reply = app.post("/private/otp-devices/t/confirmations", &json!({"price": "EUR:1.5"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let ts = reply.json["otp_timestamp"].as_u64().unwrap();
+    let get = app.get(&format!("/private/otp-devices/t?faketime={ts}&price=EUR%3A1.50")).await;
+    assert_eq!(reply.json["pos_confirmation"], get.json["otp_code"]);
+    assert_eq!(get.json["otp_ctr"], 0);
+}
+
+#[tokio::test]
+async fn hotp_confirmation_uses_and_advances_the_counter() {
+    let app = spawn_app().await;
+    app.add_device("h", RFC_KEY, json!(3)).await;
+    let expected = ["84755224", "94287082"];
+    for (counter, code) in expected.iter().enumerate() {
+        let reply = app.post("/private/otp-devices/h/confirmations", &json!({})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(reply.json["pos_confirmation"], *code);
+        assert_eq!(reply.json["otp_ctr"], counter as u64);
+    }
+    assert_eq!(app.get("/private/otp-devices/h").await.json["otp_ctr"], 2);
+    // An empty body is accepted too.
+    let reply = app
+        .client
+        .post(format!("{}/private/otp-devices/h/confirmations", app.address))
+        .header("Authorization", format!("Bearer {}", app.write_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn none_is_409_and_missing_price_is_400_25_without_advancing() {
+    let app = spawn_app().await;
+    app.add_device("n", RFC_KEY, json!("NONE")).await;
+    app.add_device("hp", RFC_KEY, json!("HOTP_WITH_PRICE")).await;
+    let reply = app.post("/private/otp-devices/n/confirmations", &json!({})).await;
+    assert_taler_error(&reply, StatusCode::CONFLICT, 26);
+    let reply = app.post("/private/otp-devices/hp/confirmations", &json!({"price": null})).await;
+    assert_taler_error(&reply, StatusCode::BAD_REQUEST, 25);
+    let reply = app.post("/private/otp-devices/hp/confirmations", &json!({"price": "EUR:1.123456789"})).await;
+    assert_taler_error(&reply, StatusCode::BAD_REQUEST, 26);
+    assert_eq!(app.get("/private/otp-devices/hp").await.json["otp_ctr"], 0);
+    let reply = app.post("/private/otp-devices/hp/confirmations", &json!({"price": "EUR:1.5"})).await;
+    let key = otp_algo::OtpKey::from_base32(RFC_KEY).unwrap();
+    let price = otp_algo::Amount::parse("EUR:1.5").unwrap();
+    let expected = otp_algo::confirmation(&key, otp_algo::Algorithm::HotpWithPrice, Some(&price), 0, 0).unwrap();
+    assert_eq!(reply.json["pos_confirmation"], expected);
+    assert_taler_error(&app.post("/private/otp-devices/ghost/confirmations", &json!({})).await, StatusCode::NOT_FOUND, 2021);
+}
+
+#[tokio::test]
+async fn sixty_four_concurrent_confirmations_get_distinct_codes_and_advance_by_64() {
+    let app = spawn_app().await;
+    let body = json!({"otp_device_id": "busy", "otp_device_description": "d", "otp_key": RFC_KEY, "otp_algorithm": 3, "otp_ctr": 1000});
+    assert_eq!(app.post("/private/otp-devices", &body).await.status, StatusCode::NO_CONTENT);
+    let calls = (0..64).map(|_| app.post("/private/otp-devices/busy/confirmations", &json!({})));
+    let replies = futures_util::future::join_all(calls).await;
+    let mut codes = HashSet::new();
+    let mut counters = HashSet::new();
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        codes.insert(reply.json["pos_confirmation"].as_str().unwrap().to_owned());
+        counters.insert(reply.json["otp_ctr"].as_u64().unwrap());
+    }
+    assert_eq!(codes.len(), 64, "codes repeated");
+    assert_eq!(counters, (1000..1064).collect::<HashSet<u64>>());
+    assert_eq!(app.get("/private/otp-devices/busy").await.json["otp_ctr"], 1064);
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests of the HTTP API: one binary, the real server against real PostgreSQL.
+//! Each module walks one part of `shared/spec/taler-otp-api.md`.
+
+mod auth; // §7: tokens, scopes, order of checks, instance isolation.
+mod codes; // §5: otp_code equals every public vector; faketime/price validation.
+mod confirmations; // §9: the confirmations extension, counter advance under concurrency.
+mod errors; // §8: Taler error bodies for framework failures.
+mod openapi; // The committed document, its drift test, responses validated against it.
+mod otp_devices; // §1–§3: CRUD, idempotency, null handling, algorithms, ids.
+mod outage; // Database down: 503 with Retry-After, recovery without restart.
+mod two_servers; // Cache invalidation across two server processes on one database.

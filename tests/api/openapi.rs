@@ -1,0 +1,87 @@
+//! The OpenAPI document: committed, up to date, served, and matching real responses.
+
+use otp_tests::{RFC_KEY, spawn_app};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const COMMITTED: &str = "../openapi/openapi.json";
+
+#[test]
+fn openapi_document_is_up_to_date() {
+    let generated = otp_server::openapi::api_doc_json();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(COMMITTED);
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json is out of date: run `UPDATE_OPENAPI=1 cargo test -p otp-tests --test api openapi` and commit it"
+    );
+}
+
+#[test]
+fn document_is_openapi_3_1_with_every_path_and_marked_extensions() {
+    let doc: Value = serde_json::from_str(&otp_server::openapi::api_doc_json()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/config",
+        "/instances/{instance}/config",
+        "/private/otp-devices",
+        "/instances/{instance}/private/otp-devices",
+        "/private/otp-devices/{device_id}",
+        "/instances/{instance}/private/otp-devices/{device_id}",
+        "/private/otp-devices/{device_id}/confirmations",
+        "/instances/{instance}/private/otp-devices/{device_id}/confirmations",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    let confirmation = &doc["paths"]["/private/otp-devices/{device_id}/confirmations"]["post"];
+    assert!(confirmation["description"].as_str().unwrap_or_default().contains("extension"));
+}
+
+fn validator(doc: &Value, schema_name: &str) -> jsonschema::JSONSchema {
+    let schema = json!({
+        "$ref": format!("#/components/schemas/{schema_name}"),
+        "components": doc["components"].clone(),
+    });
+    jsonschema::JSONSchema::options().with_draft(jsonschema::Draft::Draft202012).compile(&schema).unwrap()
+}
+
+fn assert_valid(doc: &Value, schema_name: &str, instance: &Value) {
+    let validator = validator(doc, schema_name);
+    if let Err(errors) = validator.validate(instance) {
+        let messages: Vec<String> = errors.map(|e| e.to_string()).collect();
+        panic!("{schema_name} does not validate {instance}: {messages:?}");
+    }
+}
+
+#[tokio::test]
+async fn served_document_and_real_responses_match_the_schemas() {
+    let app = spawn_app().await;
+    let served = app.request(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(served.status, StatusCode::OK);
+    let doc = served.json;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+
+    app.add_device("v", RFC_KEY, json!(2)).await;
+    assert_valid(&doc, "VersionResponse", &app.request(Method::GET, "/config", None, None).await.json);
+    assert_valid(&doc, "OtpDeviceSummaryResponse", &app.get("/private/otp-devices").await.json);
+    assert_valid(&doc, "OtpDeviceDetails", &app.get("/private/otp-devices/v?faketime=5&price=EUR%3A1").await.json);
+    assert_valid(&doc, "OtpDeviceDetails", &app.get("/private/otp-devices/v").await.json);
+    assert_valid(&doc, "ConfirmationResponse", &app.post("/private/otp-devices/v/confirmations", &json!({"price": "EUR:2"})).await.json);
+    assert_valid(&doc, "ErrorDetail", &app.get("/private/otp-devices/ghost").await.json);
+    assert_valid(&doc, "ErrorDetail", &app.get("/nope").await.json);
+    // A request body that the server accepts validates against the request schema.
+    assert_valid(&doc, "OtpDeviceAddDetails", &json!({"otp_device_id": "a", "otp_device_description": "d", "otp_key": RFC_KEY, "otp_algorithm": "TOTP_WITH_PRICE"}));
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_offline() {
+    let app = spawn_app().await;
+    let reply = app.request(Method::GET, "/docs/", None, None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.text.contains("swagger"), "{}", &reply.text[..reply.text.len().min(200)]);
+    let js = app.request(Method::GET, "/docs/swagger-ui-bundle.js", None, None).await;
+    assert_eq!(js.status, StatusCode::OK);
+}
