@@ -16,6 +16,26 @@
 //!   returns `Option` where upstream produces no code.
 //! - Secrets stay secret: [`OtpKey`] is zeroized on drop, compares in constant
 //!   time and never prints its bytes; codes are compared with [`ct_eq`].
+//!
+//! ```
+//! use otp_algo::{Algorithm, Amount, OtpKey, confirmation, verify_hotp};
+//!
+//! let key = OtpKey::from_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ")?;
+//! // Five TOTP codes around the time the caller passes (here t = 59 s).
+//! let codes = confirmation(&key, Algorithm::TotpWithoutPrice, None, 59, 0);
+//! assert_eq!(
+//!     codes.as_deref(),
+//!     Some("84755224\n84755224\n94287082\n37359152\n26969429")
+//! );
+//! // A with-price algorithm gives no code without a price.
+//! assert_eq!(confirmation(&key, Algorithm::TotpWithPrice, None, 59, 0), None);
+//! let price = Amount::parse("EUR:1.50")?;
+//! assert!(confirmation(&key, Algorithm::HotpWithPrice, Some(&price), 0, 7).is_some());
+//! // A clerk typed the code of counter 7; the device is at 5.
+//! let found = verify_hotp(&key, Algorithm::HotpWithoutPrice, None, 5, "82162583", 10);
+//! assert_eq!(found, Some(7));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod algorithm;
 mod amount;

@@ -77,7 +77,11 @@ impl Listener {
     async fn connect(pg: &tokio_postgres::Config) -> Result<Listener, StoreError> {
         // The driver's connect_timeout covers only the TCP connect; bound the
         // start-up and the LISTEN too.
-        let limit = pg.get_connect_timeout().copied().unwrap_or(Duration::from_secs(2)) * 2;
+        let limit = pg
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(2))
+            * 2;
         match tokio::time::timeout(limit, Listener::connect_unbounded(pg)).await {
             Ok(result) => result,
             Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
@@ -187,18 +191,20 @@ struct Payload {
 
 /// The change a trigger payload describes; `Resync` for anything unexpected.
 fn parse_payload(payload: &str) -> Change {
-    let parsed = serde_json::from_str::<Payload>(payload).ok().and_then(|payload| {
-        let instance = InstanceId::parse(&payload.instance).ok()?;
-        match (payload.kind.as_str(), payload.device) {
-            ("device", Some(device)) => Some(Change::Device {
-                instance,
-                device: OtpDeviceId::parse(&device).ok()?,
-            }),
-            ("tokens", _) => Some(Change::Tokens { instance }),
-            ("instance", _) => Some(Change::Instance { instance }),
-            _ => None,
-        }
-    });
+    let parsed = serde_json::from_str::<Payload>(payload)
+        .ok()
+        .and_then(|payload| {
+            let instance = InstanceId::parse(&payload.instance).ok()?;
+            match (payload.kind.as_str(), payload.device) {
+                ("device", Some(device)) => Some(Change::Device {
+                    instance,
+                    device: OtpDeviceId::parse(&device).ok()?,
+                }),
+                ("tokens", _) => Some(Change::Tokens { instance }),
+                ("instance", _) => Some(Change::Instance { instance }),
+                _ => None,
+            }
+        });
     parsed.unwrap_or_else(|| {
         tracing::warn!(payload, "unexpected change notification; resyncing");
         Change::Resync
@@ -222,7 +228,9 @@ mod tests {
         let shop = InstanceId::parse("shop").unwrap();
         assert_eq!(
             parse_payload(r#"{"kind":"tokens","instance":"shop"}"#),
-            Change::Tokens { instance: shop.clone() }
+            Change::Tokens {
+                instance: shop.clone()
+            }
         );
         assert_eq!(
             parse_payload(r#"{"kind":"instance","instance":"shop"}"#),
@@ -232,7 +240,12 @@ mod tests {
 
     #[test]
     fn unexpected_payloads_mean_resync() {
-        for payload in ["", "device:shop:x", r#"{"kind":"device","instance":"shop"}"#, r#"{"kind":"x","instance":"shop"}"#] {
+        for payload in [
+            "",
+            "device:shop:x",
+            r#"{"kind":"device","instance":"shop"}"#,
+            r#"{"kind":"x","instance":"shop"}"#,
+        ] {
             assert_eq!(parse_payload(payload), Change::Resync, "{payload:?}");
         }
     }

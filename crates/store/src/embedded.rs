@@ -25,9 +25,23 @@ const MAX_SOCKET_PATH: usize = 107;
 
 /// Environment variables that would redirect the PostgreSQL programs.
 const PG_ENV: &[&str] = &[
-    "PGDATA", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD",
-    "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGSSLMODE", "PGTZ",
-    "PGCLIENTENCODING", "PGCONNECT_TIMEOUT", "PGAPPNAME", "PGTARGETSESSIONATTRS",
+    "PGDATA",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGOPTIONS",
+    "PGSSLMODE",
+    "PGTZ",
+    "PGCLIENTENCODING",
+    "PGCONNECT_TIMEOUT",
+    "PGAPPNAME",
+    "PGTARGETSESSIONATTRS",
 ];
 
 /// Why the cluster could not be started or stopped.
@@ -43,7 +57,9 @@ pub enum EmbeddedError {
     #[error("running as root and no `postgres` or `nobody` user to run PostgreSQL as")]
     NoUser,
     /// The data directory path cannot be passed safely to `pg_ctl`.
-    #[error("unsupported data directory path {0:?}: it must not contain quotes, `$`, backquotes or backslashes")]
+    #[error(
+        "unsupported data directory path {0:?}: it must not contain quotes, `$`, backquotes or backslashes"
+    )]
     UnsupportedPath(PathBuf),
     /// A file system operation failed.
     #[error("{what} {path:?}")]
@@ -99,6 +115,7 @@ pub struct Cluster {
     tcp: bool,
     superuser: String,
     run_as: Option<(u32, u32)>,
+    started: bool,
 }
 
 impl Cluster {
@@ -114,20 +131,26 @@ impl Cluster {
         }
         let run_as = run_as()?;
         prepare_dir(&data_dir, run_as)?;
+        let socket_dir = socket_dir(&data_dir);
+        if socket_dir != data_dir {
+            prepare_dir(&socket_dir, run_as)?;
+        }
         let mut cluster = Cluster {
-            socket_dir: socket_dir(&data_dir, run_as)?,
+            socket_dir,
             bindir,
             data_dir,
             port: opts.port.unwrap_or(DEFAULT_PORT),
             tcp: opts.port.is_some(),
             superuser: opts.superuser.clone(),
             run_as,
+            started: false,
         };
         if !cluster.data_dir.join("PG_VERSION").exists() {
             cluster.initdb()?;
         }
         if !cluster.adopt_running_server() {
             cluster.pg_ctl_start()?;
+            cluster.started = true;
         }
         cluster.create_database(DEFAULT_DATABASE)?;
         Ok(cluster)
@@ -162,6 +185,17 @@ impl Cluster {
         self.tcp.then_some(self.port)
     }
 
+    /// Whether [`Cluster::start`] started the server, rather than finding it
+    /// already running (then another process may still be using it).
+    pub fn started_here(&self) -> bool {
+        self.started
+    }
+
+    /// The directory of the Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -170,7 +204,11 @@ impl Cluster {
     /// Stops the server (`pg_ctl stop -m fast`).
     pub fn stop(&self) -> Result<(), EmbeddedError> {
         let mut command = self.command("pg_ctl");
-        command.arg("stop").arg("-D").arg(&self.data_dir).args(["-m", "fast", "-w", "-s"]);
+        command
+            .arg("stop")
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "fast", "-w", "-s"]);
         run("pg_ctl", &mut command).map(drop)
     }
 
@@ -227,13 +265,15 @@ impl Cluster {
             .arg(&log)
             .arg("-o")
             .arg(options);
-        run("pg_ctl", &mut command).map(drop).map_err(|err| match err {
-            EmbeddedError::Command { program, detail } => EmbeddedError::Command {
-                program,
-                detail: format!("{detail}; server log: {}", log_tail(&log)),
-            },
-            other => other,
-        })
+        run("pg_ctl", &mut command)
+            .map(drop)
+            .map_err(|err| match err {
+                EmbeddedError::Command { program, detail } => EmbeddedError::Command {
+                    program,
+                    detail: format!("{detail}; server log: {}", log_tail(&log)),
+                },
+                other => other,
+            })
     }
 
     fn create_database(&self, dbname: &str) -> Result<(), EmbeddedError> {
@@ -248,7 +288,9 @@ impl Cluster {
             .arg(dbname);
         match run("createdb", &mut command) {
             Ok(_) => Ok(()),
-            Err(EmbeddedError::Command { detail, .. }) if detail.contains("already exists") => Ok(()),
+            Err(EmbeddedError::Command { detail, .. }) if detail.contains("already exists") => {
+                Ok(())
+            }
             Err(err) => Err(err),
         }
     }
@@ -272,10 +314,18 @@ impl Cluster {
 /// else the newest `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`,
 /// else the `PATH`.
 pub fn find_bindir() -> Result<PathBuf, EmbeddedError> {
-    let has_server = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|p| dir.join(p).is_file());
+    let has_server = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|p| dir.join(p).is_file())
+    };
     if let Some(dir) = std::env::var_os("PG_BINDIR") {
         let dir = PathBuf::from(dir);
-        return if has_server(&dir) { Ok(dir) } else { Err(EmbeddedError::NoBinaries) };
+        return if has_server(&dir) {
+            Ok(dir)
+        } else {
+            Err(EmbeddedError::NoBinaries)
+        };
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -319,10 +369,17 @@ fn run_as() -> Result<Option<(u32, u32)>, EmbeddedError> {
 
 /// Creates `dir` with mode 0700, owned by the user PostgreSQL runs as.
 fn prepare_dir(dir: &Path, run_as: Option<(u32, u32)>) -> Result<(), EmbeddedError> {
-    let io = |what| move |source| EmbeddedError::Io { what, path: dir.to_owned(), source };
+    let io = |what| {
+        move |source| EmbeddedError::Io {
+            what,
+            path: dir.to_owned(),
+            source,
+        }
+    };
     std::fs::create_dir_all(dir).map_err(io("cannot create directory"))?;
     if let Some((uid, gid)) = run_as {
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io("cannot change the owner of"))?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .map_err(io("cannot change the owner of"))?;
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io("cannot change the permissions of"))
@@ -330,16 +387,18 @@ fn prepare_dir(dir: &Path, run_as: Option<(u32, u32)>) -> Result<(), EmbeddedErr
 
 /// The data directory when a socket path in it fits `sun_path`, else a short
 /// directory under `/tmp` named after the data directory.
-fn socket_dir(data_dir: &Path, run_as: Option<(u32, u32)>) -> Result<PathBuf, EmbeddedError> {
+fn socket_dir(data_dir: &Path) -> PathBuf {
     let longest_socket = data_dir.join(".s.PGSQL.65535.lock");
-    let plain = |path: &Path| path.to_str().is_some_and(|s| !s.contains([' ', ',', '\'', '"']));
+    let plain = |path: &Path| {
+        path.to_str()
+            .is_some_and(|s| !s.contains([' ', ',', '\'', '"']))
+    };
     if longest_socket.as_os_str().len() <= MAX_SOCKET_PATH && plain(data_dir) {
-        return Ok(data_dir.to_owned());
+        return data_dir.to_owned();
     }
     let hash = Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
-    let short = PathBuf::from(format!("/tmp/taler-otp-pg-{}", data_encoding::HEXLOWER.encode(hash.get(..8).unwrap_or_default())));
-    prepare_dir(&short, run_as)?;
-    Ok(short)
+    let name = data_encoding::HEXLOWER.encode(hash.get(..8).unwrap_or_default());
+    PathBuf::from(format!("/tmp/taler-otp-pg-{name}"))
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, EmbeddedError> {
@@ -361,7 +420,12 @@ fn run(program: &'static str, command: &mut Command) -> Result<Output, EmbeddedE
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_owned();
     Err(EmbeddedError::Command {
         program,
-        detail: format!("{}: {} {}", output.status, text(&output.stderr), text(&output.stdout)),
+        detail: format!(
+            "{}: {} {}",
+            output.status,
+            text(&output.stderr),
+            text(&output.stdout)
+        ),
     })
 }
 
@@ -369,7 +433,10 @@ fn run(program: &'static str, command: &mut Command) -> Result<Output, EmbeddedE
 fn log_tail(log: &Path) -> String {
     let content = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = content.lines().collect();
-    lines.get(lines.len().saturating_sub(5)..).unwrap_or_default().join(" | ")
+    lines
+        .get(lines.len().saturating_sub(5)..)
+        .unwrap_or_default()
+        .join(" | ")
 }
 
 /// A libpq connection-string value in single quotes.
@@ -391,10 +458,13 @@ mod tests {
     #[test]
     fn long_data_dirs_get_a_short_socket_dir() {
         let short = Path::new("/tmp/x/data");
-        assert_eq!(socket_dir(short, None).unwrap(), short);
+        assert_eq!(socket_dir(short), short);
         let long = PathBuf::from(format!("/tmp/{}/data", "d".repeat(100)));
-        let dir = socket_dir(&long, None).unwrap();
-        assert!(dir.starts_with("/tmp/taler-otp-pg-"), "{dir:?}");
+        let dir = socket_dir(&long);
+        assert!(
+            dir.to_string_lossy().starts_with("/tmp/taler-otp-pg-"),
+            "{dir:?}"
+        );
         assert!(dir.join(".s.PGSQL.65535.lock").as_os_str().len() <= MAX_SOCKET_PATH);
     }
 

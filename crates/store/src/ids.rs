@@ -142,7 +142,13 @@ mod tests {
     #[test]
     fn device_ids_are_printable_without_slash() {
         let long_unicode = "\u{e9}".repeat(128);
-        for ok in ["pos-1", "a b", "a:b:c", "caf\u{e9} \u{2615}", long_unicode.as_str()] {
+        for ok in [
+            "pos-1",
+            "a b",
+            "a:b:c",
+            "caf\u{e9} \u{2615}",
+            long_unicode.as_str(),
+        ] {
             assert!(OtpDeviceId::parse(ok).is_ok(), "{ok:?} should be valid");
         }
         let cases = [

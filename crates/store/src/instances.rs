@@ -38,10 +38,16 @@ const INSERT: &str = "
 
 /// Creates `instance`; `Conflict` if it exists.
 #[tracing::instrument(skip(store))]
-pub async fn create(store: &Store, instance: &InstanceId, name: &str) -> Result<Instance, StoreError> {
+pub async fn create(
+    store: &Store,
+    instance: &InstanceId,
+    name: &str,
+) -> Result<Instance, StoreError> {
     let client = store.client().await?;
     let stmt = client.prepare_cached(INSERT).await?;
-    let row = client.query_opt(&stmt, &[&instance.as_str(), &name]).await?;
+    let row = client
+        .query_opt(&stmt, &[&instance.as_str(), &name])
+        .await?;
     Instance::from_row(&row.ok_or(StoreError::Conflict)?)
 }
 
@@ -51,7 +57,9 @@ pub async fn create(store: &Store, instance: &InstanceId, name: &str) -> Result<
 pub async fn ensure(store: &Store, instance: &InstanceId, name: &str) -> Result<bool, StoreError> {
     let client = store.client().await?;
     let stmt = client.prepare_cached(INSERT).await?;
-    let row = client.query_opt(&stmt, &[&instance.as_str(), &name]).await?;
+    let row = client
+        .query_opt(&stmt, &[&instance.as_str(), &name])
+        .await?;
     Ok(row.is_some())
 }
 

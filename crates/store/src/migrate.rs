@@ -61,7 +61,8 @@ pub struct SchemaStatus {
 
 const SCHEMA_VERSION_EXISTS: &str = "SELECT to_regclass('schema_version') IS NOT NULL AS present";
 const SELECT_APPLIED: &str = "SELECT version, sha256 FROM schema_version ORDER BY version";
-const INSERT_APPLIED: &str = "INSERT INTO schema_version (version, name, sha256) VALUES ($1, $2, $3)";
+const INSERT_APPLIED: &str =
+    "INSERT INTO schema_version (version, name, sha256) VALUES ($1, $2, $3)";
 const LOCK: &str = "SELECT pg_advisory_lock($1)";
 const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
 
@@ -119,7 +120,9 @@ pub async fn require_latest(store: &Store) -> Result<(), StoreError> {
     }
 }
 
-async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<MigrationReport, StoreError> {
+async fn apply_pending(
+    client: &mut deadpool_postgres::Object,
+) -> Result<MigrationReport, StoreError> {
     let applied = read_applied(client).await?;
     let current = applied.last().map_or(0, |(version, _)| *version);
     if current > LATEST_VERSION {
@@ -148,7 +151,9 @@ async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<Migrati
         transaction.batch_execute(sql).await?;
         let sha256 = Sha256::digest(sql.as_bytes()).to_vec();
         let insert = transaction.prepare_cached(INSERT_APPLIED).await?;
-        transaction.execute(&insert, &[version, name, &sha256]).await?;
+        transaction
+            .execute(&insert, &[version, name, &sha256])
+            .await?;
         transaction.commit().await?;
         tracing::debug!(version, name, "migration applied");
         report.applied.push(*version);
@@ -159,7 +164,9 @@ async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<Migrati
 
 /// The applied versions and their checksums, ascending; empty when the
 /// `schema_version` table does not exist yet.
-async fn read_applied(client: &deadpool_postgres::Object) -> Result<Vec<(i32, Vec<u8>)>, StoreError> {
+async fn read_applied(
+    client: &deadpool_postgres::Object,
+) -> Result<Vec<(i32, Vec<u8>)>, StoreError> {
     let exists = client.prepare_cached(SCHEMA_VERSION_EXISTS).await?;
     let row = client.query_one(&exists, &[]).await?;
     if !row.try_get::<_, bool>("present")? {

@@ -146,7 +146,11 @@ const CREATE: &str = "
 /// statement (keys are compared by their digest), so concurrent identical
 /// requests never conflict. `NotFound` if the instance does not exist.
 #[tracing::instrument(skip(store, device), fields(device = %device.id))]
-pub async fn create(store: &Store, instance: &InstanceId, device: &NewOtpDevice) -> Result<Created, StoreError> {
+pub async fn create(
+    store: &Store,
+    instance: &InstanceId,
+    device: &NewOtpDevice,
+) -> Result<Created, StoreError> {
     let counter = counter_param(device.counter)?;
     let stored_key = crypto::seal(store.cipher(), instance, &device.id, &device.key)?;
     let (_, plain_digest) = crypto::digests(store.cipher(), &device.key)?;
@@ -185,7 +189,10 @@ const SELECT_ALL: &str = "
 /// The devices of `instance`, ordered by id (byte order); empty for an
 /// unknown instance.
 #[tracing::instrument(skip(store))]
-pub async fn list(store: &Store, instance: &InstanceId) -> Result<Vec<OtpDeviceSummary>, StoreError> {
+pub async fn list(
+    store: &Store,
+    instance: &InstanceId,
+) -> Result<Vec<OtpDeviceSummary>, StoreError> {
     let client = store.client().await?;
     let stmt = client.prepare_cached(SELECT_ALL).await?;
     let rows = client.query(&stmt, &[&instance.as_str()]).await?;
@@ -209,10 +216,16 @@ const SELECT_ONE: &str = "
 
 /// Device `id` of `instance`; `NotFound` if it does not exist there.
 #[tracing::instrument(skip(store))]
-pub async fn get(store: &Store, instance: &InstanceId, id: &OtpDeviceId) -> Result<OtpDevice, StoreError> {
+pub async fn get(
+    store: &Store,
+    instance: &InstanceId,
+    id: &OtpDeviceId,
+) -> Result<OtpDevice, StoreError> {
     let client = store.client().await?;
     let stmt = client.prepare_cached(SELECT_ONE).await?;
-    let row = client.query_opt(&stmt, &[&instance.as_str(), &id.as_str()]).await?;
+    let row = client
+        .query_opt(&stmt, &[&instance.as_str(), &id.as_str()])
+        .await?;
     OtpDevice::from_row(store, instance, &row.ok_or(StoreError::NotFound)?)
 }
 
@@ -247,7 +260,9 @@ pub async fn update(
     let key_bytes: Option<&[u8]> = stored_key.as_ref().map(|key| key.bytes.as_slice());
     let key_encrypted: Option<bool> = stored_key.as_ref().map(|key| key.encrypted);
     let key_digest: Option<&[u8]> = stored_key.as_ref().map(|key| key.digest.as_slice());
-    let algorithm: Option<i16> = patch.algorithm.map(|algorithm| i16::from(algorithm.as_int()));
+    let algorithm: Option<i16> = patch
+        .algorithm
+        .map(|algorithm| i16::from(algorithm.as_int()));
     let client = store.client().await?;
     let stmt = client.prepare_cached(UPDATE).await?;
     let params: [&(dyn ToSql + Sync); 8] = [
@@ -275,10 +290,17 @@ const DELETE: &str = "
 
 /// Deletes device `id` of `instance`; `NotFound` if it does not exist there.
 #[tracing::instrument(skip(store))]
-pub async fn delete(store: &Store, instance: &InstanceId, id: &OtpDeviceId) -> Result<(), StoreError> {
+pub async fn delete(
+    store: &Store,
+    instance: &InstanceId,
+    id: &OtpDeviceId,
+) -> Result<(), StoreError> {
     let client = store.client().await?;
     let stmt = client.prepare_cached(DELETE).await?;
-    match client.execute(&stmt, &[&instance.as_str(), &id.as_str()]).await? {
+    match client
+        .execute(&stmt, &[&instance.as_str(), &id.as_str()])
+        .await?
+    {
         0 => Err(StoreError::NotFound),
         _ => Ok(()),
     }
@@ -325,7 +347,11 @@ pub async fn advance_counter(
     // Only on failure: tell a missing device from an exhausted counter.
     let exists = client.prepare_cached(EXISTS).await?;
     let found: bool = client.query_one(&exists, &params).await?.try_get("found")?;
-    Err(if found { StoreError::Conflict } else { StoreError::NotFound })
+    Err(if found {
+        StoreError::Conflict
+    } else {
+        StoreError::NotFound
+    })
 }
 
 const RESYNC: &str = "
@@ -351,7 +377,10 @@ pub async fn resync_counter(
     let next = counter_param(next)?;
     let client = store.client().await?;
     let stmt = client.prepare_cached(RESYNC).await?;
-    match client.execute(&stmt, &[&instance.as_str(), &id.as_str(), &next]).await? {
+    match client
+        .execute(&stmt, &[&instance.as_str(), &id.as_str(), &next])
+        .await?
+    {
         0 => Err(StoreError::NotFound),
         _ => Ok(()),
     }

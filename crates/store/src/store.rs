@@ -111,7 +111,10 @@ impl Store {
     /// malformed URL.
     pub fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
         let pg = cfg.pg_config()?;
-        let connect_timeout = pg.get_connect_timeout().copied().unwrap_or(cfg.connect_timeout);
+        let connect_timeout = pg
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(cfg.connect_timeout);
         let manager = Manager::from_config(
             pg,
             NoTls,

@@ -104,8 +104,13 @@ pub async fn create(
     let hash = hash_secret(secret.expose());
     let client = store.client().await?;
     let stmt = client.prepare_cached(INSERT).await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-        [&instance.as_str(), &hash.as_slice(), &scope, &expires_at, &description];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+        &instance.as_str(),
+        &hash.as_slice(),
+        &scope,
+        &expires_at,
+        &description,
+    ];
     let row = client.query_opt(&stmt, &params).await?;
     let token = AccessToken::from_row(&row.ok_or(StoreError::NotFound)?, instance)?;
     Ok((token, secret))
@@ -145,10 +150,14 @@ pub async fn authenticate(
     let client = store.client().await?;
     let stmt = client.prepare_cached(AUTHENTICATE).await?;
     let hash_param: Option<&[u8]> = hash.as_ref().map(|hash| hash.as_slice());
-    let Some(row) = client.query_opt(&stmt, &[&instance.as_str(), &hash_param]).await? else {
+    let Some(row) = client
+        .query_opt(&stmt, &[&instance.as_str(), &hash_param])
+        .await?
+    else {
         return Ok(AuthOutcome::InstanceUnknown);
     };
-    let (Some(hash), Some(stored_hash)) = (hash, row.try_get::<_, Option<Vec<u8>>>("token_hash")?) else {
+    let (Some(hash), Some(stored_hash)) = (hash, row.try_get::<_, Option<Vec<u8>>>("token_hash")?)
+    else {
         return Ok(AuthOutcome::Invalid);
     };
     if !bool::from(stored_hash.as_slice().ct_eq(hash.as_slice())) {
@@ -174,7 +183,9 @@ pub async fn list(store: &Store, instance: &InstanceId) -> Result<Vec<AccessToke
     let client = store.client().await?;
     let stmt = client.prepare_cached(SELECT_ALL).await?;
     let rows = client.query(&stmt, &[&instance.as_str()]).await?;
-    rows.iter().map(|row| AccessToken::from_row(row, instance)).collect()
+    rows.iter()
+        .map(|row| AccessToken::from_row(row, instance))
+        .collect()
 }
 
 const DELETE: &str = "
@@ -190,7 +201,10 @@ const DELETE: &str = "
 pub async fn revoke(store: &Store, instance: &InstanceId, serial: i64) -> Result<(), StoreError> {
     let client = store.client().await?;
     let stmt = client.prepare_cached(DELETE).await?;
-    match client.execute(&stmt, &[&instance.as_str(), &serial]).await? {
+    match client
+        .execute(&stmt, &[&instance.as_str(), &serial])
+        .await?
+    {
         0 => Err(StoreError::NotFound),
         _ => Ok(()),
     }

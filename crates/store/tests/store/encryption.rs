@@ -1,0 +1,143 @@
+//! OTP keys at rest with a key-encryption key (KEK).
+
+use otp_store::otp_devices::{self, Created};
+use otp_store::testing::TestDb;
+use otp_store::{Store, StoreError};
+use zeroize::Zeroizing;
+
+use crate::{given_instance, key, new_device};
+
+fn store_with_kek(db: &TestDb, kek: Option<u8>) -> Store {
+    let mut config = db.config();
+    config.key_encryption_key = kek.map(|byte| Zeroizing::new([byte; 32]));
+    Store::connect(&config).unwrap()
+}
+
+async fn raw_key(store: &Store, device: &str) -> (Vec<u8>, bool) {
+    let client = store.pool().get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT otp_key, otp_key_encrypted FROM otp_devices WHERE otp_device_id = $1",
+            &[&device],
+        )
+        .await
+        .unwrap();
+    (row.get("otp_key"), row.get("otp_key_encrypted"))
+}
+
+#[tokio::test]
+async fn with_a_kek_keys_are_stored_encrypted_and_read_back() {
+    let db = TestDb::new().await;
+    let store = store_with_kek(&db, Some(1));
+    let shop = given_instance(&store, "shop").await;
+    let device = new_device("pos");
+
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+    let (stored, encrypted) = raw_key(&store, "pos").await;
+
+    assert!(encrypted);
+    assert_ne!(stored, device.key.as_bytes());
+    assert!(
+        !stored
+            .windows(8)
+            .any(|w| device.key.as_bytes().windows(8).any(|k| k == w)),
+        "key bytes visible at rest"
+    );
+    assert_eq!(
+        otp_devices::get(&store, &shop, &device.id)
+            .await
+            .unwrap()
+            .key,
+        device.key
+    );
+    assert_eq!(
+        otp_devices::advance_counter(&store, &shop, &device.id)
+            .await
+            .unwrap()
+            .key,
+        device.key
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_kek_is_a_crypto_error() {
+    let db = TestDb::new().await;
+    let store = store_with_kek(&db, Some(1));
+    let shop = given_instance(&store, "shop").await;
+    let device = new_device("pos");
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+
+    let wrong = otp_devices::get(&store_with_kek(&db, Some(2)), &shop, &device.id).await;
+    let missing = otp_devices::get(&store_with_kek(&db, None), &shop, &device.id).await;
+
+    assert!(matches!(wrong, Err(StoreError::Crypto(_))), "{wrong:?}");
+    assert!(matches!(missing, Err(StoreError::Crypto(_))), "{missing:?}");
+}
+
+#[tokio::test]
+async fn a_ciphertext_moved_to_another_device_does_not_decrypt() {
+    let db = TestDb::new().await;
+    let store = store_with_kek(&db, Some(1));
+    let shop = given_instance(&store, "shop").await;
+    otp_devices::create(&store, &shop, &new_device("one"))
+        .await
+        .unwrap();
+    let mut other = new_device("two");
+    other.key = key(5);
+    otp_devices::create(&store, &shop, &other).await.unwrap();
+
+    let client = store.pool().get().await.unwrap();
+    client
+        .execute(
+            "UPDATE otp_devices SET otp_key = (SELECT otp_key FROM otp_devices WHERE otp_device_id = 'one')
+              WHERE otp_device_id = 'two'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let moved = otp_devices::get(&store, &shop, &other.id).await;
+
+    assert!(matches!(moved, Err(StoreError::Crypto(_))), "{moved:?}");
+}
+
+#[tokio::test]
+async fn idempotent_create_compares_keys_under_encryption_and_across_enabling_it() {
+    let db = TestDb::new().await;
+    let plain = store_with_kek(&db, None);
+    let encrypted = store_with_kek(&db, Some(1));
+    let shop = given_instance(&plain, "shop").await;
+    let old = new_device("before-kek");
+    otp_devices::create(&plain, &shop, &old).await.unwrap();
+    let new = new_device("after-kek");
+    otp_devices::create(&encrypted, &shop, &new).await.unwrap();
+    let mut new_other_key = new.clone();
+    new_other_key.key = key(3);
+    let mut old_other_key = old.clone();
+    old_other_key.key = key(3);
+
+    assert_eq!(
+        otp_devices::create(&encrypted, &shop, &new).await.unwrap(),
+        Created::Unchanged
+    );
+    assert!(matches!(
+        otp_devices::create(&encrypted, &shop, &new_other_key).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        otp_devices::create(&encrypted, &shop, &old).await.unwrap(),
+        Created::Unchanged
+    );
+    assert!(matches!(
+        otp_devices::create(&encrypted, &shop, &old_other_key).await,
+        Err(StoreError::Conflict)
+    ));
+    // Plaintext rows stay readable once a KEK is configured.
+    assert_eq!(
+        otp_devices::get(&encrypted, &shop, &old.id)
+            .await
+            .unwrap()
+            .key,
+        old.key
+    );
+    assert!(!raw_key(&plain, "before-kek").await.1);
+}

@@ -1,0 +1,95 @@
+//! Instance CRUD and cascading deletes.
+
+use otp_store::testing::TestDb;
+use otp_store::{StoreError, instances, otp_devices, tokens};
+
+use crate::{given_instance, instance_id, new_device};
+
+#[tokio::test]
+async fn created_instances_can_be_read_listed_and_deleted() {
+    let db = TestDb::new().await;
+    let store = db.store();
+
+    let created = instances::create(&store, &instance_id("shop"), "The Shop")
+        .await
+        .unwrap();
+    instances::create(&store, &instance_id("admin"), "Admin")
+        .await
+        .unwrap();
+
+    assert_eq!(created.id, instance_id("shop"));
+    assert_eq!(created.name, "The Shop");
+    assert_eq!(
+        instances::get(&store, &instance_id("shop")).await.unwrap(),
+        created
+    );
+    let ids: Vec<String> = instances::list(&store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id.to_string())
+        .collect();
+    assert_eq!(ids, ["admin", "shop"]);
+
+    instances::delete(&store, &instance_id("shop"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        instances::get(&store, &instance_id("shop")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        instances::delete(&store, &instance_id("shop")).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn creating_an_existing_instance_conflicts_and_ensure_is_idempotent() {
+    let db = TestDb::new().await;
+    let store = db.store();
+
+    assert!(
+        instances::ensure(&store, &instance_id("shop"), "First")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !instances::ensure(&store, &instance_id("shop"), "Second")
+            .await
+            .unwrap()
+    );
+    let again = instances::create(&store, &instance_id("shop"), "Third").await;
+
+    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+    assert_eq!(
+        instances::get(&store, &instance_id("shop"))
+            .await
+            .unwrap()
+            .name,
+        "First"
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_instance_deletes_its_tokens_and_devices() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    otp_devices::create(&store, &shop, &new_device("pos"))
+        .await
+        .unwrap();
+    let (_, secret) = tokens::create(&store, &shop, "write", None, "")
+        .await
+        .unwrap();
+
+    instances::delete(&store, &shop).await.unwrap();
+    instances::create(&store, &shop, "Reborn").await.unwrap();
+
+    assert!(otp_devices::list(&store, &shop).await.unwrap().is_empty());
+    assert!(tokens::list(&store, &shop).await.unwrap().is_empty());
+    let auth = tokens::authenticate(&store, &shop, Some(secret.expose()), chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(auth, tokens::AuthOutcome::Invalid);
+}

@@ -1,0 +1,398 @@
+//! Device CRUD, idempotent create, counters.
+
+use std::collections::BTreeSet;
+
+use otp_algo::Algorithm;
+use otp_store::StoreError;
+use otp_store::otp_devices::{self, Created, OtpDevicePatch};
+use otp_store::testing::TestDb;
+
+use crate::{device_id, given_instance, instance_id, key, new_device};
+
+#[tokio::test]
+async fn a_created_device_reads_back_identically() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let mut device = new_device("pos: caf\u{e9} \"1\"");
+    device.algorithm = Algorithm::TotpWithPrice;
+    device.counter = 42;
+
+    let created = otp_devices::create(&store, &shop, &device).await.unwrap();
+    let stored = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+
+    assert_eq!(created, Created::Inserted);
+    assert_eq!(stored.id, device.id);
+    assert_eq!(stored.description, device.description);
+    assert_eq!(stored.key, device.key);
+    assert_eq!(stored.algorithm, Algorithm::TotpWithPrice);
+    assert_eq!(stored.counter, 42);
+    assert_eq!(stored.created_at, stored.updated_at);
+}
+
+#[tokio::test]
+async fn creating_an_identical_device_again_is_unchanged() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let device = new_device("pos");
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+    let before = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+
+    let again = otp_devices::create(&store, &shop, &device).await.unwrap();
+
+    assert_eq!(again, Created::Unchanged);
+    assert_eq!(
+        otp_devices::get(&store, &shop, &device.id).await.unwrap(),
+        before
+    );
+}
+
+#[tokio::test]
+async fn creating_a_device_that_differs_in_any_field_conflicts() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let original = new_device("pos");
+    otp_devices::create(&store, &shop, &original).await.unwrap();
+    let before = otp_devices::get(&store, &shop, &original.id).await.unwrap();
+
+    let mut variants = Vec::new();
+    let mut changed = original.clone();
+    changed.description.push('!');
+    variants.push(("description", changed));
+    let mut changed = original.clone();
+    changed.key = key(2);
+    variants.push(("key", changed));
+    let mut changed = original.clone();
+    changed.algorithm = Algorithm::HotpWithPrice;
+    variants.push(("algorithm", changed));
+    let mut changed = original.clone();
+    changed.counter = 1;
+    variants.push(("counter", changed));
+
+    for (field, variant) in variants {
+        let outcome = otp_devices::create(&store, &shop, &variant).await;
+        assert!(
+            matches!(outcome, Err(StoreError::Conflict)),
+            "different {field}: {outcome:?}"
+        );
+    }
+    assert_eq!(
+        otp_devices::get(&store, &shop, &original.id).await.unwrap(),
+        before
+    );
+}
+
+#[tokio::test]
+async fn concurrent_identical_creates_insert_once() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let device = new_device("pos");
+
+    let outcomes =
+        futures_util::future::join_all((0..8).map(|_| otp_devices::create(&store, &shop, &device)))
+            .await;
+
+    let inserted = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Created::Inserted)))
+        .count();
+    let unchanged = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Created::Unchanged)))
+        .count();
+    assert_eq!((inserted, unchanged), (1, 7), "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn devices_need_an_existing_instance() {
+    let db = TestDb::new().await;
+    let store = db.store();
+
+    let created = otp_devices::create(&store, &instance_id("nope"), &new_device("pos")).await;
+
+    assert!(matches!(created, Err(StoreError::NotFound)), "{created:?}");
+}
+
+#[tokio::test]
+async fn counters_above_i64_max_are_out_of_range() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let mut device = new_device("pos");
+    device.counter = u64::MAX;
+
+    let created = otp_devices::create(&store, &shop, &device).await;
+
+    assert!(
+        matches!(created, Err(StoreError::OutOfRange(_))),
+        "{created:?}"
+    );
+    device.counter = i64::MAX as u64;
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+}
+
+#[tokio::test]
+async fn devices_are_listed_in_id_order() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    for id in ["b", "a", "C", "a-2"] {
+        otp_devices::create(&store, &shop, &new_device(id))
+            .await
+            .unwrap();
+    }
+
+    let listed = otp_devices::list(&store, &shop).await.unwrap();
+
+    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["C", "a", "a-2", "b"]);
+    assert_eq!(listed.first().unwrap().description, "device C");
+    assert!(
+        otp_devices::list(&store, &instance_id("nope"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_patch_replaces_the_given_fields_and_keeps_the_others() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let device = new_device("pos");
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+    let before = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+
+    let minimal = OtpDevicePatch {
+        description: "renamed".into(),
+        key: None,
+        algorithm: None,
+        counter: None,
+    };
+    otp_devices::update(&store, &shop, &device.id, &minimal)
+        .await
+        .unwrap();
+    let after_minimal = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+    let full = OtpDevicePatch {
+        description: "all new".into(),
+        key: Some(key(9)),
+        algorithm: Some(Algorithm::TotpWithoutPrice),
+        counter: Some(7),
+    };
+    otp_devices::update(&store, &shop, &device.id, &full)
+        .await
+        .unwrap();
+    let after_full = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+
+    assert_eq!(after_minimal.description, "renamed");
+    assert_eq!(
+        (
+            &after_minimal.key,
+            after_minimal.algorithm,
+            after_minimal.counter
+        ),
+        (&before.key, before.algorithm, before.counter)
+    );
+    assert!(after_minimal.updated_at > before.updated_at);
+    assert_eq!(after_full.description, "all new");
+    assert_eq!(after_full.key, key(9));
+    assert_eq!(after_full.algorithm, Algorithm::TotpWithoutPrice);
+    assert_eq!(after_full.counter, 7);
+    assert_eq!(after_full.created_at, before.created_at);
+}
+
+#[tokio::test]
+async fn unknown_devices_are_not_found_by_every_operation() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let missing = device_id("missing");
+    let patch = OtpDevicePatch {
+        description: "x".into(),
+        key: None,
+        algorithm: None,
+        counter: None,
+    };
+
+    let outcomes = [
+        (
+            "get",
+            otp_devices::get(&store, &shop, &missing).await.map(drop),
+        ),
+        (
+            "update",
+            otp_devices::update(&store, &shop, &missing, &patch).await,
+        ),
+        ("delete", otp_devices::delete(&store, &shop, &missing).await),
+        (
+            "advance",
+            otp_devices::advance_counter(&store, &shop, &missing)
+                .await
+                .map(drop),
+        ),
+        (
+            "resync",
+            otp_devices::resync_counter(&store, &shop, &missing, 5).await,
+        ),
+    ];
+
+    for (operation, outcome) in outcomes {
+        assert!(
+            matches!(outcome, Err(StoreError::NotFound)),
+            "{operation}: {outcome:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_device_is_gone() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let device = new_device("pos");
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+
+    otp_devices::delete(&store, &shop, &device.id)
+        .await
+        .unwrap();
+
+    assert!(matches!(
+        otp_devices::get(&store, &shop, &device.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        otp_devices::delete(&store, &shop, &device.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        otp_devices::create(&store, &shop, &device).await.unwrap(),
+        Created::Inserted
+    );
+}
+
+#[tokio::test]
+async fn advancing_returns_the_counter_to_use_and_stores_the_next() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let mut device = new_device("pos");
+    device.counter = 10;
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+
+    let first = otp_devices::advance_counter(&store, &shop, &device.id)
+        .await
+        .unwrap();
+    let second = otp_devices::advance_counter(&store, &shop, &device.id)
+        .await
+        .unwrap();
+
+    assert_eq!((first.counter, second.counter), (10, 11));
+    assert_eq!(first.key, device.key);
+    assert_eq!(
+        otp_devices::get(&store, &shop, &device.id)
+            .await
+            .unwrap()
+            .counter,
+        12
+    );
+}
+
+#[tokio::test]
+async fn a_counter_at_i64_max_cannot_advance() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let mut device = new_device("pos");
+    device.counter = i64::MAX as u64 - 1;
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+
+    let last = otp_devices::advance_counter(&store, &shop, &device.id)
+        .await
+        .unwrap();
+    let beyond = otp_devices::advance_counter(&store, &shop, &device.id).await;
+
+    assert_eq!(last.counter, i64::MAX as u64 - 1);
+    assert!(matches!(beyond, Err(StoreError::Conflict)), "{beyond:?}");
+    assert_eq!(
+        otp_devices::get(&store, &shop, &device.id)
+            .await
+            .unwrap()
+            .counter,
+        i64::MAX as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_advances_get_distinct_consecutive_counters() {
+    let db = TestDb::new().await;
+    let mut config = db.config();
+    config.pool_size = 16;
+    let store = otp_store::Store::connect(&config).unwrap();
+    let shop = given_instance(&store, "shop").await;
+    let mut device = new_device("pos");
+    device.counter = 1000;
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (store, shop, id) = (store.clone(), shop.clone(), device.id.clone());
+            tokio::spawn(async move {
+                otp_devices::advance_counter(&store, &shop, &id)
+                    .await
+                    .unwrap()
+                    .counter
+            })
+        })
+        .collect();
+    let mut counters = BTreeSet::new();
+    for task in tasks {
+        counters.insert(task.await.unwrap());
+    }
+
+    assert_eq!(counters, (1000..1064).collect::<BTreeSet<u64>>());
+    assert_eq!(
+        otp_devices::get(&store, &shop, &device.id)
+            .await
+            .unwrap()
+            .counter,
+        1064
+    );
+}
+
+#[tokio::test]
+async fn resync_only_moves_the_counter_forward() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let mut device = new_device("pos");
+    device.counter = 10;
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+    let counter = || async {
+        otp_devices::get(&store, &shop, &device.id)
+            .await
+            .unwrap()
+            .counter
+    };
+
+    otp_devices::resync_counter(&store, &shop, &device.id, 15)
+        .await
+        .unwrap();
+    assert_eq!(counter().await, 15);
+    otp_devices::resync_counter(&store, &shop, &device.id, 12)
+        .await
+        .unwrap();
+    assert_eq!(counter().await, 15);
+    otp_devices::resync_counter(&store, &shop, &device.id, 15)
+        .await
+        .unwrap();
+    assert_eq!(counter().await, 15);
+    let too_big = otp_devices::resync_counter(&store, &shop, &device.id, u64::MAX).await;
+    assert!(
+        matches!(too_big, Err(StoreError::OutOfRange(_))),
+        "{too_big:?}"
+    );
+}
