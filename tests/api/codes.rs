@@ -7,7 +7,16 @@ use serde_json::{Value, json};
 const VECTORS: &str = include_str!("../../crates/otp-algo/tests/data/pos-confirmation.json");
 
 fn encode(value: &str) -> String {
-    value.bytes().map(|b| if b.is_ascii_alphanumeric() || b == b'.' { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'.' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -25,14 +34,24 @@ async fn otp_code_equals_every_public_vector() {
         }
         let reply = app.get(&path).await;
         let name = case["id"].as_str().unwrap();
-        if case["amount"].as_str().is_some_and(|a| a.chars().any(|c| c.is_ascii_lowercase())) {
+        if case["amount"]
+            .as_str()
+            .is_some_and(|a| a.chars().any(|c| c.is_ascii_lowercase()))
+        {
             // Our contract: an invalid amount is a 400 naming `price` (upstream silently gives no code).
             assert_taler_error(&reply, StatusCode::BAD_REQUEST, 26);
-            assert!(reply.json["detail"].as_str().unwrap().contains("price"), "{name}");
+            assert!(
+                reply.json["detail"].as_str().unwrap().contains("price"),
+                "{name}"
+            );
             continue;
         }
         assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.text);
-        assert_eq!(reply.json["otp_code"].as_str(), case["expected"].as_str(), "{name}");
+        assert_eq!(
+            reply.json["otp_code"].as_str(),
+            case["expected"].as_str(),
+            "{name}"
+        );
         assert_eq!(reply.json["otp_timestamp"], case["ts"], "{name}");
         checked += 1;
     }
@@ -40,13 +59,21 @@ async fn otp_code_equals_every_public_vector() {
         let id = format!("h{i}");
         let alg = case["alg"].as_u64().unwrap() + 2; // alg 1 → 3, alg 2 → 4
         let body = json!({"otp_device_id": id, "otp_device_description": "h", "otp_key": case["key_b32"], "otp_algorithm": alg, "otp_ctr": case["counter"]});
-        assert_eq!(app.post("/private/otp-devices", &body).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            app.post("/private/otp-devices", &body).await.status,
+            StatusCode::NO_CONTENT
+        );
         let mut path = format!("/private/otp-devices/{id}");
         if let Some(amount) = case["amount"].as_str() {
             path.push_str(&format!("?price={}", encode(amount)));
         }
         let reply = app.get(&path).await;
-        assert_eq!(reply.json["otp_code"].as_str(), case["expected"].as_str(), "{}", case["id"]);
+        assert_eq!(
+            reply.json["otp_code"].as_str(),
+            case["expected"].as_str(),
+            "{}",
+            case["id"]
+        );
         checked += 1;
     }
     assert!(checked >= 14, "only {checked} vectors checked");
@@ -58,10 +85,19 @@ async fn no_code_for_none_or_missing_price() {
     app.add_device("none", otp_tests::RFC_KEY, json!(0)).await;
     app.add_device("wp", otp_tests::RFC_KEY, json!(2)).await;
     app.add_device("hp", otp_tests::RFC_KEY, json!(4)).await;
-    for path in ["/private/otp-devices/none?faketime=5&price=EUR:1", "/private/otp-devices/wp?faketime=5", "/private/otp-devices/wp?price=", "/private/otp-devices/hp"] {
+    for path in [
+        "/private/otp-devices/none?faketime=5&price=EUR:1",
+        "/private/otp-devices/wp?faketime=5",
+        "/private/otp-devices/wp?price=",
+        "/private/otp-devices/hp",
+    ] {
         let reply = app.get(path).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
-        assert!(reply.json.get("otp_code").is_none(), "{path}: {}", reply.text);
+        assert!(
+            reply.json.get("otp_code").is_none(),
+            "{path}: {}",
+            reply.text
+        );
     }
 }
 
@@ -85,12 +121,22 @@ async fn malformed_faketime_and_price_are_400_naming_the_parameter() {
     ] {
         let reply = app.get(&format!("/private/otp-devices/d?{query}")).await;
         assert_taler_error(&reply, StatusCode::BAD_REQUEST, 26);
-        assert!(reply.json["detail"].as_str().unwrap().contains(name), "{query}: {}", reply.text);
+        assert!(
+            reply.json["detail"].as_str().unwrap().contains(name),
+            "{query}: {}",
+            reply.text
+        );
     }
     // The largest representable timestamp works and saturates.
-    let reply = app.get("/private/otp-devices/d?faketime=18446744073709").await;
+    let reply = app
+        .get("/private/otp-devices/d?faketime=18446744073709")
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
-    let codes: Vec<&str> = reply.json["otp_code"].as_str().unwrap().split('\n').collect();
+    let codes: Vec<&str> = reply.json["otp_code"]
+        .as_str()
+        .unwrap()
+        .split('\n')
+        .collect();
     assert_eq!((codes[2], codes[3]), (codes[4], codes[2]));
 }
 

@@ -10,10 +10,19 @@ use serde_json::json;
 async fn totp_confirmation_equals_get_one_and_changes_nothing() {
     let app = spawn_app().await;
     app.add_device("t", RFC_KEY, json!(2)).await;
-    let reply = app.post("/private/otp-devices/t/confirmations", &json!({"price": "EUR:1.5"})).await;
+    let reply = app
+        .post(
+            "/private/otp-devices/t/confirmations",
+            &json!({"price": "EUR:1.5"}),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let ts = reply.json["otp_timestamp"].as_u64().unwrap();
-    let get = app.get(&format!("/private/otp-devices/t?faketime={ts}&price=EUR%3A1.50")).await;
+    let get = app
+        .get(&format!(
+            "/private/otp-devices/t?faketime={ts}&price=EUR%3A1.50"
+        ))
+        .await;
     assert_eq!(reply.json["pos_confirmation"], get.json["otp_code"]);
     assert_eq!(get.json["otp_ctr"], 0);
 }
@@ -24,7 +33,9 @@ async fn hotp_confirmation_uses_and_advances_the_counter() {
     app.add_device("h", RFC_KEY, json!(3)).await;
     let expected = ["84755224", "94287082"];
     for (counter, code) in expected.iter().enumerate() {
-        let reply = app.post("/private/otp-devices/h/confirmations", &json!({})).await;
+        let reply = app
+            .post("/private/otp-devices/h/confirmations", &json!({}))
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         assert_eq!(reply.json["pos_confirmation"], *code);
         assert_eq!(reply.json["otp_ctr"], counter as u64);
@@ -33,7 +44,10 @@ async fn hotp_confirmation_uses_and_advances_the_counter() {
     // An empty body is accepted too.
     let reply = app
         .client
-        .post(format!("{}/private/otp-devices/h/confirmations", app.address))
+        .post(format!(
+            "{}/private/otp-devices/h/confirmations",
+            app.address
+        ))
         .header("Authorization", format!("Bearer {}", app.write_token))
         .send()
         .await
@@ -45,28 +59,57 @@ async fn hotp_confirmation_uses_and_advances_the_counter() {
 async fn none_is_409_and_missing_price_is_400_25_without_advancing() {
     let app = spawn_app().await;
     app.add_device("n", RFC_KEY, json!("NONE")).await;
-    app.add_device("hp", RFC_KEY, json!("HOTP_WITH_PRICE")).await;
-    let reply = app.post("/private/otp-devices/n/confirmations", &json!({})).await;
+    app.add_device("hp", RFC_KEY, json!("HOTP_WITH_PRICE"))
+        .await;
+    let reply = app
+        .post("/private/otp-devices/n/confirmations", &json!({}))
+        .await;
     assert_taler_error(&reply, StatusCode::CONFLICT, 26);
-    let reply = app.post("/private/otp-devices/hp/confirmations", &json!({"price": null})).await;
+    let reply = app
+        .post(
+            "/private/otp-devices/hp/confirmations",
+            &json!({"price": null}),
+        )
+        .await;
     assert_taler_error(&reply, StatusCode::BAD_REQUEST, 25);
-    let reply = app.post("/private/otp-devices/hp/confirmations", &json!({"price": "EUR:1.123456789"})).await;
+    let reply = app
+        .post(
+            "/private/otp-devices/hp/confirmations",
+            &json!({"price": "EUR:1.123456789"}),
+        )
+        .await;
     assert_taler_error(&reply, StatusCode::BAD_REQUEST, 26);
     assert_eq!(app.get("/private/otp-devices/hp").await.json["otp_ctr"], 0);
-    let reply = app.post("/private/otp-devices/hp/confirmations", &json!({"price": "EUR:1.5"})).await;
+    let reply = app
+        .post(
+            "/private/otp-devices/hp/confirmations",
+            &json!({"price": "EUR:1.5"}),
+        )
+        .await;
     let key = otp_algo::OtpKey::from_base32(RFC_KEY).unwrap();
     let price = otp_algo::Amount::parse("EUR:1.5").unwrap();
-    let expected = otp_algo::confirmation(&key, otp_algo::Algorithm::HotpWithPrice, Some(&price), 0, 0).unwrap();
+    let expected =
+        otp_algo::confirmation(&key, otp_algo::Algorithm::HotpWithPrice, Some(&price), 0, 0)
+            .unwrap();
     assert_eq!(reply.json["pos_confirmation"], expected);
-    assert_taler_error(&app.post("/private/otp-devices/ghost/confirmations", &json!({})).await, StatusCode::NOT_FOUND, 2021);
+    assert_taler_error(
+        &app.post("/private/otp-devices/ghost/confirmations", &json!({}))
+            .await,
+        StatusCode::NOT_FOUND,
+        2021,
+    );
 }
 
 #[tokio::test]
 async fn sixty_four_concurrent_confirmations_get_distinct_codes_and_advance_by_64() {
     let app = spawn_app().await;
     let body = json!({"otp_device_id": "busy", "otp_device_description": "d", "otp_key": RFC_KEY, "otp_algorithm": 3, "otp_ctr": 1000});
-    assert_eq!(app.post("/private/otp-devices", &body).await.status, StatusCode::NO_CONTENT);
-    let calls = (0..64).map(|_| app.post("/private/otp-devices/busy/confirmations", &json!({})));
+    assert_eq!(
+        app.post("/private/otp-devices", &body).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let empty = json!({});
+    let calls = (0..64).map(|_| app.post("/private/otp-devices/busy/confirmations", &empty));
     let replies = futures_util::future::join_all(calls).await;
     let mut codes = HashSet::new();
     let mut counters = HashSet::new();
@@ -77,5 +120,8 @@ async fn sixty_four_concurrent_confirmations_get_distinct_codes_and_advance_by_6
     }
     assert_eq!(codes.len(), 64, "codes repeated");
     assert_eq!(counters, (1000..1064).collect::<HashSet<u64>>());
-    assert_eq!(app.get("/private/otp-devices/busy").await.json["otp_ctr"], 1064);
+    assert_eq!(
+        app.get("/private/otp-devices/busy").await.json["otp_ctr"],
+        1064
+    );
 }

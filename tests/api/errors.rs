@@ -6,7 +6,13 @@ use otp_tests::{RFC_KEY, assert_taler_error, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-async fn raw_post(app: &otp_tests::TestApp, path: &str, content_type: Option<&str>, encoding: Option<&str>, body: Vec<u8>) -> otp_tests::Reply {
+async fn raw_post(
+    app: &otp_tests::TestApp,
+    path: &str,
+    content_type: Option<&str>,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> otp_tests::Reply {
     let mut request = app
         .client
         .post(format!("{}{path}", app.address))
@@ -31,11 +37,25 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 async fn malformed_json_is_400_code_22() {
     let app = spawn_app().await;
     for body in [&b"{"[..], b"not json", b"{\"a\":}", b"\xff\xfe"] {
-        let reply = raw_post(&app, "/private/otp-devices", Some("application/json"), None, body.to_vec()).await;
+        let reply = raw_post(
+            &app,
+            "/private/otp-devices",
+            Some("application/json"),
+            None,
+            body.to_vec(),
+        )
+        .await;
         assert_taler_error(&reply, StatusCode::BAD_REQUEST, 22);
     }
     for body in [&b"[]"[..], b"42", b"\"x\"", b"null"] {
-        let reply = raw_post(&app, "/private/otp-devices", Some("application/json"), None, body.to_vec()).await;
+        let reply = raw_post(
+            &app,
+            "/private/otp-devices",
+            Some("application/json"),
+            None,
+            body.to_vec(),
+        )
+        .await;
         assert_taler_error(&reply, StatusCode::BAD_REQUEST, 26);
     }
 }
@@ -43,20 +63,44 @@ async fn malformed_json_is_400_code_22() {
 #[tokio::test]
 async fn wrong_content_type_is_a_taler_error() {
     let app = spawn_app().await;
-    let reply = raw_post(&app, "/private/otp-devices", Some("text/plain"), None, b"{}".to_vec()).await;
+    let reply = raw_post(
+        &app,
+        "/private/otp-devices",
+        Some("text/plain"),
+        None,
+        b"{}".to_vec(),
+    )
+    .await;
     assert_taler_error(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, 23);
 }
 
 #[tokio::test]
 async fn oversized_bodies_are_413_code_32_even_when_gzipped() {
     let app = spawn_app().await;
-    let big = format!("{{\"otp_device_id\":\"x\",\"pad\":\"{}\"}}", "a".repeat(70 * 1024));
-    let reply = raw_post(&app, "/private/otp-devices", Some("application/json"), None, big.clone().into_bytes()).await;
+    let big = format!(
+        "{{\"otp_device_id\":\"x\",\"pad\":\"{}\"}}",
+        "a".repeat(70 * 1024)
+    );
+    let reply = raw_post(
+        &app,
+        "/private/otp-devices",
+        Some("application/json"),
+        None,
+        big.clone().into_bytes(),
+    )
+    .await;
     assert_taler_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, 32);
     // Small on the wire, too large once decompressed.
     let compressed = gzip(big.as_bytes());
     assert!(compressed.len() < 4096);
-    let reply = raw_post(&app, "/private/otp-devices", Some("application/json"), Some("gzip"), compressed).await;
+    let reply = raw_post(
+        &app,
+        "/private/otp-devices",
+        Some("application/json"),
+        Some("gzip"),
+        compressed,
+    )
+    .await;
     assert_taler_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, 32);
 }
 
@@ -64,9 +108,23 @@ async fn oversized_bodies_are_413_code_32_even_when_gzipped() {
 async fn gzip_bodies_are_accepted_and_corrupt_gzip_is_rejected() {
     let app = spawn_app().await;
     let body = json!({"otp_device_id": "gz", "otp_device_description": "d", "otp_key": RFC_KEY, "otp_algorithm": 1});
-    let reply = raw_post(&app, "/private/otp-devices", Some("application/json"), Some("gzip"), gzip(body.to_string().as_bytes())).await;
+    let reply = raw_post(
+        &app,
+        "/private/otp-devices",
+        Some("application/json"),
+        Some("gzip"),
+        gzip(body.to_string().as_bytes()),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
-    let reply = raw_post(&app, "/private/otp-devices", Some("application/json"), Some("gzip"), b"not gzip at all".to_vec()).await;
+    let reply = raw_post(
+        &app,
+        "/private/otp-devices",
+        Some("application/json"),
+        Some("gzip"),
+        b"not gzip at all".to_vec(),
+    )
+    .await;
     assert!(reply.status.is_client_error(), "{}", reply.status);
     assert!(reply.json["code"].is_u64(), "{}", reply.text);
 }
@@ -74,22 +132,47 @@ async fn gzip_bodies_are_accepted_and_corrupt_gzip_is_rejected() {
 #[tokio::test]
 async fn unknown_paths_and_methods_are_taler_errors() {
     let app = spawn_app().await;
-    for path in ["/nope", "/private/otp-devices/", "/private/otp-devices/a/b/c", "/instances/admin/private/nothing", "/"] {
+    for path in [
+        "/nope",
+        "/private/otp-devices/",
+        "/private/otp-devices/a/b/c",
+        "/instances/admin/private/nothing",
+        "/",
+    ] {
         let reply = app.get(path).await;
         assert_taler_error(&reply, StatusCode::NOT_FOUND, 21);
     }
-    let reply = app.request(Method::PUT, "/private/otp-devices", Some(&app.write_token), None).await;
+    let reply = app
+        .request(
+            Method::PUT,
+            "/private/otp-devices",
+            Some(&app.write_token),
+            None,
+        )
+        .await;
     assert_taler_error(&reply, StatusCode::METHOD_NOT_ALLOWED, 20);
     let reply = app.request(Method::DELETE, "/config", None, None).await;
     assert_taler_error(&reply, StatusCode::METHOD_NOT_ALLOWED, 20);
-    let reply = app.request(Method::GET, "/private/otp-devices/x/confirmations", Some(&app.write_token), None).await;
+    let reply = app
+        .request(
+            Method::GET,
+            "/private/otp-devices/x/confirmations",
+            Some(&app.write_token),
+            None,
+        )
+        .await;
     assert_taler_error(&reply, StatusCode::METHOD_NOT_ALLOWED, 20);
 }
 
 #[tokio::test]
 async fn bad_path_segments_never_500() {
     let app = spawn_app().await;
-    for path in ["/private/otp-devices/%FF%FE", "/instances/%FF/private/otp-devices", "/private/otp-devices/a%2Fb", "/instances/a%2Fb/private/otp-devices"] {
+    for path in [
+        "/private/otp-devices/%FF%FE",
+        "/instances/%FF/private/otp-devices",
+        "/private/otp-devices/a%2Fb",
+        "/instances/a%2Fb/private/otp-devices",
+    ] {
         let reply = app.get(path).await;
         assert!(reply.status.is_client_error(), "{path}: {}", reply.status);
         assert!(reply.json["code"].is_u64(), "{path}: {}", reply.text);

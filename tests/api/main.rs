@@ -1,6 +1,8 @@
 //! End-to-end tests of the HTTP API: one binary, the real server against real PostgreSQL.
 //! Each module walks one part of `shared/spec/taler-otp-api.md`.
 
+#![cfg(test)]
+
 mod auth; // §7: tokens, scopes, order of checks, instance isolation.
 mod codes; // §5: otp_code equals every public vector; faketime/price validation.
 mod confirmations; // §9: the confirmations extension, counter advance under concurrency.

@@ -37,7 +37,16 @@ fn document_is_openapi_3_1_with_every_path_and_marked_extensions() {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
     let confirmation = &doc["paths"]["/private/otp-devices/{device_id}/confirmations"]["post"];
-    assert!(confirmation["description"].as_str().unwrap_or_default().contains("extension"));
+    assert_eq!(
+        confirmation["x-taler-otp-extension"], true,
+        "extension not marked"
+    );
+    assert!(
+        confirmation["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("extension")
+    );
 }
 
 fn validator(doc: &Value, schema_name: &str) -> jsonschema::JSONSchema {
@@ -45,7 +54,10 @@ fn validator(doc: &Value, schema_name: &str) -> jsonschema::JSONSchema {
         "$ref": format!("#/components/schemas/{schema_name}"),
         "components": doc["components"].clone(),
     });
-    jsonschema::JSONSchema::options().with_draft(jsonschema::Draft::Draft202012).compile(&schema).unwrap()
+    jsonschema::JSONSchema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .compile(&schema)
+        .unwrap()
 }
 
 fn assert_valid(doc: &Value, schema_name: &str, instance: &Value) {
@@ -65,15 +77,50 @@ async fn served_document_and_real_responses_match_the_schemas() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
 
     app.add_device("v", RFC_KEY, json!(2)).await;
-    assert_valid(&doc, "VersionResponse", &app.request(Method::GET, "/config", None, None).await.json);
-    assert_valid(&doc, "OtpDeviceSummaryResponse", &app.get("/private/otp-devices").await.json);
-    assert_valid(&doc, "OtpDeviceDetails", &app.get("/private/otp-devices/v?faketime=5&price=EUR%3A1").await.json);
-    assert_valid(&doc, "OtpDeviceDetails", &app.get("/private/otp-devices/v").await.json);
-    assert_valid(&doc, "ConfirmationResponse", &app.post("/private/otp-devices/v/confirmations", &json!({"price": "EUR:2"})).await.json);
-    assert_valid(&doc, "ErrorDetail", &app.get("/private/otp-devices/ghost").await.json);
+    assert_valid(
+        &doc,
+        "VersionResponse",
+        &app.request(Method::GET, "/config", None, None).await.json,
+    );
+    assert_valid(
+        &doc,
+        "OtpDeviceSummaryResponse",
+        &app.get("/private/otp-devices").await.json,
+    );
+    assert_valid(
+        &doc,
+        "OtpDeviceDetails",
+        &app.get("/private/otp-devices/v?faketime=5&price=EUR%3A1")
+            .await
+            .json,
+    );
+    assert_valid(
+        &doc,
+        "OtpDeviceDetails",
+        &app.get("/private/otp-devices/v").await.json,
+    );
+    assert_valid(
+        &doc,
+        "ConfirmationResponse",
+        &app.post(
+            "/private/otp-devices/v/confirmations",
+            &json!({"price": "EUR:2"}),
+        )
+        .await
+        .json,
+    );
+    assert_valid(
+        &doc,
+        "ErrorDetail",
+        &app.get("/private/otp-devices/ghost").await.json,
+    );
     assert_valid(&doc, "ErrorDetail", &app.get("/nope").await.json);
     // A request body that the server accepts validates against the request schema.
-    assert_valid(&doc, "OtpDeviceAddDetails", &json!({"otp_device_id": "a", "otp_device_description": "d", "otp_key": RFC_KEY, "otp_algorithm": "TOTP_WITH_PRICE"}));
+    assert_valid(
+        &doc,
+        "OtpDeviceAddDetails",
+        &json!({"otp_device_id": "a", "otp_device_description": "d", "otp_key": RFC_KEY, "otp_algorithm": "TOTP_WITH_PRICE"}),
+    );
 }
 
 #[tokio::test]
@@ -81,7 +128,13 @@ async fn swagger_ui_is_served_offline() {
     let app = spawn_app().await;
     let reply = app.request(Method::GET, "/docs/", None, None).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert!(reply.text.contains("swagger"), "{}", &reply.text[..reply.text.len().min(200)]);
-    let js = app.request(Method::GET, "/docs/swagger-ui-bundle.js", None, None).await;
+    assert!(
+        reply.text.contains("swagger"),
+        "{}",
+        &reply.text[..reply.text.len().min(200)]
+    );
+    let js = app
+        .request(Method::GET, "/docs/swagger-ui-bundle.js", None, None)
+        .await;
     assert_eq!(js.status, StatusCode::OK);
 }

@@ -13,7 +13,10 @@ async fn create_list_get_patch_delete_round_trip() {
 
     app.add_device("till-1", RFC_KEY, json!(1)).await;
     let list = app.get("/instances/admin/private/otp-devices").await;
-    assert_eq!(list.json, json!({"otp_devices": [{"otp_device_id": "till-1", "device_description": "device till-1"}]}));
+    assert_eq!(
+        list.json,
+        json!({"otp_devices": [{"otp_device_id": "till-1", "device_description": "device till-1"}]})
+    );
 
     let one = app.get("/private/otp-devices/till-1?faketime=59").await;
     assert_eq!(one.status, StatusCode::OK, "{}", one.text);
@@ -21,23 +24,52 @@ async fn create_list_get_patch_delete_round_trip() {
     assert_eq!(one.json["otp_algorithm"], 1);
     assert_eq!(one.json["otp_ctr"], 0);
     assert_eq!(one.json["otp_timestamp"], 59);
-    assert_eq!(one.json["otp_code"], "84755224\n84755224\n94287082\n37359152\n26969429");
-    assert!(one.json.get("otp_key").is_none(), "key leaked: {}", one.text);
+    assert_eq!(
+        one.json["otp_code"],
+        "84755224\n84755224\n94287082\n37359152\n26969429"
+    );
+    assert!(
+        one.json.get("otp_key").is_none(),
+        "key leaked: {}",
+        one.text
+    );
     assert!(!one.text.contains(RFC_KEY));
 
-    let patched = app.patch("/private/otp-devices/till-1", &json!({"otp_device_description": "renamed"})).await;
+    let patched = app
+        .patch(
+            "/private/otp-devices/till-1",
+            &json!({"otp_device_description": "renamed"}),
+        )
+        .await;
     assert_eq!(patched.status, StatusCode::NO_CONTENT, "{}", patched.text);
     assert!(patched.text.is_empty());
-    let one = app.get("/instances/admin/private/otp-devices/till-1?faketime=59").await;
+    let one = app
+        .get("/instances/admin/private/otp-devices/till-1?faketime=59")
+        .await;
     assert_eq!(one.json["device_description"], "renamed");
-    assert_eq!(one.json["otp_algorithm"], 1, "absent algorithm keeps the stored one");
+    assert_eq!(
+        one.json["otp_algorithm"], 1,
+        "absent algorithm keeps the stored one"
+    );
 
     let deleted = app.delete("/private/otp-devices/till-1").await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    assert_taler_error(&app.get("/private/otp-devices/till-1").await, StatusCode::NOT_FOUND, 2021);
-    assert_taler_error(&app.delete("/private/otp-devices/till-1").await, StatusCode::NOT_FOUND, 2021);
     assert_taler_error(
-        &app.patch("/private/otp-devices/till-1", &json!({"otp_device_description": "x"})).await,
+        &app.get("/private/otp-devices/till-1").await,
+        StatusCode::NOT_FOUND,
+        2021,
+    );
+    assert_taler_error(
+        &app.delete("/private/otp-devices/till-1").await,
+        StatusCode::NOT_FOUND,
+        2021,
+    );
+    assert_taler_error(
+        &app.patch(
+            "/private/otp-devices/till-1",
+            &json!({"otp_device_description": "x"}),
+        )
+        .await,
         StatusCode::NOT_FOUND,
         2021,
     );
@@ -46,13 +78,23 @@ async fn create_list_get_patch_delete_round_trip() {
 #[tokio::test]
 async fn get_without_faketime_uses_the_server_clock() {
     let app = spawn_app().await;
-    app.add_device("d", RFC_KEY, json!("totp_without_price")).await;
+    app.add_device("d", RFC_KEY, json!("totp_without_price"))
+        .await;
     let before = chrono::Utc::now().timestamp() as u64;
     let one = app.get("/private/otp-devices/d").await;
     let after = chrono::Utc::now().timestamp() as u64;
     let ts = one.json["otp_timestamp"].as_u64().unwrap();
-    assert!(before <= ts && ts <= after, "{ts} not in [{before}, {after}]");
-    let expected = otp_algo::confirmation(&otp_algo::OtpKey::from_base32(RFC_KEY).unwrap(), otp_algo::Algorithm::TotpWithoutPrice, None, ts, 0);
+    assert!(
+        before <= ts && ts <= after,
+        "{ts} not in [{before}, {after}]"
+    );
+    let expected = otp_algo::confirmation(
+        &otp_algo::OtpKey::from_base32(RFC_KEY).unwrap(),
+        otp_algo::Algorithm::TotpWithoutPrice,
+        None,
+        ts,
+        0,
+    );
     assert_eq!(one.json["otp_code"].as_str(), expected.as_deref());
 }
 
@@ -63,13 +105,22 @@ async fn post_is_idempotent_for_identical_details_and_conflicts_otherwise() {
         "otp_device_id": "pos", "otp_device_description": "POS", "otp_key": RFC_KEY,
         "otp_algorithm": 3, "otp_ctr": 5
     });
-    assert_eq!(app.post("/private/otp-devices", &body).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(app.post("/private/otp-devices", &body).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.post("/private/otp-devices", &body).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.post("/private/otp-devices", &body).await.status,
+        StatusCode::NO_CONTENT
+    );
     // The same key spelled differently (lower case, padding) is the same key.
     let mut same = body.clone();
     same["otp_key"] = json!("gezdgnbvgy3tqojqgezdgnbvgy3tqojq");
     same["otp_algorithm"] = json!("HOTP_WITHOUT_PRICE");
-    assert_eq!(app.post("/private/otp-devices", &same).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.post("/private/otp-devices", &same).await.status,
+        StatusCode::NO_CONTENT
+    );
     for (field, value) in [
         ("otp_device_description", json!("other")),
         ("otp_key", json!("AAISEM2EKVTHPCEZ")),
@@ -107,7 +158,13 @@ async fn json_null_means_absent() {
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
     let one = app.get("/private/otp-devices/n").await;
-    assert_eq!((one.json["device_description"].as_str(), one.json["otp_algorithm"].as_u64()), (Some("new"), Some(3)));
+    assert_eq!(
+        (
+            one.json["device_description"].as_str(),
+            one.json["otp_algorithm"].as_u64()
+        ),
+        (Some("new"), Some(3))
+    );
 }
 
 #[tokio::test]
@@ -131,10 +188,29 @@ async fn patch_changes_key_algorithm_and_counter() {
 #[tokio::test]
 async fn algorithms_accept_integers_and_names_and_reject_everything_else() {
     let app = spawn_app().await;
-    for (i, algorithm) in [json!(0), json!(4), json!("none"), json!("Totp_With_Price"), json!("HOTP_WITH_PRICE")].iter().enumerate() {
-        app.add_device(&format!("ok{i}"), RFC_KEY, algorithm.clone()).await;
+    for (i, algorithm) in [
+        json!(0),
+        json!(4),
+        json!("none"),
+        json!("Totp_With_Price"),
+        json!("HOTP_WITH_PRICE"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        app.add_device(&format!("ok{i}"), RFC_KEY, algorithm.clone())
+            .await;
     }
-    for bad in [json!(5), json!(-1), json!(1.5), json!("1"), json!("TOTP"), json!(null), json!(true), json!([1])] {
+    for bad in [
+        json!(5),
+        json!(-1),
+        json!(1.5),
+        json!("1"),
+        json!("TOTP"),
+        json!(null),
+        json!(true),
+        json!([1]),
+    ] {
         let reply = app
             .post(
                 "/private/otp-devices",
@@ -144,7 +220,11 @@ async fn algorithms_accept_integers_and_names_and_reject_everything_else() {
         let code = if bad.is_null() { 25 } else { 26 };
         assert_taler_error(&reply, StatusCode::BAD_REQUEST, code);
     }
-    assert_taler_error(&app.get("/private/otp-devices/bad").await, StatusCode::NOT_FOUND, 2021);
+    assert_taler_error(
+        &app.get("/private/otp-devices/bad").await,
+        StatusCode::NOT_FOUND,
+        2021,
+    );
 }
 
 #[tokio::test]
@@ -157,7 +237,7 @@ async fn bad_fields_are_400_naming_the_field_and_store_nothing() {
         ("otp_device_id", json!("x".repeat(129)), 26),
         ("otp_device_id", json!(12), 26),
         ("otp_device_description", json!(null), 25),
-        ("otp_key", json!("GEZDGNBVGY3TQOJQ"), 26), // 10 chars decode to 6 bytes: too weak
+        ("otp_key", json!("GEZDGNBVGY3TQOJ"), 26), // 15 characters decode to 9 bytes: too weak
         ("otp_key", json!("GEZD GNBVGY3TQOJQGEZDGNBVGY3TQOJQ"), 26),
         ("otp_key", json!("GEZDGNBV=GY3TQOJQGEZDGNBVGY3TQOJQ"), 26),
         ("otp_key", json!("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJ1"), 26),
@@ -172,12 +252,26 @@ async fn bad_fields_are_400_naming_the_field_and_store_nothing() {
         body[field] = value.clone();
         let reply = app.post("/private/otp-devices", &body).await;
         assert_taler_error(&reply, StatusCode::BAD_REQUEST, code);
-        assert!(reply.json["detail"].as_str().unwrap_or_default().contains(field), "{field}={value}: {}", reply.text);
+        assert!(
+            reply.json["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field),
+            "{field}={value}: {}",
+            reply.text
+        );
     }
     let mut missing = good.clone();
     missing.as_object_mut().unwrap().remove("otp_key");
-    assert_taler_error(&app.post("/private/otp-devices", &missing).await, StatusCode::BAD_REQUEST, 25);
-    assert_eq!(app.get("/private/otp-devices").await.json, json!({"otp_devices": []}));
+    assert_taler_error(
+        &app.post("/private/otp-devices", &missing).await,
+        StatusCode::BAD_REQUEST,
+        25,
+    );
+    assert_eq!(
+        app.get("/private/otp-devices").await.json,
+        json!({"otp_devices": []})
+    );
 }
 
 #[tokio::test]
@@ -187,14 +281,26 @@ async fn weak_key_hint_says_why() {
         .post("/private/otp-devices", &json!({"otp_device_id": "w", "otp_device_description": "d", "otp_key": "MZXW6YTBOI", "otp_algorithm": 1}))
         .await;
     assert_taler_error(&reply, StatusCode::BAD_REQUEST, 26);
-    assert!(reply.json["hint"].as_str().unwrap().contains("10 bytes"), "{}", reply.text);
+    assert!(
+        reply.json["hint"].as_str().unwrap().contains("10 bytes"),
+        "{}",
+        reply.text
+    );
 }
 
 #[tokio::test]
 async fn standard_paddings_are_accepted() {
     let app = spawn_app().await;
     // 11 bytes: 18 characters + 6 padding in RFC 4648.
-    for (i, key) in ["MFRGGZDFMZTWQ2LKNM", "MFRGGZDFMZTWQ2LKNM=", "MFRGGZDFMZTWQ2LKNM==", "MFRGGZDFMZTWQ2LKNM======"].iter().enumerate() {
+    for (i, key) in [
+        "MFRGGZDFMZTWQ2LKNM",
+        "MFRGGZDFMZTWQ2LKNM=",
+        "MFRGGZDFMZTWQ2LKNM==",
+        "MFRGGZDFMZTWQ2LKNM======",
+    ]
+    .iter()
+    .enumerate()
+    {
         app.add_device(&format!("k{i}"), key, json!(1)).await;
     }
     let a = app.get("/private/otp-devices/k0?faketime=1000").await.json["otp_code"].clone();
@@ -207,11 +313,21 @@ async fn percent_encoded_ids_address_the_same_device() {
     let app = spawn_app().await;
     let id = "till 1 é+%";
     app.add_device(id, RFC_KEY, json!(1)).await;
-    let reply = app.get("/private/otp-devices/till%201%20%C3%A9%2B%25?faketime=59").await;
+    let reply = app
+        .get("/private/otp-devices/till%201%20%C3%A9%2B%25?faketime=59")
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     assert_eq!(reply.json["device_description"], format!("device {id}"));
-    assert_eq!(app.get("/private/otp-devices").await.json["otp_devices"][0]["otp_device_id"], id);
-    assert_eq!(app.delete("/instances/admin/private/otp-devices/till%201%20%C3%A9%2B%25").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get("/private/otp-devices").await.json["otp_devices"][0]["otp_device_id"],
+        id
+    );
+    assert_eq!(
+        app.delete("/instances/admin/private/otp-devices/till%201%20%C3%A9%2B%25")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
 }
 
 #[tokio::test]
@@ -236,6 +352,8 @@ async fn config_is_served_with_and_without_prefix() {
         assert!(spec["alt_unit_names"]["0"].is_string(), "{}", reply.text);
         assert!(spec["num_fractional_input_digits"].is_u64());
     }
-    let unknown = app.request(reqwest::Method::GET, "/instances/nope/config", None, None).await;
+    let unknown = app
+        .request(reqwest::Method::GET, "/instances/nope/config", None, None)
+        .await;
     assert_taler_error(&unknown, StatusCode::NOT_FOUND, 2000);
 }

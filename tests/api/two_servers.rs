@@ -19,9 +19,17 @@ async fn key_change_and_revocation_through_one_server_reach_the_other_within_the
         let client = app.client.clone();
         let url = format!("{other}/private/otp-devices/d?faketime=59");
         async move {
-            let reply = client.get(url).header("Authorization", format!("Bearer {token}")).send().await.unwrap();
+            let reply = client
+                .get(url)
+                .header("Authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap();
             let status = reply.status();
-            (status, reply.json::<serde_json::Value>().await.unwrap_or_default())
+            (
+                status,
+                reply.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
         }
     };
     // Warm the other server's caches.
@@ -30,7 +38,10 @@ async fn key_change_and_revocation_through_one_server_reach_the_other_within_the
     let old_code = body["otp_code"].as_str().unwrap().to_owned();
 
     let patched = app
-        .patch("/private/otp-devices/d", &json!({"otp_device_description": "d", "otp_key": "AAISEM2EKVTHPCEZ"}))
+        .patch(
+            "/private/otp-devices/d",
+            &json!({"otp_device_description": "d", "otp_key": "AAISEM2EKVTHPCEZ"}),
+        )
         .await;
     assert_eq!(patched.status, StatusCode::NO_CONTENT);
     let changed_at = Instant::now();
@@ -39,7 +50,10 @@ async fn key_change_and_revocation_through_one_server_reach_the_other_within_the
         if body["otp_code"].as_str() != Some(old_code.as_str()) {
             break;
         }
-        assert!(changed_at.elapsed() <= BOUND, "old key's code served after the bound");
+        assert!(
+            changed_at.elapsed() <= BOUND,
+            "old key's code served after the bound"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // After the bound, no answer carries the old code.
@@ -50,12 +64,22 @@ async fn key_change_and_revocation_through_one_server_reach_the_other_within_the
     }
 
     let admin = InstanceId::parse("admin").unwrap();
-    let (token, secret) = tokens::create(&app.store, &admin, "write", None, "").await.unwrap();
-    assert_eq!(get_other(secret.expose().to_owned()).await.0, StatusCode::OK);
-    tokens::revoke(&app.store, &admin, token.serial).await.unwrap();
+    let (token, secret) = tokens::create(&app.store, &admin, "write", None, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        get_other(secret.expose().to_owned()).await.0,
+        StatusCode::OK
+    );
+    tokens::revoke(&app.store, &admin, token.serial)
+        .await
+        .unwrap();
     let revoked_at = Instant::now();
     while get_other(secret.expose().to_owned()).await.0 != StatusCode::UNAUTHORIZED {
-        assert!(revoked_at.elapsed() <= BOUND, "revoked token accepted after the bound");
+        assert!(
+            revoked_at.elapsed() <= BOUND,
+            "revoked token accepted after the bound"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

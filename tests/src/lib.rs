@@ -1,6 +1,9 @@
 //! The end-to-end harness: `spawn_app` starts the real server, built exactly as `taler-otp serve`
 //! builds it (`Application::build`), on an ephemeral port against a fresh PostgreSQL database.
 
+// A harness reports a broken set-up by panicking, like the tests it serves.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::time::Duration;
 
 use otp_server::Application;
@@ -59,12 +62,21 @@ pub async fn spawn_app_on(db: TestDb, adjust: impl FnOnce(&mut Settings)) -> Tes
     let (address, handle, settings) = spawn_server(&url, adjust).await;
     let store = Store::connect(&store_config(&settings, &url)).expect("store");
     let admin = InstanceId::parse("admin").expect("id");
-    instances::ensure(&store, &admin, "Admin").await.expect("default instance");
-    let (_, write) = tokens::create(&store, &admin, "write", None, "test write").await.expect("token");
-    let (_, read) = tokens::create(&store, &admin, "readonly", None, "test read").await.expect("token");
+    instances::ensure(&store, &admin, "Admin")
+        .await
+        .expect("default instance");
+    let (_, write) = tokens::create(&store, &admin, "write", None, "test write")
+        .await
+        .expect("token");
+    let (_, read) = tokens::create(&store, &admin, "readonly", None, "test read")
+        .await
+        .expect("token");
     TestApp {
         address,
-        client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
         store,
         write_token: write.expose().to_owned(),
         read_token: read.expose().to_owned(),
@@ -80,7 +92,15 @@ pub async fn spawn_server(
 ) -> (String, actix_web::dev::ServerHandle, Settings) {
     let mut settings = Settings::for_tests(database_url).expect("test settings");
     adjust(&mut settings);
-    let app = Application::build(&settings, &store_config(&settings, database_url)).await.expect("app starts");
+    let url = settings
+        .database_url
+        .as_deref()
+        .map(String::as_str)
+        .unwrap_or(database_url)
+        .to_owned();
+    let app = Application::build(&settings, &store_config(&settings, &url))
+        .await
+        .expect("app starts");
     let address = format!("http://127.0.0.1:{}", app.port().expect("tcp port"));
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
@@ -89,8 +109,16 @@ pub async fn spawn_server(
 
 impl TestApp {
     /// Sends `method path` with an optional bearer token and JSON body.
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
-        let mut request = self.client.request(method, format!("{}{path}", self.address));
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
         if let Some(token) = token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
@@ -102,22 +130,26 @@ impl TestApp {
 
     /// GET with the write token.
     pub async fn get(&self, path: &str) -> Reply {
-        self.request(Method::GET, path, Some(&self.write_token), None).await
+        self.request(Method::GET, path, Some(&self.write_token), None)
+            .await
     }
 
     /// POST JSON with the write token.
     pub async fn post(&self, path: &str, body: &Value) -> Reply {
-        self.request(Method::POST, path, Some(&self.write_token), Some(body)).await
+        self.request(Method::POST, path, Some(&self.write_token), Some(body))
+            .await
     }
 
     /// PATCH JSON with the write token.
     pub async fn patch(&self, path: &str, body: &Value) -> Reply {
-        self.request(Method::PATCH, path, Some(&self.write_token), Some(body)).await
+        self.request(Method::PATCH, path, Some(&self.write_token), Some(body))
+            .await
     }
 
     /// DELETE with the write token.
     pub async fn delete(&self, path: &str) -> Reply {
-        self.request(Method::DELETE, path, Some(&self.write_token), None).await
+        self.request(Method::DELETE, path, Some(&self.write_token), None)
+            .await
     }
 
     /// Registers a device on the default instance and asserts 204.
@@ -133,7 +165,12 @@ impl TestApp {
                 }),
             )
             .await;
-        assert_eq!(reply.status, StatusCode::NO_CONTENT, "adding {id}: {}", reply.text);
+        assert_eq!(
+            reply.status,
+            StatusCode::NO_CONTENT,
+            "adding {id}: {}",
+            reply.text
+        );
     }
 }
 
@@ -143,16 +180,32 @@ pub async fn reply(response: reqwest::Response) -> Reply {
     let headers = response.headers().clone();
     let text = response.text().await.expect("body");
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply { status, headers, json, text }
+    Reply {
+        status,
+        headers,
+        json,
+        text,
+    }
 }
 
 /// Asserts a Taler error answer: the status and the `code`, and a non-empty `hint`.
 pub fn assert_taler_error(reply: &Reply, status: StatusCode, code: u64) {
     assert_eq!(reply.status, status, "body: {}", reply.text);
     assert_eq!(reply.json["code"], code, "body: {}", reply.text);
-    assert!(reply.json["hint"].as_str().is_some_and(|h| !h.is_empty()), "hint missing: {}", reply.text);
-    let content_type = reply.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    assert!(content_type.starts_with("application/json"), "content type {content_type}");
+    assert!(
+        reply.json["hint"].as_str().is_some_and(|h| !h.is_empty()),
+        "hint missing: {}",
+        reply.text
+    );
+    let content_type = reply
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type}"
+    );
 }
 
 /// Polls `check` until it returns true or `within` passes; returns whether it did.

@@ -151,7 +151,12 @@ fn algorithm_schema(nullable: bool) -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
     let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
     let mut one_of = OneOfBuilder::new()
-        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).maximum(Some(4)))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(4)),
+        )
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)
@@ -192,7 +197,13 @@ impl OtpDeviceAddDetails {
         let key = parse_key(required(self.otp_key, "otp_key")?)?;
         let algorithm = parse_algorithm(required(self.otp_algorithm, "otp_algorithm")?)?;
         let counter = self.otp_ctr.map(parse_counter).transpose()?.unwrap_or(0);
-        Ok(ValidAdd { id, description, key, algorithm, counter })
+        Ok(ValidAdd {
+            id,
+            description,
+            key,
+            algorithm,
+            counter,
+        })
     }
 }
 
@@ -213,9 +224,16 @@ impl OtpDevicePatchDetails {
     pub fn validate(self) -> Result<ValidPatch, ApiError> {
         let description = required_string(self.otp_device_description, "otp_device_description")?;
         let key = non_null(self.otp_key).map(parse_key).transpose()?;
-        let algorithm = non_null(self.otp_algorithm).map(parse_algorithm).transpose()?;
+        let algorithm = non_null(self.otp_algorithm)
+            .map(parse_algorithm)
+            .transpose()?;
         let counter = non_null(self.otp_ctr).map(parse_counter).transpose()?;
-        Ok(ValidPatch { description, key, algorithm, counter })
+        Ok(ValidPatch {
+            description,
+            key,
+            algorithm,
+            counter,
+        })
     }
 }
 
@@ -235,18 +253,27 @@ fn required(value: Option<Value>, field: &str) -> Result<Value, ApiError> {
 fn required_string(value: Option<Value>, field: &str) -> Result<String, ApiError> {
     match required(value, field)? {
         Value::String(s) => Ok(s),
-        other => Err(ApiError::malformed(format!("{field}: expected a string, got {}", kind(&other)))),
+        other => Err(ApiError::malformed(format!(
+            "{field}: expected a string, got {}",
+            kind(&other)
+        ))),
     }
 }
 
 fn parse_key(value: Value) -> Result<OtpKey, ApiError> {
     let Value::String(text) = value else {
-        return Err(ApiError::malformed(format!("otp_key: expected a string, got {}", kind(&value))));
+        return Err(ApiError::malformed(format!(
+            "otp_key: expected a string, got {}",
+            kind(&value)
+        )));
     };
     OtpKey::from_base32(&text).map_err(|err| {
         let hint = matches!(err, otp_algo::KeyError::TooShort { .. })
             .then_some("The OTP key is too weak: it must decode to at least 10 bytes (80 bits).");
-        ApiError::Malformed { detail: format!("otp_key: {err}"), hint }
+        ApiError::Malformed {
+            detail: format!("otp_key: {err}"),
+            hint,
+        }
     })
 }
 
@@ -258,7 +285,10 @@ pub fn parse_algorithm(value: Value) -> Result<Algorithm, ApiError> {
             None => Err(format!("{n} is not an integer between 0 and 4")),
         },
         Value::String(s) => Algorithm::from_name(s).map_err(|e| e.to_string()),
-        other => Err(format!("expected an integer or a name, got {}", kind(other))),
+        other => Err(format!(
+            "expected an integer or a name, got {}",
+            kind(other)
+        )),
     };
     parsed.map_err(|why| ApiError::malformed(format!("otp_algorithm: {why}")))
 }
@@ -278,7 +308,10 @@ pub fn parse_price_value(value: Option<Value>) -> Result<Option<otp_algo::Amount
         None => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => crate::query::parse_price(&s).map(Some),
-        Some(other) => Err(ApiError::malformed(format!("price: expected a string, got {}", kind(&other)))),
+        Some(other) => Err(ApiError::malformed(format!(
+            "price: expected a string, got {}",
+            kind(&other)
+        ))),
     }
 }
 

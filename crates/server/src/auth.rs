@@ -60,7 +60,12 @@ pub fn scope_grants(scope: &str, permission: Permission) -> bool {
 /// The token secret from the `Authorization` header: `Bearer secret-token:…` or `secret-token:…`.
 /// `None` when absent or unreadable (which then fails as 401).
 pub fn bearer_secret(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
     let token = match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
         Some(_) => return None,
@@ -97,7 +102,13 @@ mod tests {
         for scope in ["write", "all", "admin", "write.refreshable"] {
             assert!(scope_grants(scope, OtpDevicesRead) && scope_grants(scope, OtpDevicesWrite));
         }
-        for scope in ["order-simple", "order-pos", "order-mgmt", "order-full", "bogus"] {
+        for scope in [
+            "order-simple",
+            "order-pos",
+            "order-mgmt",
+            "order-full",
+            "bogus",
+        ] {
             assert!(!scope_grants(scope, OtpDevicesRead), "{scope}");
         }
     }

@@ -25,7 +25,9 @@ pub async fn read_json<T: DeserializeOwned>(
     empty_is_object: bool,
 ) -> Result<T, ApiError> {
     let content_type = check_content_type(req);
-    let bytes = Bytes::from_request(req, &mut payload.into_inner()).await.map_err(map_payload_error)?;
+    let bytes = Bytes::from_request(req, &mut payload.into_inner())
+        .await
+        .map_err(map_payload_error)?;
     if bytes.is_empty() && empty_is_object {
         return parse(b"{}");
     }
@@ -39,8 +41,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::malformed("body: expected a JSON object"));
     }
-    serde_json::from_value(value)
-        .map_err(|err| ApiError::malformed(format!("body: {err}")))
+    serde_json::from_value(value).map_err(|err| ApiError::malformed(format!("body: {err}")))
 }
 
 /// The payload configuration registered on the app, so `Bytes` enforces the limit.
@@ -56,11 +57,18 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
     let value = value
         .to_str()
         .map_err(|_| ApiError::HeaderMalformed("content-type: not valid ASCII".into()))?;
-    let mime = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
         Ok(())
     } else {
-        Err(ApiError::UnsupportedMediaType(format!("content-type: expected application/json, got {value}")))
+        Err(ApiError::UnsupportedMediaType(format!(
+            "content-type: expected application/json, got {value}"
+        )))
     }
 }
 
@@ -70,7 +78,9 @@ fn map_payload_error(err: actix_web::Error) -> ApiError {
         Some(PayloadError::EncodingCorrupted) => ApiError::CompressionInvalid,
         Some(other) => ApiError::JsonInvalid(format!("body could not be read: {other}")),
         None => {
-            if err.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
+            if err.as_response_error().status_code()
+                == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
+            {
                 ApiError::PayloadTooLarge(MAX_BODY_BYTES)
             } else {
                 ApiError::JsonInvalid(format!("body could not be read: {err}"))

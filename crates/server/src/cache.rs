@@ -19,7 +19,11 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     /// A cache serving entries for `ttl` and holding at most `capacity` of them
     /// (a zero `ttl` disables caching).
     pub fn new(ttl: Duration, capacity: usize) -> TtlCache<K, V> {
-        TtlCache { map: RwLock::new(HashMap::new()), ttl, capacity }
+        TtlCache {
+            map: RwLock::new(HashMap::new()),
+            ttl,
+            capacity,
+        }
     }
 
     /// The fresh value for `key`, if any.
@@ -35,7 +39,10 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         if self.ttl.is_zero() {
             return;
         }
-        let mut map = self.map.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         if map.len() >= self.capacity {
             let ttl = self.ttl;
             map.retain(|_, (_, at)| at.elapsed() < ttl);
@@ -48,17 +55,26 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 
     /// Drops the entry for `key`.
     pub fn remove(&self, key: &K) {
-        self.map.write().unwrap_or_else(|poison| poison.into_inner()).remove(key);
+        self.map
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(key);
     }
 
     /// Drops every entry whose key matches `pred`.
     pub fn remove_matching(&self, pred: impl Fn(&K) -> bool) {
-        self.map.write().unwrap_or_else(|poison| poison.into_inner()).retain(|k, _| !pred(k));
+        self.map
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .retain(|k, _| !pred(k));
     }
 
     /// Drops everything.
     pub fn clear(&self) {
-        self.map.write().unwrap_or_else(|poison| poison.into_inner()).clear();
+        self.map
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clear();
     }
 }
 

@@ -19,7 +19,13 @@ use crate::config::Settings;
 #[command(name = "taler-otp", version, about)]
 pub struct Cli {
     /// Configuration file (GNU Taler INI style); `TALER_OTP_*` variables override it.
-    #[arg(short = 'c', long = "config", global = true, env = "TALER_OTP_CONFIG", value_name = "FILE")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        env = "TALER_OTP_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -172,12 +178,18 @@ pub struct Failure {
 impl Failure {
     /// Bad input (exit 2).
     fn usage(message: impl Into<String>) -> Failure {
-        Failure { message: message.into(), status: 2 }
+        Failure {
+            message: message.into(),
+            status: 2,
+        }
     }
 
     /// The operation failed (exit 1).
     fn failed(message: impl Into<String>) -> Failure {
-        Failure { message: message.into(), status: 1 }
+        Failure {
+            message: message.into(),
+            status: 1,
+        }
     }
 }
 
@@ -187,15 +199,29 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             use clap::error::ErrorKind;
-            if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = err.print();
                 return ExitCode::SUCCESS;
             }
             let rendered = err.render().to_string();
-            let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
-            let detail = rendered.lines().skip(1).find(|l| l.starts_with("  ")).map(str::trim);
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let detail = rendered
+                .lines()
+                .skip(1)
+                .find(|l| l.starts_with("  "))
+                .map(str::trim);
             match detail {
-                Some(detail) => eprintln!("taler-otp: {} {detail}", line.trim_start_matches("error: ")),
+                Some(detail) => {
+                    eprintln!("taler-otp: {} {detail}", line.trim_start_matches("error: "))
+                }
                 None => eprintln!("taler-otp: {}", line.trim_start_matches("error: ")),
             }
             return ExitCode::from(2);
@@ -214,7 +240,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Code(args) = &cli.command {
         return code::run(args);
     }
-    let settings = Settings::load(cli.config.as_deref()).map_err(|err| Failure::failed(err.to_string()))?;
+    let settings =
+        Settings::load(cli.config.as_deref()).map_err(|err| Failure::failed(err.to_string()))?;
     if let Command::Config(ConfigCommand::Show) = &cli.command {
         print!("{}", settings.render());
         return Ok(());

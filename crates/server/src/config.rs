@@ -22,16 +22,48 @@ pub const KNOWN_KEYS: &[(&str, &str, &str)] = &[
     ("merchant", "PORT", "TCP port (default 9966)"),
     ("merchant", "BIND_TO", "address to bind (default 127.0.0.1)"),
     ("merchant", "UNIXPATH", "socket path when SERVE = unix"),
-    ("merchant", "UNIXPATH_MODE", "octal permissions of the socket (default 660)"),
-    ("merchantdb-postgres", "CONFIG", "PostgreSQL URL or libpq string; unset = embedded database"),
-    ("taler", "CURRENCY", "currency announced in /config (default KUDOS)"),
-    ("otp", "DEFAULT_INSTANCE", "instance addressed without /instances/$ID (default admin)"),
-    ("otp", "KEY_ENCRYPTION_KEY", "64 hex digits: encrypts device keys at rest (optional)"),
+    (
+        "merchant",
+        "UNIXPATH_MODE",
+        "octal permissions of the socket (default 660)",
+    ),
+    (
+        "merchantdb-postgres",
+        "CONFIG",
+        "PostgreSQL URL or libpq string; unset = embedded database",
+    ),
+    (
+        "taler",
+        "CURRENCY",
+        "currency announced in /config (default KUDOS)",
+    ),
+    (
+        "otp",
+        "DEFAULT_INSTANCE",
+        "instance addressed without /instances/$ID (default admin)",
+    ),
+    (
+        "otp",
+        "KEY_ENCRYPTION_KEY",
+        "64 hex digits: encrypts device keys at rest (optional)",
+    ),
     ("otp", "DATA_DIR", "directory of the embedded database"),
     ("otp", "POOL_SIZE", "database connections (default 16)"),
-    ("otp", "DB_TIMEOUT_MS", "bound on waiting for a database connection (default 2000)"),
-    ("otp", "CACHE_TTL_MS", "staleness bound of the token and device caches (default 1000; 0 disables)"),
-    ("otp", "WORKERS", "HTTP worker threads (default: number of CPUs)"),
+    (
+        "otp",
+        "DB_TIMEOUT_MS",
+        "bound on waiting for a database connection (default 2000)",
+    ),
+    (
+        "otp",
+        "CACHE_TTL_MS",
+        "staleness bound of the token and device caches (default 1000; 0 disables)",
+    ),
+    (
+        "otp",
+        "WORKERS",
+        "HTTP worker threads (default: number of CPUs)",
+    ),
 ];
 
 /// Prefix of the environment variables that override the file.
@@ -98,8 +130,12 @@ impl Settings {
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut raw = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|err| ConfigError(format!("cannot read configuration file {}: {err}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|err| {
+                    ConfigError(format!(
+                        "cannot read configuration file {}: {err}",
+                        path.display()
+                    ))
+                })?;
                 parse_ini(&text, &path.display().to_string())?
             }
             None => RawConfig::default(),
@@ -114,7 +150,10 @@ impl Settings {
     /// unless asked for.
     pub fn for_tests(database_url: &str) -> Result<Settings, ConfigError> {
         let mut settings = Settings::from_raw(&RawConfig::default())?;
-        settings.listen = Listen::Tcp { bind_to: "127.0.0.1".into(), port: 0 };
+        settings.listen = Listen::Tcp {
+            bind_to: "127.0.0.1".into(),
+            port: 0,
+        };
         settings.database_url = Some(Zeroizing::new(database_url.to_owned()));
         settings.pool_size = 8;
         settings.workers = 2;
@@ -122,31 +161,49 @@ impl Settings {
     }
 
     fn from_raw(raw: &RawConfig) -> Result<Settings, ConfigError> {
-        let serve = raw.get("merchant", "SERVE").unwrap_or("tcp").to_ascii_lowercase();
+        let serve = raw
+            .get("merchant", "SERVE")
+            .unwrap_or("tcp")
+            .to_ascii_lowercase();
         let listen = match serve.as_str() {
             "tcp" => {
                 let port = match raw.get("merchant", "PORT") {
                     None => 9966,
-                    Some(v) => v.parse::<u16>().map_err(|_| invalid("merchant", "PORT", v, "a port number 0-65535"))?,
+                    Some(v) => v
+                        .parse::<u16>()
+                        .map_err(|_| invalid("merchant", "PORT", v, "a port number 0-65535"))?,
                 };
-                let bind_to = raw.get("merchant", "BIND_TO").unwrap_or("127.0.0.1").to_owned();
+                let bind_to = raw
+                    .get("merchant", "BIND_TO")
+                    .unwrap_or("127.0.0.1")
+                    .to_owned();
                 if bind_to.parse::<IpAddr>().is_err() && bind_to != "localhost" {
                     return Err(invalid("merchant", "BIND_TO", &bind_to, "an IP address"));
                 }
                 Listen::Tcp { bind_to, port }
             }
             "unix" => {
-                let path = raw
-                    .get("merchant", "UNIXPATH")
-                    .ok_or_else(|| ConfigError("[merchant] UNIXPATH is required when SERVE = unix".into()))?;
+                let path = raw.get("merchant", "UNIXPATH").ok_or_else(|| {
+                    ConfigError("[merchant] UNIXPATH is required when SERVE = unix".into())
+                })?;
                 let mode = match raw.get("merchant", "UNIXPATH_MODE") {
                     None => 0o660,
                     Some(v) => u32::from_str_radix(v, 8)
                         .ok()
                         .filter(|m| *m <= 0o777)
-                        .ok_or_else(|| invalid("merchant", "UNIXPATH_MODE", v, "octal permissions such as 660"))?,
+                        .ok_or_else(|| {
+                            invalid(
+                                "merchant",
+                                "UNIXPATH_MODE",
+                                v,
+                                "octal permissions such as 660",
+                            )
+                        })?,
                 };
-                Listen::Unix { path: PathBuf::from(path), mode }
+                Listen::Unix {
+                    path: PathBuf::from(path),
+                    mode,
+                }
             }
             other => return Err(invalid("merchant", "SERVE", other, "tcp or unix")),
         };
@@ -154,19 +211,55 @@ impl Settings {
             .get("merchantdb-postgres", "CONFIG")
             .filter(|v| !v.is_empty())
             .map(|v| Zeroizing::new(v.to_owned()));
-        let data_dir = raw.get("otp", "DATA_DIR").map(PathBuf::from).unwrap_or_else(default_data_dir);
+        let data_dir = raw
+            .get("otp", "DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_data_dir);
         let pool_size = parse_number(raw, "otp", "POOL_SIZE", 16, 1, 1024)?;
-        let db_timeout = Duration::from_millis(parse_number(raw, "otp", "DB_TIMEOUT_MS", 2000, 50, 600_000)?);
-        let cache_ttl = Duration::from_millis(parse_number(raw, "otp", "CACHE_TTL_MS", 1000, 0, 3_600_000)?);
-        let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
+        let db_timeout = Duration::from_millis(parse_number(
+            raw,
+            "otp",
+            "DB_TIMEOUT_MS",
+            2000,
+            50,
+            600_000,
+        )?);
+        let cache_ttl = Duration::from_millis(parse_number(
+            raw,
+            "otp",
+            "CACHE_TTL_MS",
+            1000,
+            0,
+            3_600_000,
+        )?);
+        let default_workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2) as u64;
         let workers = parse_number(raw, "otp", "WORKERS", default_workers, 1, 1024)? as usize;
         let default_instance = raw.get("otp", "DEFAULT_INSTANCE").unwrap_or("admin");
-        let default_instance = InstanceId::parse(default_instance)
-            .map_err(|err| invalid("otp", "DEFAULT_INSTANCE", default_instance, &err.to_string()))?;
-        let key_encryption_key = raw.get("otp", "KEY_ENCRYPTION_KEY").map(parse_kek).transpose()?;
+        let default_instance = InstanceId::parse(default_instance).map_err(|err| {
+            invalid(
+                "otp",
+                "DEFAULT_INSTANCE",
+                default_instance,
+                &err.to_string(),
+            )
+        })?;
+        let key_encryption_key = raw
+            .get("otp", "KEY_ENCRYPTION_KEY")
+            .map(parse_kek)
+            .transpose()?;
         let currency = raw.get("taler", "CURRENCY").unwrap_or("KUDOS").to_owned();
-        if currency.is_empty() || currency.len() > 11 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid("taler", "CURRENCY", &currency, "1-11 upper-case letters A-Z"));
+        if currency.is_empty()
+            || currency.len() > 11
+            || !currency.bytes().all(|b| b.is_ascii_uppercase())
+        {
+            return Err(invalid(
+                "taler",
+                "CURRENCY",
+                &currency,
+                "1-11 upper-case letters A-Z",
+            ));
         }
         Ok(Settings {
             listen,
@@ -189,10 +282,15 @@ impl Settings {
         out.push_str("[merchant]\n");
         match &self.listen {
             Listen::Tcp { bind_to, port } => {
-                out.push_str(&format!("SERVE = tcp\nPORT = {port}\nBIND_TO = {bind_to}\n"));
+                out.push_str(&format!(
+                    "SERVE = tcp\nPORT = {port}\nBIND_TO = {bind_to}\n"
+                ));
             }
             Listen::Unix { path, mode } => {
-                out.push_str(&format!("SERVE = unix\nUNIXPATH = {}\nUNIXPATH_MODE = {mode:o}\n", path.display()));
+                out.push_str(&format!(
+                    "SERVE = unix\nUNIXPATH = {}\nUNIXPATH_MODE = {mode:o}\n",
+                    path.display()
+                ));
             }
         }
         out.push_str("\n[merchantdb-postgres]\n");
@@ -201,14 +299,24 @@ impl Settings {
             None => out.push_str("# CONFIG unset: embedded database under DATA_DIR\n"),
         }
         out.push_str(&format!("\n[taler]\nCURRENCY = {}\n", self.currency));
-        out.push_str(&format!("\n[otp]\nDEFAULT_INSTANCE = {}\n", self.default_instance));
+        out.push_str(&format!(
+            "\n[otp]\nDEFAULT_INSTANCE = {}\n",
+            self.default_instance
+        ));
         out.push_str(&format!(
             "KEY_ENCRYPTION_KEY = {}\n",
-            if self.key_encryption_key.is_some() { "********" } else { "# unset: keys stored unencrypted" }
+            if self.key_encryption_key.is_some() {
+                "********"
+            } else {
+                "# unset: keys stored unencrypted"
+            }
         ));
         out.push_str(&format!("DATA_DIR = {}\n", self.data_dir.display()));
         out.push_str(&format!("POOL_SIZE = {}\n", self.pool_size));
-        out.push_str(&format!("DB_TIMEOUT_MS = {}\n", self.db_timeout.as_millis()));
+        out.push_str(&format!(
+            "DB_TIMEOUT_MS = {}\n",
+            self.db_timeout.as_millis()
+        ));
         out.push_str(&format!("CACHE_TTL_MS = {}\n", self.cache_ttl.as_millis()));
         out.push_str(&format!("WORKERS = {}\n", self.workers));
         out
@@ -249,12 +357,18 @@ fn default_data_dir() -> PathBuf {
 
 fn nix_is_root() -> bool {
     // /proc/self belongs to the process's user.
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 fn parse_kek(value: &str) -> Result<Zeroizing<[u8; 32]>, ConfigError> {
-    let bad = || ConfigError("[otp] KEY_ENCRYPTION_KEY: expected 64 hexadecimal digits (32 bytes)".into());
-    let bytes = data_encoding::HEXLOWER_PERMISSIVE.decode(value.as_bytes()).map_err(|_| bad())?;
+    let bad = || {
+        ConfigError("[otp] KEY_ENCRYPTION_KEY: expected 64 hexadecimal digits (32 bytes)".into())
+    };
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(value.as_bytes())
+        .map_err(|_| bad())?;
     let mut key = Zeroizing::new([0u8; 32]);
     if bytes.len() != 32 {
         return Err(bad());
@@ -263,19 +377,35 @@ fn parse_kek(value: &str) -> Result<Zeroizing<[u8; 32]>, ConfigError> {
     Ok(key)
 }
 
-fn parse_number(raw: &RawConfig, section: &str, key: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+fn parse_number(
+    raw: &RawConfig,
+    section: &str,
+    key: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
     match raw.get(section, key) {
         None => Ok(default),
         Some(v) => v
             .parse::<u64>()
             .ok()
             .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| invalid(section, key, v, &format!("an integer between {min} and {max}"))),
+            .ok_or_else(|| {
+                invalid(
+                    section,
+                    key,
+                    v,
+                    &format!("an integer between {min} and {max}"),
+                )
+            }),
     }
 }
 
 fn invalid(section: &str, key: &str, value: &str, expected: &str) -> ConfigError {
-    ConfigError(format!("[{section}] {key}: invalid value {value:?}, expected {expected}"))
+    ConfigError(format!(
+        "[{section}] {key}: invalid value {value:?}, expected {expected}"
+    ))
 }
 
 /// The file and environment as text, before validation.
@@ -286,17 +416,32 @@ pub struct RawConfig {
 
 impl RawConfig {
     fn get(&self, section: &str, key: &str) -> Option<&str> {
-        self.values.get(&(section.to_owned(), key.to_owned())).map(String::as_str)
+        self.values
+            .get(&(section.to_owned(), key.to_owned()))
+            .map(String::as_str)
     }
 
-    fn set(&mut self, section: &str, key: &str, value: String, origin: &str) -> Result<(), ConfigError> {
+    fn set(
+        &mut self,
+        section: &str,
+        key: &str,
+        value: String,
+        origin: &str,
+    ) -> Result<(), ConfigError> {
         let section = section.to_ascii_lowercase();
         let key = key.to_ascii_uppercase();
         if !KNOWN_KEYS.iter().any(|(s, _, _)| *s == section) {
-            return Err(ConfigError(format!("{origin}: unknown section [{section}]")));
+            return Err(ConfigError(format!(
+                "{origin}: unknown section [{section}]"
+            )));
         }
-        if !KNOWN_KEYS.iter().any(|(s, k, _)| *s == section && *k == key) {
-            return Err(ConfigError(format!("{origin}: unknown key {key} in section [{section}]")));
+        if !KNOWN_KEYS
+            .iter()
+            .any(|(s, k, _)| *s == section && *k == key)
+        {
+            return Err(ConfigError(format!(
+                "{origin}: unknown key {key} in section [{section}]"
+            )));
         }
         self.values.insert((section, key), value);
         Ok(())
@@ -304,9 +449,14 @@ impl RawConfig {
 
     /// Applies `TALER_OTP_<SECTION>__<KEY>` variables; other `TALER_OTP_` variables are errors
     /// (except `TALER_OTP_CONFIG`, the configuration file's path).
-    pub fn apply_env(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    pub fn apply_env(
+        &mut self,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
         for (name, value) in vars {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             if rest == "CONFIG" {
                 continue;
             }
@@ -316,7 +466,12 @@ impl RawConfig {
                 )));
             };
             let section = section.to_ascii_lowercase().replace('_', "-");
-            self.set(&section, key, value, &format!("environment variable {name}"))?;
+            self.set(
+                &section,
+                key,
+                value,
+                &format!("environment variable {name}"),
+            )?;
         }
         Ok(())
     }
@@ -342,10 +497,15 @@ pub fn parse_ini(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
         let (key, value) = line
             .split_once('=')
             .ok_or_else(|| ConfigError(format!("{at}: expected KEY = value, got {line:?}")))?;
-        let section = section
-            .as_deref()
-            .ok_or_else(|| ConfigError(format!("{at}: {} appears before any [section]", key.trim())))?;
-        raw.set(section, key.trim(), unquote(strip_comment(value.trim())), &at)?;
+        let section = section.as_deref().ok_or_else(|| {
+            ConfigError(format!("{at}: {} appears before any [section]", key.trim()))
+        })?;
+        raw.set(
+            section,
+            key.trim(),
+            unquote(strip_comment(value.trim())),
+            &at,
+        )?;
     }
     Ok(raw)
 }
@@ -389,8 +549,17 @@ mod tests {
              [merchantdb-postgres]\nCONFIG = postgres:///taler\n[otp]\nDEFAULT_INSTANCE = shop\n",
         )
         .unwrap();
-        assert_eq!(settings.listen, Listen::Tcp { bind_to: "127.0.0.1".into(), port: 9977 });
-        assert_eq!(settings.database_url.as_deref().map(String::as_str), Some("postgres:///taler"));
+        assert_eq!(
+            settings.listen,
+            Listen::Tcp {
+                bind_to: "127.0.0.1".into(),
+                port: 9977
+            }
+        );
+        assert_eq!(
+            settings.database_url.as_deref().map(String::as_str),
+            Some("postgres:///taler")
+        );
         assert_eq!(settings.default_instance.as_str(), "shop");
     }
 
@@ -402,21 +571,40 @@ mod tests {
         assert!(err.contains("[bogus]"), "{err}");
         let err = load("[merchant]\nPORT = 99999\n").unwrap_err().to_string();
         assert!(err.contains("PORT") && err.contains("99999"), "{err}");
-        let err = load("[otp]\nKEY_ENCRYPTION_KEY = abc\n").unwrap_err().to_string();
-        assert!(err.contains("KEY_ENCRYPTION_KEY") && !err.contains("abc"), "{err}");
+        let err = load("[otp]\nKEY_ENCRYPTION_KEY = abc\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("KEY_ENCRYPTION_KEY") && !err.contains("abc"),
+            "{err}"
+        );
     }
 
     #[test]
     fn environment_overrides_the_file() {
         let mut raw = parse_ini("[merchant]\nPORT = 1\n", "t").unwrap();
         raw.apply_env(
-            [("TALER_OTP_MERCHANT__PORT".to_owned(), "2".to_owned()), ("OTHER".to_owned(), "x".to_owned())].into_iter(),
+            [
+                ("TALER_OTP_MERCHANT__PORT".to_owned(), "2".to_owned()),
+                ("OTHER".to_owned(), "x".to_owned()),
+            ]
+            .into_iter(),
         )
         .unwrap();
         assert_eq!(raw.get("merchant", "PORT"), Some("2"));
-        raw.apply_env([("TALER_OTP_MERCHANTDB_POSTGRES__CONFIG".to_owned(), "x".to_owned())].into_iter()).unwrap();
+        raw.apply_env(
+            [(
+                "TALER_OTP_MERCHANTDB_POSTGRES__CONFIG".to_owned(),
+                "x".to_owned(),
+            )]
+            .into_iter(),
+        )
+        .unwrap();
         assert_eq!(raw.get("merchantdb-postgres", "CONFIG"), Some("x"));
-        assert!(raw.apply_env([("TALER_OTP_NOPE".to_owned(), "x".to_owned())].into_iter()).is_err());
+        assert!(
+            raw.apply_env([("TALER_OTP_NOPE".to_owned(), "x".to_owned())].into_iter())
+                .is_err()
+        );
     }
 
     #[test]
@@ -427,8 +615,14 @@ mod tests {
         )
         .unwrap();
         let text = settings.render();
-        assert!(!text.contains("hunter2") && !text.contains("0a0b0c"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("0a0b0c"),
+            "{text}"
+        );
         assert!(text.contains("postgres://u:********@db/taler"));
-        assert_eq!(mask_database_url("host=x password=pw user=u"), "host=x password=******** user=u");
+        assert_eq!(
+            mask_database_url("host=x password=pw user=u"),
+            "host=x password=******** user=u"
+        );
     }
 }

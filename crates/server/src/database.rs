@@ -24,7 +24,10 @@ impl Database {
     /// (the embedded schema is migrated at once: nobody else can have an older binary on it).
     pub async fn open(settings: &Settings) -> Result<Database, DatabaseError> {
         match &settings.database_url {
-            Some(url) => Ok(Database { store_config: store_config(settings, url), cluster: None }),
+            Some(url) => Ok(Database {
+                store_config: store_config(settings, url),
+                cluster: None,
+            }),
             None => {
                 let options = ClusterOptions {
                     data_dir: settings.data_dir.join("postgres"),
@@ -35,12 +38,19 @@ impl Database {
                     .await
                     .map_err(|err| DatabaseError(format!("embedded database: {err}")))?
                     .map_err(|err| DatabaseError(format!("embedded database: {err}")))?;
-                let database = Database { store_config: store_config(settings, &cluster.url("taler")), cluster: Some(cluster) };
-                let store = otp_store::Store::connect(&database.store_config)
-                    .map_err(|err| DatabaseError(format!("embedded database: {}", error_chain(&err))))?;
-                migrate::migrate(&store)
-                    .await
-                    .map_err(|err| DatabaseError(format!("embedded database migration: {}", error_chain(&err))))?;
+                let database = Database {
+                    store_config: store_config(settings, &cluster.url("taler")),
+                    cluster: Some(cluster),
+                };
+                let store = otp_store::Store::connect(&database.store_config).map_err(|err| {
+                    DatabaseError(format!("embedded database: {}", error_chain(&err)))
+                })?;
+                migrate::migrate(&store).await.map_err(|err| {
+                    DatabaseError(format!(
+                        "embedded database migration: {}",
+                        error_chain(&err)
+                    ))
+                })?;
                 Ok(database)
             }
         }
@@ -51,13 +61,14 @@ impl Database {
         self.cluster.is_some()
     }
 
-    /// Stops the embedded cluster, if this process started it.
+    /// Stops the embedded cluster, if this process started it (a cluster another process
+    /// started, such as a running `serve`, is left alone).
     pub fn close(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        if let Some(cluster) = self.cluster.take() {
+        if let Some(cluster) = self.cluster.take().filter(|c| c.started_here()) {
             if let Err(err) = cluster.stop() {
                 tracing::warn!(error = %err, "stopping the embedded database failed");
             }

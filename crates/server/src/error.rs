@@ -106,7 +106,10 @@ pub const RETRY_AFTER_SECONDS: u32 = 2;
 impl ApiError {
     /// A malformed parameter with a detail naming it.
     pub fn malformed(detail: impl Into<String>) -> ApiError {
-        ApiError::Malformed { detail: detail.into(), hint: None }
+        ApiError::Malformed {
+            detail: detail.into(),
+            hint: None,
+        }
     }
 
     /// Maps a store error raised by a read.
@@ -164,20 +167,36 @@ impl ApiError {
     pub fn hint(&self) -> &'static str {
         match self {
             ApiError::Missing(_) => "A required parameter in the request was missing.",
-            ApiError::Malformed { hint: Some(hint), .. } => hint,
+            ApiError::Malformed {
+                hint: Some(hint), ..
+            } => hint,
             ApiError::Malformed { hint: None, .. } => "A parameter in the request was malformed.",
             ApiError::JsonInvalid(_) => "The JSON in the client's request was malformed.",
             ApiError::HeaderMalformed(_) => "An HTTP header of the request was malformed.",
-            ApiError::UnsupportedMediaType(_) => "The request body must be JSON (Content-Type: application/json).",
+            ApiError::UnsupportedMediaType(_) => {
+                "The request body must be JSON (Content-Type: application/json)."
+            }
             ApiError::CompressionInvalid => "The body in the request could not be decompressed.",
-            ApiError::PayloadTooLarge(_) => "The body is too large to be permissible for the endpoint.",
+            ApiError::PayloadTooLarge(_) => {
+                "The body is too large to be permissible for the endpoint."
+            }
             ApiError::InstanceUnknown => "The requested instance is unknown.",
-            ApiError::Unauthorized => "The request lacks valid authentication credentials for this instance.",
-            ApiError::Forbidden(_) => "The token does not grant the permission required for this operation.",
+            ApiError::Unauthorized => {
+                "The request lacks valid authentication credentials for this instance."
+            }
+            ApiError::Forbidden(_) => {
+                "The token does not grant the permission required for this operation."
+            }
             ApiError::DeviceUnknown => "The requested OTP device is unknown.",
-            ApiError::DeviceExists => "An OTP device with this ID already exists with different details.",
-            ApiError::NoConfirmations => "The OTP device uses algorithm NONE and issues no confirmations.",
-            ApiError::CounterExhausted => "The counter of this OTP device cannot be advanced any further.",
+            ApiError::DeviceExists => {
+                "An OTP device with this ID already exists with different details."
+            }
+            ApiError::NoConfirmations => {
+                "The OTP device uses algorithm NONE and issues no confirmations."
+            }
+            ApiError::CounterExhausted => {
+                "The counter of this OTP device cannot be advanced any further."
+            }
             ApiError::EndpointUnknown => "There is no endpoint defined for this URL.",
             ApiError::MethodInvalid => "The HTTP method is not allowed for this endpoint.",
             ApiError::UriTooLong => "The URI is longer than the server accepts.",
@@ -237,14 +256,20 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %error_chain(self), "request failed");
         }
-        let body = ErrorDetail { code: self.taler_code(), hint: self.hint().to_owned(), detail: self.detail() };
+        let body = ErrorDetail {
+            code: self.taler_code(),
+            hint: self.hint().to_owned(),
+            detail: self.detail(),
+        };
         let mut response = HttpResponse::build(status);
         match self {
             ApiError::Unavailable(_) => {
-                response.insert_header((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS)));
+                response
+                    .insert_header((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS)));
             }
             ApiError::Unauthorized => {
-                response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             _ => {}
         }
@@ -300,7 +325,10 @@ mod tests {
         assert_eq!(body_of(ApiError::DeviceExists).0, StatusCode::CONFLICT);
         assert_eq!(body_of(ApiError::DeviceExists).1["code"], 2851);
         assert_eq!(body_of(ApiError::Unauthorized).1["code"], 2015);
-        assert_eq!(body_of(ApiError::Forbidden("otp-devices-write")).0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body_of(ApiError::Forbidden("otp-devices-write")).0,
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(body_of(ApiError::InstanceUnknown).1["code"], 2000);
     }
 }

@@ -75,9 +75,25 @@ Scopes: readonly grants otp-devices-read; write/all/admin grant everything; orde
     }
 }
 
+/// Vendor extension marking operations that go beyond upstream GNU Taler.
+pub const EXTENSION_MARKER: &str = "x-taler-otp-extension";
+
 /// The complete OpenAPI document.
 pub fn api_doc() -> OpenApiDoc {
     let mut doc = ApiDoc::openapi();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if path.ends_with("/confirmations") {
+            for operation in operations(item) {
+                let marker = utoipa::openapi::extensions::ExtensionsBuilder::new()
+                    .add(EXTENSION_MARKER, serde_json::Value::Bool(true))
+                    .build();
+                match operation.extensions.as_mut() {
+                    Some(extensions) => extensions.merge(marker),
+                    None => operation.extensions = Some(marker),
+                }
+            }
+        }
+    }
     let prefixed: Vec<(String, PathItem)> = doc
         .paths
         .paths
@@ -87,11 +103,16 @@ pub fn api_doc() -> OpenApiDoc {
         .collect();
     for (path, item) in prefixed {
         let unprefixed = path.trim_start_matches("/instances/{instance}").to_owned();
-        doc.paths.paths.insert(unprefixed, without_instance_parameter(item));
+        doc.paths
+            .paths
+            .insert(unprefixed, without_instance_parameter(item));
     }
     // `/config` is declared unprefixed; add its prefixed twin.
     if let Some(item) = doc.paths.paths.get("/config").cloned() {
-        doc.paths.paths.insert("/instances/{instance}/config".to_owned(), with_instance_parameter(item));
+        doc.paths.paths.insert(
+            "/instances/{instance}/config".to_owned(),
+            with_instance_parameter(item),
+        );
     }
     doc
 }
@@ -111,7 +132,9 @@ fn sorted(value: serde_json::Value) -> serde_json::Value {
             entries.sort_by(|a, b| a.0.cmp(&b.0));
             serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
         }
-        serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sorted).collect()),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
         other => other,
     }
 }
@@ -154,9 +177,15 @@ fn with_instance_parameter(mut item: PathItem) -> PathItem {
             .parameter_in(ParameterIn::Path)
             .required(utoipa::openapi::Required::True)
             .description(Some("Instance ID"))
-            .schema(Some(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String)))
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String),
+            ))
             .build();
-        operation.parameters.get_or_insert_with(Vec::new).push(parameter);
+        operation
+            .parameters
+            .get_or_insert_with(Vec::new)
+            .push(parameter);
         if let Some(id) = operation.operation_id.as_mut() {
             id.push_str("_instance");
         }

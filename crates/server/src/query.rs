@@ -74,7 +74,15 @@ mod tests {
 
     #[test]
     fn malformed_values_name_the_parameter() {
-        for bad in ["faketime=-1", "faketime=1.5", "faketime=18446744073710", "faketime=%2B1", "price=eur:1", "price=EUR:1.", "price=EUR%3A%201"] {
+        for bad in [
+            "faketime=-1",
+            "faketime=1.5",
+            "faketime=18446744073710",
+            "faketime=%2B1",
+            "price=eur:1",
+            "price=EUR:1.",
+            "price=EUR%3A%201",
+        ] {
             let err = CodeQuery::parse(bad).unwrap_err();
             let name = bad.split('=').next().unwrap();
             assert!(err.to_string().starts_with(name), "{bad}: {err}");

@@ -18,7 +18,10 @@ use crate::state::AppState;
 
 /// Registers every route of the API on `cfg`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(["/instances/default", "/instances/default/{tail:.*}"]).to(redirect_default_instance));
+    cfg.service(
+        web::resource(["/instances/default", "/instances/default/{tail:.*}"])
+            .to(redirect_default_instance),
+    );
     for prefix in ["", "/instances/{instance}"] {
         cfg.service(
             web::resource(format!("{prefix}/config"))
@@ -39,20 +42,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
-            web::resource(format!("{prefix}/private/otp-devices/{{device_id}}/confirmations"))
-                .route(web::post().to(confirmations::create_confirmation))
-                .default_service(web::to(method_not_allowed)),
+            web::resource(format!(
+                "{prefix}/private/otp-devices/{{device_id}}/confirmations"
+            ))
+            .route(web::post().to(confirmations::create_confirmation))
+            .default_service(web::to(method_not_allowed)),
         );
     }
 }
 
 /// Fallback for paths no route matches.
-pub async fn endpoint_unknown() -> ApiError {
-    ApiError::EndpointUnknown
+pub async fn endpoint_unknown() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::EndpointUnknown)
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodInvalid
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodInvalid)
 }
 
 /// `/instances/default/…` → `308` to the unprefixed path, as upstream does.
@@ -63,7 +68,9 @@ async fn redirect_default_instance(req: HttpRequest) -> HttpResponse {
         location.push('?');
         location.push_str(req.query_string());
     }
-    HttpResponse::PermanentRedirect().insert_header((header::LOCATION, location)).finish()
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, location))
+        .finish()
 }
 
 /// The instance a request addresses: the `{instance}` path segment, or the default instance.
@@ -80,7 +87,10 @@ pub fn instance_of(req: &HttpRequest, state: &AppState) -> Result<InstanceId, Ap
 
 /// The `{device_id}` path segment, fully percent-decoded. An id that cannot exist is an unknown device.
 pub fn device_id_of(req: &HttpRequest) -> Result<OtpDeviceId, ApiError> {
-    let raw = req.match_info().get("device_id").ok_or(ApiError::EndpointUnknown)?;
+    let raw = req
+        .match_info()
+        .get("device_id")
+        .ok_or(ApiError::EndpointUnknown)?;
     let decoded = decode_segment(raw).ok_or(ApiError::DeviceUnknown)?;
     parse_device_id(&decoded).map_err(|_| ApiError::DeviceUnknown)
 }
@@ -88,5 +98,8 @@ pub fn device_id_of(req: &HttpRequest) -> Result<OtpDeviceId, ApiError> {
 /// Percent-decodes a path segment (actix leaves `%2F`, `%25` and `%2B` encoded); `None` when
 /// the result is not UTF-8.
 fn decode_segment(raw: &str) -> Option<String> {
-    percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|s| s.into_owned())
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }

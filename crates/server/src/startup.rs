@@ -34,7 +34,9 @@ pub enum StartupError {
         latest: i32,
     },
     /// The schema is newer than this binary's.
-    #[error("database schema version {current} is newer than this binary's ({latest}): upgrade taler-otp")]
+    #[error(
+        "database schema version {current} is newer than this binary's ({latest}): upgrade taler-otp"
+    )]
     SchemaTooNew {
         /// Version in the database.
         current: i32,
@@ -60,8 +62,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Application {
     /// Builds the server over the database at `store_config`, checking the schema first.
-    pub async fn build(settings: &Settings, store_config: &StoreConfig) -> Result<Application, StartupError> {
-        let store = Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;
+    pub async fn build(
+        settings: &Settings,
+        store_config: &StoreConfig,
+    ) -> Result<Application, StartupError> {
+        let store =
+            Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;
         check_schema(&store).await?;
         let state = web::Data::new(AppState::new(
             store,
@@ -86,9 +92,17 @@ impl Application {
                     let fut = srv.call(req);
                     async move {
                         let mut res = fut.await.map(taler_error_body)?;
-                        let route = res.request().match_pattern().unwrap_or_else(|| "(unmatched)".into());
+                        let route = res
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "(unmatched)".into());
                         let status = res.status().as_u16();
-                        tracing::info!(route, status, latency_us = started.elapsed().as_micros() as u64, "served");
+                        tracing::info!(
+                            route,
+                            status,
+                            latency_us = started.elapsed().as_micros() as u64,
+                            "served"
+                        );
                         if let Ok(value) = HeaderValue::from_str(&request_id) {
                             res.headers_mut().insert(REQUEST_ID, value);
                         }
@@ -116,11 +130,15 @@ impl Application {
                 let server = server
                     .bind_uds(path)
                     .map_err(|err| StartupError::Bind(format!("{}: {err}", path.display())))?;
-                set_mode(path, *mode).map_err(|err| StartupError::Bind(format!("{}: {err}", path.display())))?;
+                set_mode(path, *mode)
+                    .map_err(|err| StartupError::Bind(format!("{}: {err}", path.display())))?;
                 (server, None)
             }
         };
-        Ok(Application { server: server.run(), port })
+        Ok(Application {
+            server: server.run(),
+            port,
+        })
     }
 
     /// The TCP port the server listens on (`None` for a UNIX socket).
@@ -148,10 +166,16 @@ async fn check_schema(store: &Store) -> Result<(), StartupError> {
         }
     })?;
     if status.current < status.latest {
-        return Err(StartupError::SchemaOutdated { current: status.current, latest: status.latest });
+        return Err(StartupError::SchemaOutdated {
+            current: status.current,
+            latest: status.latest,
+        });
     }
     if status.current > status.latest {
-        return Err(StartupError::SchemaTooNew { current: status.current, latest: status.latest });
+        return Err(StartupError::SchemaTooNew {
+            current: status.current,
+            latest: status.latest,
+        });
     }
     Ok(())
 }
@@ -179,7 +203,11 @@ fn set_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
 fn request_id(header: Option<&HeaderValue>) -> String {
     header
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
@@ -198,7 +226,9 @@ fn taler_error_body<B: MessageBody + 'static>(res: ServiceResponse<B>) -> Servic
     let response = match status {
         StatusCode::NOT_FOUND => ApiError::EndpointUnknown.error_response(),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodInvalid.error_response(),
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body::MAX_BODY_BYTES).error_response(),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge(body::MAX_BODY_BYTES).error_response()
+        }
         StatusCode::URI_TOO_LONG => ApiError::UriTooLong.error_response(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ApiError::UnsupportedMediaType("content-type: unsupported".into()).error_response()
@@ -209,8 +239,15 @@ fn taler_error_body<B: MessageBody + 'static>(res: ServiceResponse<B>) -> Servic
             } else {
                 taler_ec::GENERIC_INTERNAL_INVARIANT_FAILURE
             };
-            let hint = status.canonical_reason().unwrap_or("request failed").to_owned();
-            HttpResponse::build(status).json(ErrorDetail { code, hint, detail: None })
+            let hint = status
+                .canonical_reason()
+                .unwrap_or("request failed")
+                .to_owned();
+            HttpResponse::build(status).json(ErrorDetail {
+                code,
+                hint,
+                detail: None,
+            })
         }
     };
     let (req, _) = res.into_parts();

@@ -43,7 +43,12 @@ const CACHE_CAPACITY: usize = 200_000;
 
 impl AppState {
     /// State over `store`; `cache_ttl` is the staleness bound (zero disables caching).
-    pub fn new(store: Store, default_instance: InstanceId, config: VersionResponse, cache_ttl: Duration) -> AppState {
+    pub fn new(
+        store: Store,
+        default_instance: InstanceId,
+        config: VersionResponse,
+        cache_ttl: Duration,
+    ) -> AppState {
         AppState {
             store,
             default_instance,
@@ -54,7 +59,11 @@ impl AppState {
     }
 
     /// Checks `secret` against `instance` and returns the token's scope.
-    pub async fn authenticate(&self, instance: &InstanceId, secret: Option<&str>) -> Result<Arc<str>, ApiError> {
+    pub async fn authenticate(
+        &self,
+        instance: &InstanceId,
+        secret: Option<&str>,
+    ) -> Result<Arc<str>, ApiError> {
         let now = Utc::now();
         let key = secret.map(|s| (instance.clone(), tokens::hash_secret(s)));
         if let Some(cached) = key.as_ref().and_then(|k| self.tokens.get(k)) {
@@ -63,13 +72,23 @@ impl AppState {
             }
         }
         let started = Instant::now();
-        match tokens::authenticate(&self.store, instance, secret, now).await.map_err(ApiError::fetch)? {
+        match tokens::authenticate(&self.store, instance, secret, now)
+            .await
+            .map_err(ApiError::fetch)?
+        {
             AuthOutcome::InstanceUnknown => Err(ApiError::InstanceUnknown),
             AuthOutcome::Invalid => Err(ApiError::Unauthorized),
             AuthOutcome::Valid(token) => {
                 let scope: Arc<str> = Arc::from(token.scope.as_str());
                 if let Some(key) = key {
-                    self.tokens.insert(key, CachedToken { scope: scope.clone(), expires_at: token.expires_at }, started);
+                    self.tokens.insert(
+                        key,
+                        CachedToken {
+                            scope: scope.clone(),
+                            expires_at: token.expires_at,
+                        },
+                        started,
+                    );
                 }
                 Ok(scope)
             }
@@ -77,13 +96,21 @@ impl AppState {
     }
 
     /// The device `id` of `instance`, from the cache when fresh.
-    pub async fn device(&self, instance: &InstanceId, id: &OtpDeviceId) -> Result<Arc<OtpDevice>, ApiError> {
+    pub async fn device(
+        &self,
+        instance: &InstanceId,
+        id: &OtpDeviceId,
+    ) -> Result<Arc<OtpDevice>, ApiError> {
         let key = (instance.clone(), id.clone());
         if let Some(device) = self.devices.get(&key) {
             return Ok(device);
         }
         let started = Instant::now();
-        let device = Arc::new(otp_devices::get(&self.store, instance, id).await.map_err(ApiError::fetch)?);
+        let device = Arc::new(
+            otp_devices::get(&self.store, instance, id)
+                .await
+                .map_err(ApiError::fetch)?,
+        );
         self.devices.insert(key, device.clone(), started);
         Ok(device)
     }

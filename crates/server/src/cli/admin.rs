@@ -39,20 +39,31 @@ pub async fn instance(settings: &Settings, command: InstanceCommand) -> Result<(
             InstanceCommand::Create { id, name } => {
                 let instance = parse_instance(&id)?;
                 let name = name.unwrap_or_else(|| id.clone());
-                instances::create(&store, &instance, &name).await.map_err(|err| match err {
-                    StoreError::Conflict => Failure::failed(format!("instance '{instance}' already exists")),
-                    err => db_failure(err),
-                })?;
+                instances::create(&store, &instance, &name)
+                    .await
+                    .map_err(|err| match err {
+                        StoreError::Conflict => {
+                            Failure::failed(format!("instance '{instance}' already exists"))
+                        }
+                        err => db_failure(err),
+                    })?;
                 println!("created instance '{instance}'");
             }
             InstanceCommand::List => {
                 for instance in instances::list(&store).await.map_err(db_failure)? {
-                    println!("{}\t{}\t{}", instance.id, instance.name, instance.created_at.to_rfc3339());
+                    println!(
+                        "{}\t{}\t{}",
+                        instance.id,
+                        instance.name,
+                        instance.created_at.to_rfc3339()
+                    );
                 }
             }
             InstanceCommand::Delete { id } => {
                 let instance = parse_instance(&id)?;
-                instances::delete(&store, &instance).await.map_err(not_found(format!("instance '{instance}'")))?;
+                instances::delete(&store, &instance)
+                    .await
+                    .map_err(not_found(format!("instance '{instance}'")))?;
                 println!("deleted instance '{instance}' with its devices and tokens");
             }
         }
@@ -124,12 +135,21 @@ pub async fn token(settings: &Settings, command: TokenCommand) -> Result<(), Fai
 pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), Failure> {
     with_current_store(settings, |store| async move {
         match command {
-            DeviceCommand::Add { instance, id, key, algorithm, counter, description } => {
+            DeviceCommand::Add {
+                instance,
+                id,
+                key,
+                algorithm,
+                counter,
+                description,
+            } => {
                 let instance = instance_or_default(&instance, settings)?;
                 let device = NewOtpDevice {
-                    id: parse_device_id(&id).map_err(|why| Failure::usage(format!("--id: {why}")))?,
+                    id: parse_device_id(&id)
+                        .map_err(|why| Failure::usage(format!("--id: {why}")))?,
                     description,
-                    key: OtpKey::from_base32(&key).map_err(|err| Failure::usage(format!("--key: {err}")))?,
+                    key: OtpKey::from_base32(&key)
+                        .map_err(|err| Failure::usage(format!("--key: {err}")))?,
                     algorithm: algorithm
                         .parse::<Algorithm>()
                         .map_err(|err| Failure::usage(format!("--algorithm: {err}")))?,
@@ -137,28 +157,52 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                         .parse::<u64>()
                         .ok()
                         .filter(|c| *c <= MAX_COUNTER)
-                        .ok_or_else(|| Failure::usage(format!("--counter: expected an integer between 0 and {MAX_COUNTER}")))?,
+                        .ok_or_else(|| {
+                            Failure::usage(format!(
+                                "--counter: expected an integer between 0 and {MAX_COUNTER}"
+                            ))
+                        })?,
                 };
                 match otp_devices::create(&store, &instance, &device).await {
                     Ok(Created::Inserted) => println!("added device '{}'", device.id),
-                    Ok(Created::Unchanged) => println!("device '{}' already present with these details", device.id),
+                    Ok(Created::Unchanged) => {
+                        println!("device '{}' already present with these details", device.id)
+                    }
                     Err(StoreError::Conflict) => {
-                        return Err(Failure::failed(format!("device '{}' exists with different details", device.id)));
+                        return Err(Failure::failed(format!(
+                            "device '{}' exists with different details",
+                            device.id
+                        )));
                     }
                     Err(err) => return Err(not_found(format!("instance '{instance}'"))(err)),
                 }
             }
             DeviceCommand::List { instance } => {
                 let instance = instance_or_default(&instance, settings)?;
-                instances::get(&store, &instance).await.map_err(not_found(format!("instance '{instance}'")))?;
-                for device in otp_devices::list(&store, &instance).await.map_err(db_failure)? {
+                instances::get(&store, &instance)
+                    .await
+                    .map_err(not_found(format!("instance '{instance}'")))?;
+                for device in otp_devices::list(&store, &instance)
+                    .await
+                    .map_err(db_failure)?
+                {
                     println!("{}\t{}", device.id, device.description);
                 }
             }
-            DeviceCommand::Show { instance, id, time, price } => {
+            DeviceCommand::Show {
+                instance,
+                id,
+                time,
+                price,
+            } => {
                 let instance = instance_or_default(&instance, settings)?;
-                let id = parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
-                let time = time.as_deref().map(parse_time).transpose()?.unwrap_or_else(now_seconds);
+                let id =
+                    parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
+                let time = time
+                    .as_deref()
+                    .map(parse_time)
+                    .transpose()?
+                    .unwrap_or_else(now_seconds);
                 let price = price
                     .as_deref()
                     .map(Amount::parse)
@@ -169,17 +213,28 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                     .map_err(not_found(format!("device '{id}' of instance '{instance}'")))?;
                 println!("id: {}", device.id);
                 println!("description: {}", device.description);
-                println!("algorithm: {} ({})", device.algorithm.as_int(), device.algorithm.name());
+                println!(
+                    "algorithm: {} ({})",
+                    device.algorithm.as_int(),
+                    device.algorithm.name()
+                );
                 println!("counter: {}", device.counter);
                 println!("timestamp: {time}");
-                match otp_algo::confirmation(&device.key, device.algorithm, price.as_ref(), time, device.counter) {
+                match otp_algo::confirmation(
+                    &device.key,
+                    device.algorithm,
+                    price.as_ref(),
+                    time,
+                    device.counter,
+                ) {
                     Some(code) => println!("code:\n{code}"),
                     None => println!("code: (none for this algorithm without a price)"),
                 }
             }
             DeviceCommand::Delete { instance, id } => {
                 let instance = instance_or_default(&instance, settings)?;
-                let id = parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
+                let id =
+                    parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
                 otp_devices::delete(&store, &instance, &id)
                     .await
                     .map_err(not_found(format!("device '{id}' of instance '{instance}'")))?;
@@ -197,7 +252,9 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>>,
 {
-    let database = Database::open(settings).await.map_err(|err| Failure::failed(err.to_string()))?;
+    let database = Database::open(settings)
+        .await
+        .map_err(|err| Failure::failed(err.to_string()))?;
     let store = Store::connect(&database.store_config).map_err(db_failure)?;
     let result = f(store).await;
     database.close();

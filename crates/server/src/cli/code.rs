@@ -31,7 +31,8 @@ pub struct CodeArgs {
 
 /// Runs `taler-otp code`.
 pub fn run(args: &CodeArgs) -> Result<(), Failure> {
-    let key = OtpKey::from_base32(&args.key).map_err(|err| Failure::usage(format!("--key: {err}")))?;
+    let key =
+        OtpKey::from_base32(&args.key).map_err(|err| Failure::usage(format!("--key: {err}")))?;
     let algorithm: Algorithm = args
         .algorithm
         .parse()
@@ -52,7 +53,12 @@ pub fn run(args: &CodeArgs) -> Result<(), Failure> {
             .parse::<u64>()
             .ok()
             .filter(|c| *c <= crate::api::MAX_COUNTER)
-            .ok_or_else(|| Failure::usage(format!("--counter: expected an integer between 0 and {}, got {text:?}", crate::api::MAX_COUNTER)))?,
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "--counter: expected an integer between 0 and {}, got {text:?}",
+                    crate::api::MAX_COUNTER
+                ))
+            })?,
     };
     if let Some(code) = otp_algo::confirmation(&key, algorithm, price.as_ref(), time, counter) {
         println!("{code}");
@@ -65,5 +71,9 @@ pub fn parse_time(text: &str) -> Result<u64, Failure> {
     text.parse::<u64>()
         .ok()
         .filter(|t| text.bytes().all(|b| b.is_ascii_digit()) && *t <= MAX_TIMESTAMP)
-        .ok_or_else(|| Failure::usage(format!("--time: expected seconds between 0 and {MAX_TIMESTAMP}, got {text:?}")))
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "--time: expected seconds between 0 and {MAX_TIMESTAMP}, got {text:?}"
+            ))
+        })
 }

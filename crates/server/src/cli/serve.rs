@@ -15,14 +15,19 @@ use crate::telemetry;
 /// Runs `taler-otp serve`.
 pub async fn run(settings: Settings, json_logs: bool) -> Result<(), Failure> {
     telemetry::init(json_logs);
-    let database = Database::open(&settings).await.map_err(|err| Failure::failed(err.to_string()))?;
+    let database = Database::open(&settings)
+        .await
+        .map_err(|err| Failure::failed(err.to_string()))?;
     let application = Application::build(&settings, &database.store_config)
         .await
         .map_err(|err| Failure::failed(err.to_string()))?;
-    let store = Store::connect(&database.store_config).map_err(|err| Failure::failed(error_chain(&err)))?;
+    let store =
+        Store::connect(&database.store_config).map_err(|err| Failure::failed(error_chain(&err)))?;
     first_start(&store, &settings).await?;
     match (&settings.listen, application.port()) {
-        (Listen::Tcp { bind_to, .. }, Some(port)) => tracing::info!("listening on http://{bind_to}:{port}/"),
+        (Listen::Tcp { bind_to, .. }, Some(port)) => {
+            tracing::info!("listening on http://{bind_to}:{port}/")
+        }
         (Listen::Unix { path, .. }, _) => tracing::info!("listening on unix:{}", path.display()),
         _ => {}
     }
@@ -37,13 +42,20 @@ async fn first_start(store: &Store, settings: &Settings) -> Result<(), Failure> 
     let instance = &settings.default_instance;
     let created = instances::ensure(store, instance, instance.as_str())
         .await
-        .map_err(|err| Failure::failed(format!("creating the default instance: {}", error_chain(&err))))?;
+        .map_err(|err| {
+            Failure::failed(format!(
+                "creating the default instance: {}",
+                error_chain(&err)
+            ))
+        })?;
     if !created {
         return Ok(());
     }
     let (_, secret) = tokens::create(store, instance, "all", None, "created on first start")
         .await
-        .map_err(|err: StoreError| Failure::failed(format!("creating the first token: {}", error_chain(&err))))?;
+        .map_err(|err: StoreError| {
+            Failure::failed(format!("creating the first token: {}", error_chain(&err)))
+        })?;
     println!("Created the default instance '{instance}'. Its access token (shown only this once):");
     println!("{}", secret.expose());
     Ok(())

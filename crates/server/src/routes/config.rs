@@ -18,13 +18,18 @@ use crate::state::AppState;
         (status = 404, description = "Instance unknown (prefixed form only), code 2000", body = ErrorDetail),
     )
 )]
-pub async fn get_config(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get_config(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     if req.match_info().get("instance").is_some() {
         let instance = instance_of(&req, &state)?;
-        instances::get(&state.store, &instance).await.map_err(|err| match err {
-            StoreError::NotFound => ApiError::InstanceUnknown,
-            err => ApiError::fetch(err),
-        })?;
+        instances::get(&state.store, &instance)
+            .await
+            .map_err(|err| match err {
+                StoreError::NotFound => ApiError::InstanceUnknown,
+                err => ApiError::fetch(err),
+            })?;
     }
     Ok(HttpResponse::Ok().json(&state.config))
 }

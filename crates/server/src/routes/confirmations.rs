@@ -52,7 +52,10 @@ pub async fn create_confirmation(
         return Err(ApiError::NoConfirmations);
     }
     if device.algorithm.uses_price() && price.is_none() {
-        return Err(ApiError::Missing(format!("price: required by algorithm {}", device.algorithm.name())));
+        return Err(ApiError::Missing(format!(
+            "price: required by algorithm {}",
+            device.algorithm.name()
+        )));
     }
     let otp_timestamp = now_seconds();
     let (key, algorithm, counter) = if device.algorithm.is_counter_based() {
@@ -64,13 +67,21 @@ pub async fn create_confirmation(
         })?;
         // The device may have been patched since it was cached: recheck what the row says now.
         if advanced.algorithm.uses_price() && price.is_none() {
-            return Err(ApiError::Missing(format!("price: required by algorithm {}", advanced.algorithm.name())));
+            return Err(ApiError::Missing(format!(
+                "price: required by algorithm {}",
+                advanced.algorithm.name()
+            )));
         }
         (advanced.key, advanced.algorithm, advanced.counter)
     } else {
         (device.key.clone(), device.algorithm, device.counter)
     };
-    let pos_confirmation = otp_algo::confirmation(&key, algorithm, price.as_ref(), otp_timestamp, counter)
-        .ok_or(ApiError::NoConfirmations)?;
-    Ok(HttpResponse::Ok().json(ConfirmationResponse { pos_confirmation, otp_timestamp, otp_ctr: counter }))
+    let pos_confirmation =
+        otp_algo::confirmation(&key, algorithm, price.as_ref(), otp_timestamp, counter)
+            .ok_or(ApiError::NoConfirmations)?;
+    Ok(HttpResponse::Ok().json(ConfirmationResponse {
+        pos_confirmation,
+        otp_timestamp,
+        otp_ctr: counter,
+    }))
 }

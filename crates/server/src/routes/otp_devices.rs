@@ -2,10 +2,13 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
-use otp_store::otp_devices::{self, Created, NewOtpDevice, OtpDevicePatch};
 use otp_store::StoreError;
+use otp_store::otp_devices::{self, Created, NewOtpDevice, OtpDevicePatch};
 
-use crate::api::{OtpDeviceAddDetails, OtpDeviceDetails, OtpDeviceEntry, OtpDevicePatchDetails, OtpDeviceSummaryResponse};
+use crate::api::{
+    OtpDeviceAddDetails, OtpDeviceDetails, OtpDeviceEntry, OtpDevicePatchDetails,
+    OtpDeviceSummaryResponse,
+};
 use crate::auth::{Permission, authorize};
 use crate::body::read_json;
 use crate::error::{ApiError, ErrorDetail};
@@ -28,13 +31,21 @@ use crate::state::AppState;
         (status = 503, description = "Database unavailable, code 51", body = ErrorDetail),
     )
 )]
-pub async fn list_otp_devices(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_otp_devices(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let instance = instance_of(&req, &state)?;
     authorize(&state, &req, &instance, Permission::OtpDevicesRead).await?;
-    let devices = otp_devices::list(&state.store, &instance).await.map_err(instance_gone(ApiError::fetch))?;
+    let devices = otp_devices::list(&state.store, &instance)
+        .await
+        .map_err(instance_gone(ApiError::fetch))?;
     let otp_devices = devices
         .into_iter()
-        .map(|d| OtpDeviceEntry { otp_device_id: d.id.as_str().to_owned(), device_description: d.description })
+        .map(|d| OtpDeviceEntry {
+            otp_device_id: d.id.as_str().to_owned(),
+            device_description: d.description,
+        })
         .collect();
     Ok(HttpResponse::Ok().json(OtpDeviceSummaryResponse { otp_devices }))
 }
@@ -66,7 +77,9 @@ pub async fn create_otp_device(
 ) -> Result<HttpResponse, ApiError> {
     let instance = instance_of(&req, &state)?;
     authorize(&state, &req, &instance, Permission::OtpDevicesWrite).await?;
-    let details = read_json::<OtpDeviceAddDetails>(&req, payload, false).await?.validate()?;
+    let details = read_json::<OtpDeviceAddDetails>(&req, payload, false)
+        .await?
+        .validate()?;
     let device = NewOtpDevice {
         id: details.id,
         description: details.description,
@@ -103,15 +116,23 @@ pub async fn create_otp_device(
         (status = 503, description = "Database unavailable, code 51", body = ErrorDetail),
     )
 )]
-pub async fn get_otp_device(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get_otp_device(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let instance = instance_of(&req, &state)?;
     authorize(&state, &req, &instance, Permission::OtpDevicesRead).await?;
     let query = CodeQuery::parse(req.query_string())?;
     let id = device_id_of(&req)?;
     let device = state.device(&instance, &id).await?;
     let otp_timestamp = query.faketime.unwrap_or_else(now_seconds);
-    let otp_code =
-        otp_algo::confirmation(&device.key, device.algorithm, query.price.as_ref(), otp_timestamp, device.counter);
+    let otp_code = otp_algo::confirmation(
+        &device.key,
+        device.algorithm,
+        query.price.as_ref(),
+        otp_timestamp,
+        device.counter,
+    );
     Ok(HttpResponse::Ok().json(OtpDeviceDetails {
         device_description: device.description.clone(),
         otp_algorithm: device.algorithm.as_int(),
@@ -151,7 +172,9 @@ pub async fn update_otp_device(
     let instance = instance_of(&req, &state)?;
     authorize(&state, &req, &instance, Permission::OtpDevicesWrite).await?;
     let id = device_id_of(&req)?;
-    let patch = read_json::<OtpDevicePatchDetails>(&req, payload, false).await?.validate()?;
+    let patch = read_json::<OtpDevicePatchDetails>(&req, payload, false)
+        .await?
+        .validate()?;
     let patch = OtpDevicePatch {
         description: patch.description,
         key: patch.key,
@@ -182,7 +205,10 @@ pub async fn update_otp_device(
         (status = 503, description = "Database unavailable, code 51", body = ErrorDetail),
     )
 )]
-pub async fn delete_otp_device(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn delete_otp_device(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let instance = instance_of(&req, &state)?;
     authorize(&state, &req, &instance, Permission::OtpDevicesWrite).await?;
     let id = device_id_of(&req)?;
