@@ -64,6 +64,11 @@ pub const KNOWN_KEYS: &[(&str, &str, &str)] = &[
         "WORKERS",
         "HTTP worker threads (default: number of CPUs)",
     ),
+    (
+        "otp",
+        "BENCHMARK_ROUTE",
+        "benchmarks only: serve GET /bench/constant, a constant JSON body (default no)",
+    ),
 ];
 
 /// Prefix of the environment variables that override the file.
@@ -110,6 +115,8 @@ pub struct Settings {
     pub cache_ttl: Duration,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Benchmarks only: serve `GET /bench/constant` (the load benchmark's ceiling).
+    pub benchmark_route: bool,
     /// The file the settings were read from, if any.
     pub source: Option<PathBuf>,
 }
@@ -236,6 +243,7 @@ impl Settings {
             .map(|n| n.get())
             .unwrap_or(2) as u64;
         let workers = parse_number(raw, "otp", "WORKERS", default_workers, 1, 1024)? as usize;
+        let benchmark_route = parse_bool(raw, "otp", "BENCHMARK_ROUTE", false)?;
         let default_instance = raw.get("otp", "DEFAULT_INSTANCE").unwrap_or("admin");
         let default_instance = InstanceId::parse(default_instance).map_err(|err| {
             invalid(
@@ -272,6 +280,7 @@ impl Settings {
             currency,
             cache_ttl,
             workers,
+            benchmark_route,
             source: None,
         })
     }
@@ -319,6 +328,10 @@ impl Settings {
         ));
         out.push_str(&format!("CACHE_TTL_MS = {}\n", self.cache_ttl.as_millis()));
         out.push_str(&format!("WORKERS = {}\n", self.workers));
+        out.push_str(&format!(
+            "BENCHMARK_ROUTE = {}\n",
+            if self.benchmark_route { "yes" } else { "no" }
+        ));
         out
     }
 }
@@ -399,6 +412,22 @@ fn parse_number(
                     &format!("an integer between {min} and {max}"),
                 )
             }),
+    }
+}
+
+fn parse_bool(
+    raw: &RawConfig,
+    section: &str,
+    key: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match raw.get(section, key) {
+        None => Ok(default),
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "1" => Ok(true),
+            "no" | "false" | "0" | "" => Ok(false),
+            _ => Err(invalid(section, key, v, "yes or no")),
+        },
     }
 }
 
@@ -605,6 +634,25 @@ mod tests {
             raw.apply_env([("TALER_OTP_NOPE".to_owned(), "x".to_owned())].into_iter())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn benchmark_route_is_off_by_default() {
+        assert!(!load("").unwrap().benchmark_route);
+        assert!(
+            load("[otp]\nBENCHMARK_ROUTE = YES\n")
+                .unwrap()
+                .benchmark_route
+        );
+        assert!(
+            !load("[otp]\nBENCHMARK_ROUTE = no\n")
+                .unwrap()
+                .benchmark_route
+        );
+        let err = load("[otp]\nBENCHMARK_ROUTE = maybe\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BENCHMARK_ROUTE"), "{err}");
     }
 
     #[test]

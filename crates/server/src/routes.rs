@@ -4,6 +4,7 @@
 //! default instance). `/instances/default/…` answers 308 to the unprefixed path. Unknown paths
 //! and methods answer Taler errors 21 and 20.
 
+pub mod bench;
 pub mod config;
 pub mod confirmations;
 pub mod otp_devices;

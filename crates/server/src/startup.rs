@@ -80,6 +80,7 @@ impl Application {
         }
         let doc = openapi::api_doc();
         let app_state = state.clone();
+        let benchmark_route = settings.benchmark_route;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -111,6 +112,11 @@ impl Application {
                     .instrument(span)
                 })
                 .configure(routes::configure)
+                .configure(|cfg| {
+                    if benchmark_route {
+                        routes::bench::configure(cfg);
+                    }
+                })
                 .service(web::redirect("/docs", "/docs/"))
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc.clone()))
                 .default_service(web::to(routes::endpoint_unknown))

@@ -53,6 +53,16 @@ impl TestDb {
     /// Creates and migrates a new database; panics with a message when no
     /// database server can be had.
     pub async fn new() -> TestDb {
+        let db = TestDb::new_empty().await;
+        crate::migrate::migrate(&db.store)
+            .await
+            .expect("migrate test database");
+        db
+    }
+
+    /// Creates a new database without applying the migrations (schema
+    /// version 0), for tests of the migration path.
+    pub async fn new_empty() -> TestDb {
         let server = SERVER.get_or_init(Server::init).await;
         let admin = server.admin().await;
         let epoch: i64 = admin
@@ -73,15 +83,11 @@ impl TestDb {
             .expect("create test database");
         let store = Store::connect(&small_pool(conn_string(&server.base, None, &name)))
             .expect("test store");
-        let db = TestDb {
+        TestDb {
             name,
             server,
             store,
-        };
-        crate::migrate::migrate(&db.store)
-            .await
-            .expect("migrate test database");
-        db
+        }
     }
 
     /// The database's name.

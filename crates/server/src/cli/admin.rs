@@ -293,7 +293,10 @@ fn instance_or_default(arg: &InstanceArg, settings: &Settings) -> Result<Instanc
 
 fn db_failure(err: StoreError) -> Failure {
     if err.is_unavailable() {
-        Failure::failed(format!("database unreachable: {}", error_chain(&err)))
+        Failure::failed(format!(
+            "database unreachable (check [merchantdb-postgres] CONFIG): {}",
+            error_chain(&err)
+        ))
     } else {
         Failure::failed(format!("database error: {}", error_chain(&err)))
     }

@@ -19,13 +19,13 @@ pub struct CodeArgs {
     #[arg(long)]
     algorithm: String,
     /// Seconds since the epoch (default: now).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     time: Option<String>,
     /// Price for with-price algorithms, e.g. EUR:1.5.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     price: Option<String>,
     /// Counter for HOTP algorithms (default 0).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     counter: Option<String>,
 }
 

@@ -6,10 +6,10 @@
 use otp_store::{Store, StoreError, instances, tokens};
 
 use super::Failure;
-use crate::config::{Listen, Settings};
+use crate::config::{Listen, Settings, mask_database_url};
 use crate::database::Database;
 use crate::error::error_chain;
-use crate::startup::Application;
+use crate::startup::{Application, StartupError};
 use crate::telemetry;
 
 /// Runs `taler-otp serve`.
@@ -20,7 +20,12 @@ pub async fn run(settings: Settings, json_logs: bool) -> Result<(), Failure> {
         .map_err(|err| Failure::failed(err.to_string()))?;
     let application = Application::build(&settings, &database.store_config)
         .await
-        .map_err(|err| Failure::failed(err.to_string()))?;
+        .map_err(|err| match err {
+            StartupError::DatabaseUnreachable(detail) => {
+                Failure::failed(unreachable_message(&settings, &detail))
+            }
+            err => Failure::failed(err.to_string()),
+        })?;
     let store =
         Store::connect(&database.store_config).map_err(|err| Failure::failed(error_chain(&err)))?;
     first_start(&store, &settings).await?;
@@ -59,4 +64,15 @@ async fn first_start(store: &Store, settings: &Settings) -> Result<(), Failure> 
     println!("Created the default instance '{instance}'. Its access token (shown only this once):");
     println!("{}", secret.expose());
     Ok(())
+}
+
+/// One line naming the setting to check when the database cannot be reached.
+pub fn unreachable_message(settings: &Settings, detail: &str) -> String {
+    match &settings.database_url {
+        Some(url) => format!(
+            "database unreachable at [merchantdb-postgres] CONFIG = {}: {detail}",
+            mask_database_url(url)
+        ),
+        None => format!("embedded database unreachable: {detail}"),
+    }
 }

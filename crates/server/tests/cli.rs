@@ -1,0 +1,620 @@
+//! The `taler-otp` binary as an operator uses it: configuration errors, the offline `code`
+//! command, the database commands against real PostgreSQL, and `serve` with SIGTERM.
+
+#![cfg(test)]
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use otp_store::testing::TestDb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_taler-otp");
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("TALER_OTP_CONFIG")
+        .env("RUST_LOG", "warn");
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command.output().expect("binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts a failure: the exit status, one line on stderr containing `needle`, no panic.
+fn assert_one_line_failure(output: &Output, status: i32, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(status), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+fn config_file(text: &str) -> tempfile_path::TempPath {
+    tempfile_path::TempPath::with_contents(text)
+}
+
+/// A tiny temp-file helper (no extra dependency).
+mod tempfile_path {
+    use std::path::PathBuf;
+
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        pub fn with_contents(text: &str) -> TempPath {
+            let name = format!(
+                "taler-otp-cli-{}-{}.conf",
+                std::process::id(),
+                rand_suffix()
+            );
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, text).unwrap();
+            TempPath(path)
+        }
+
+        pub fn arg(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    }
+}
+
+fn db_config(url: &str, extra: &str) -> tempfile_path::TempPath {
+    config_file(&format!(
+        "[merchantdb-postgres]\nCONFIG = \"{url}\"\n{extra}"
+    ))
+}
+
+#[test]
+fn bad_configuration_is_one_line_naming_the_key_or_value() {
+    let unknown = config_file("[merchant]\nPROT = 9966\n");
+    assert_one_line_failure(&run(&["-c", unknown.arg(), "serve"], &[]), 1, "PROT");
+    let port = config_file("[merchant]\nPORT = 99999\n");
+    assert_one_line_failure(&run(&["-c", port.arg(), "serve"], &[]), 1, "99999");
+    let section = config_file("[exchange]\nBASE_URL = x\n");
+    assert_one_line_failure(
+        &run(&["-c", section.arg(), "config", "show"], &[]),
+        1,
+        "[exchange]",
+    );
+    assert_one_line_failure(
+        &run(&["-c", "/nonexistent/taler.conf", "serve"], &[]),
+        1,
+        "/nonexistent/taler.conf",
+    );
+    assert_one_line_failure(
+        &run(&["config", "show"], &[("TALER_OTP_MERCHANT__PORT", "abc")]),
+        1,
+        "PORT",
+    );
+    assert_one_line_failure(
+        &run(&["config", "show"], &[("TALER_OTP_MERCHANT__NOPE", "1")]),
+        1,
+        "NOPE",
+    );
+}
+
+#[test]
+fn unreachable_database_fails_quickly_with_one_line() {
+    let conf = db_config(
+        "postgres://user:hunter2@127.0.0.1:1/taler",
+        "[merchant]\nPORT = 0\n",
+    );
+    let started = Instant::now();
+    let output = run(&["-c", conf.arg(), "serve"], &[]);
+    assert_one_line_failure(&output, 1, "unreachable");
+    assert!(stderr(&output).contains("CONFIG"), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("hunter2"), "password leaked");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_one_line_failure(
+        &run(&["-c", conf.arg(), "instance", "list"], &[]),
+        1,
+        "unreachable",
+    );
+}
+
+#[test]
+fn config_show_masks_secrets_and_applies_the_environment() {
+    let conf = db_config(
+        "postgres://user:hunter2@db.example/taler",
+        "[otp]\nKEY_ENCRYPTION_KEY = 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
+    );
+    let output = run(
+        &["-c", conf.arg(), "config", "show"],
+        &[("TALER_OTP_MERCHANT__PORT", "9977")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("PORT = 9977"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("0a0b0c0d"),
+        "{text}"
+    );
+    assert!(text.contains("KEY_ENCRYPTION_KEY = ********"), "{text}");
+}
+
+#[test]
+fn code_prints_exactly_the_confirmation_string() {
+    let output = run(
+        &[
+            "code",
+            "--key",
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+            "--algorithm",
+            "1",
+            "--time",
+            "59",
+        ],
+        &[],
+    );
+    assert_eq!(
+        stdout(&output),
+        "84755224\n84755224\n94287082\n37359152\n26969429\n"
+    );
+    assert!(stderr(&output).is_empty());
+    let output = run(
+        &[
+            "code",
+            "--key",
+            "AAISEM2EKVTHPCEZ",
+            "--algorithm",
+            "totp_with_price",
+            "--time",
+            "1700000010",
+            "--price",
+            "KUDOS:12.34",
+        ],
+        &[],
+    );
+    assert_eq!(
+        stdout(&output),
+        "35036406\n95005311\n88950711\n67257768\n18509934\n"
+    );
+    let output = run(
+        &[
+            "code",
+            "--key",
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+            "--algorithm",
+            "HOTP_WITHOUT_PRICE",
+            "--counter",
+            "7",
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&output), "82162583\n");
+    // Without --time the code is for now: the centre code matches a fresh computation.
+    let output = run(
+        &[
+            "code",
+            "--key",
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+            "--algorithm",
+            "1",
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&output).lines().count(), 5);
+}
+
+#[test]
+fn code_prints_nothing_when_there_is_no_code() {
+    for args in [
+        &[
+            "code",
+            "--key",
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+            "--algorithm",
+            "NONE",
+        ][..],
+        &[
+            "code",
+            "--key",
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+            "--algorithm",
+            "2",
+            "--time",
+            "5",
+        ][..],
+    ] {
+        let output = run(args, &[]);
+        assert!(output.status.success(), "{args:?}");
+        assert!(
+            output.stdout.is_empty() && output.stderr.is_empty(),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn code_rejects_bad_input_with_exit_2_and_one_line() {
+    let key = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    for (args, needle) in [
+        (vec!["code", "--key", "GEZD1", "--algorithm", "1"], "--key"),
+        (
+            vec!["code", "--key", "MZXW6", "--algorithm", "1"],
+            "10 bytes",
+        ),
+        (
+            vec!["code", "--key", key, "--algorithm", "7"],
+            "--algorithm",
+        ),
+        (
+            vec!["code", "--key", key, "--algorithm", "totp"],
+            "--algorithm",
+        ),
+        (
+            vec!["code", "--key", key, "--algorithm", "1", "--time", "-5"],
+            "--time",
+        ),
+        (
+            vec![
+                "code",
+                "--key",
+                key,
+                "--algorithm",
+                "1",
+                "--time",
+                "18446744073710",
+            ],
+            "--time",
+        ),
+        (
+            vec!["code", "--key", key, "--algorithm", "2", "--price", "eur:1"],
+            "--price",
+        ),
+        (
+            vec!["code", "--key", key, "--algorithm", "3", "--counter", "x"],
+            "--counter",
+        ),
+        (vec!["code", "--algorithm", "1"], "--key"),
+        (
+            vec!["code", "--key", key, "--algorithm", "1", "--bogus"],
+            "--bogus",
+        ),
+    ] {
+        let output = run(&args, &[]);
+        assert_one_line_failure(&output, 2, needle);
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn operator_commands_work_against_postgresql() {
+    let db = TestDb::new_empty().await;
+    let conf = db_config(&db.url(), "");
+    let c = conf.arg();
+
+    // An empty database: commands other than dbinit refuse and name dbinit.
+    assert_one_line_failure(&run(&["-c", c, "instance", "list"], &[]), 1, "dbinit");
+    let first = run(&["-c", c, "dbinit"], &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("created the default instance"),
+        "{}",
+        stdout(&first)
+    );
+    let again = run(&["-c", c, "dbinit"], &[]);
+    assert!(stdout(&again).contains("up to date"), "{}", stdout(&again));
+
+    let created = run(
+        &["-c", c, "instance", "create", "shop", "--name", "The Shop"],
+        &[],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert_one_line_failure(
+        &run(&["-c", c, "instance", "create", "shop"], &[]),
+        1,
+        "already exists",
+    );
+    assert_one_line_failure(
+        &run(&["-c", c, "instance", "create", "bad/id"], &[]),
+        2,
+        "instance id",
+    );
+    let listed = stdout(&run(&["-c", c, "instance", "list"], &[]));
+    assert!(
+        listed.contains("admin") && listed.contains("shop\tThe Shop"),
+        "{listed}"
+    );
+
+    let token = run(
+        &[
+            "-c",
+            c,
+            "token",
+            "create",
+            "--instance",
+            "shop",
+            "--scope",
+            "readonly",
+            "--duration",
+            "3600",
+        ],
+        &[],
+    );
+    let secret = stdout(&token);
+    assert!(
+        secret.starts_with("secret-token:") && secret.lines().count() == 1,
+        "{secret}"
+    );
+    assert_one_line_failure(
+        &run(&["-c", c, "token", "create", "--scope", "superuser"], &[]),
+        2,
+        "--scope",
+    );
+    assert_one_line_failure(
+        &run(
+            &[
+                "-c",
+                c,
+                "token",
+                "create",
+                "--instance",
+                "ghost",
+                "--scope",
+                "write",
+            ],
+            &[],
+        ),
+        1,
+        "ghost",
+    );
+    let tokens = stdout(&run(&["-c", c, "token", "list", "--instance", "shop"], &[]));
+    let secret_part = secret.trim().trim_start_matches("secret-token:");
+    assert!(
+        tokens.contains("readonly") && !tokens.contains(secret_part),
+        "{tokens}"
+    );
+    let serial = tokens
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split('\t').next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        run(
+            &["-c", c, "token", "revoke", "--instance", "shop", &serial],
+            &[]
+        )
+        .status
+        .success()
+    );
+    assert_one_line_failure(
+        &run(
+            &["-c", c, "token", "revoke", "--instance", "shop", &serial],
+            &[],
+        ),
+        1,
+        "not found",
+    );
+    assert_one_line_failure(
+        &run(
+            &["-c", c, "token", "revoke", "--instance", "admin", &serial],
+            &[],
+        ),
+        1,
+        "not found",
+    );
+
+    let key = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let add = [
+        "-c",
+        c,
+        "device",
+        "add",
+        "--instance",
+        "shop",
+        "--id",
+        "till",
+        "--key",
+        key,
+        "--algorithm",
+        "totp_without_price",
+    ];
+    assert!(run(&add, &[]).status.success());
+    assert!(stdout(&run(&add, &[])).contains("already present"));
+    let mut conflicting = add.to_vec();
+    let last = conflicting.len() - 1;
+    conflicting[last] = "HOTP_WITHOUT_PRICE";
+    assert_one_line_failure(&run(&conflicting, &[]), 1, "different details");
+    assert_one_line_failure(
+        &run(
+            &[
+                "-c",
+                c,
+                "device",
+                "add",
+                "--id",
+                "x",
+                "--key",
+                "MZXW6",
+                "--algorithm",
+                "1",
+            ],
+            &[],
+        ),
+        2,
+        "--key",
+    );
+    let shown = stdout(&run(
+        &[
+            "-c",
+            c,
+            "device",
+            "show",
+            "--instance",
+            "shop",
+            "till",
+            "--time",
+            "59",
+        ],
+        &[],
+    ));
+    assert!(
+        shown.contains("84755224\n84755224\n94287082\n37359152\n26969429"),
+        "{shown}"
+    );
+    assert!(!shown.contains(key), "key leaked: {shown}");
+    assert!(
+        stdout(&run(
+            &["-c", c, "device", "list", "--instance", "shop"],
+            &[]
+        ))
+        .starts_with("till\t")
+    );
+    assert!(
+        stdout(&run(&["-c", c, "device", "list"], &[])).is_empty(),
+        "default instance has no devices"
+    );
+    assert!(
+        run(
+            &["-c", c, "device", "delete", "--instance", "shop", "till"],
+            &[]
+        )
+        .status
+        .success()
+    );
+    assert_one_line_failure(
+        &run(
+            &["-c", c, "device", "delete", "--instance", "shop", "till"],
+            &[],
+        ),
+        1,
+        "not found",
+    );
+
+    assert!(
+        run(&["-c", c, "instance", "delete", "shop"], &[])
+            .status
+            .success()
+    );
+    assert_one_line_failure(
+        &run(&["-c", c, "instance", "delete", "shop"], &[]),
+        1,
+        "not found",
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_an_outdated_schema_and_names_dbinit() {
+    let db = TestDb::new_empty().await;
+    let conf = db_config(&db.url(), "[merchant]\nPORT = 0\n");
+    let output = run(&["-c", conf.arg(), "serve"], &[]);
+    assert_one_line_failure(&output, 1, "taler-otp dbinit");
+}
+
+#[tokio::test]
+async fn serve_prints_a_token_once_answers_and_stops_on_sigterm() {
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = db_config(&db.url(), &format!("[merchant]\nPORT = {port}\n"));
+    let mut child = Command::new(BIN)
+        .args(["-c", conf.arg(), "serve"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest_free_get(port, "/config").await;
+    assert!(client.contains("taler-merchant"), "{client}");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let output = wait_with_timeout(&mut child, Duration::from_secs(15));
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    let printed = stdout(&output);
+    assert!(
+        printed.contains("secret-token:"),
+        "first start prints a token: {printed}"
+    );
+
+    // Second start: no new token.
+    let child = Command::new(BIN)
+        .args(["-c", conf.arg(), "serve"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    reqwest_free_get(port, "/config").await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let output = wait_with_timeout(&mut child, Duration::from_secs(15));
+    assert!(output.status.success());
+    assert!(
+        !stdout(&output).contains("secret-token:"),
+        "token printed twice"
+    );
+}
+
+/// GET over a plain TCP socket, retrying until the server listens.
+async fn reqwest_free_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            return response;
+        }
+        assert!(Instant::now() < deadline, "server did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    use std::io::Read;
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+    Output {
+        status: child.wait().unwrap(),
+        stdout: out,
+        stderr: err,
+    }
+}
