@@ -10,4 +10,3 @@ mod errors; // §8: Taler error bodies for framework failures.
 mod openapi; // The committed document, its drift test, responses validated against it.
 mod otp_devices; // §1–§3: CRUD, idempotency, null handling, algorithms, ids.
 mod outage; // Database down: 503 with Retry-After, recovery without restart.
-mod two_servers; // Cache invalidation across two server processes on one database.

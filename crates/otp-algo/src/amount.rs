@@ -3,6 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
 use crate::error::AmountError;
 
 /// The largest amount value Taler accepts, 2^52 (`TALER_AMOUNT_MAX_VALUE`).
@@ -65,6 +68,33 @@ impl Amount {
             value,
             fraction,
         })
+    }
+
+    /// Builds an amount from a decimal number (for integrators that compute order totals with
+    /// `rust_decimal`): negative values, more than 8 fraction digits and values above
+    /// [`MAX_AMOUNT_VALUE`] are rejected rather than rounded.
+    pub fn from_decimal(currency: &str, number: Decimal) -> Result<Amount, AmountError> {
+        if number.is_sign_negative() && !number.is_zero() {
+            return Err(AmountError::InvalidValue);
+        }
+        let normalized = number.normalize();
+        if normalized.scale() > MAX_FRACTION_DIGITS as u32 {
+            return Err(AmountError::InvalidFraction);
+        }
+        let value = normalized
+            .trunc()
+            .to_u64()
+            .ok_or(AmountError::ValueTooLarge)?;
+        let fraction = (normalized.fract() * Decimal::from(FRACTION_BASE))
+            .to_u32()
+            .ok_or(AmountError::InvalidFraction)?;
+        Amount::new(currency, value, fraction)
+    }
+
+    /// The amount's number as a decimal (exact: at most 53 bits of value and 8 fraction digits).
+    pub fn to_decimal(&self) -> Decimal {
+        Decimal::from(self.value)
+            + Decimal::new(i64::from(self.fraction), MAX_FRACTION_DIGITS as u32)
     }
 
     /// The currency code, e.g. `EUR`.
@@ -293,5 +323,30 @@ mod tests {
             assert!(s.starts_with(|c: char| c.is_ascii_lowercase()), "{s}");
             assert!(!s.ends_with('.'), "{s}");
         }
+    }
+
+    #[test]
+    fn decimal_round_trip_is_exact() {
+        let amount = Amount::parse("EUR:4503599627370496.00000001").unwrap();
+        let number = amount.to_decimal();
+        assert_eq!(number.to_string(), "4503599627370496.00000001");
+        assert_eq!(Amount::from_decimal("EUR", number).unwrap(), amount);
+        let price = Decimal::new(150, 2);
+        assert_eq!(
+            Amount::from_decimal("EUR", price).unwrap().to_string(),
+            "EUR:1.5"
+        );
+        assert_eq!(
+            Amount::from_decimal("EUR", Decimal::new(-1, 0)),
+            Err(AmountError::InvalidValue)
+        );
+        assert_eq!(
+            Amount::from_decimal("EUR", Decimal::new(1, 9)),
+            Err(AmountError::InvalidFraction)
+        );
+        assert_eq!(
+            Amount::from_decimal("EUR", Decimal::from(MAX_AMOUNT_VALUE + 1)),
+            Err(AmountError::ValueTooLarge)
+        );
     }
 }

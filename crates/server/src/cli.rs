@@ -246,18 +246,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
         print!("{}", settings.render());
         return Ok(());
     }
+    if let Command::Serve { json_logs } = cli.command {
+        // The server runs in an actix system, whose graceful shutdown waits for in-flight requests.
+        return actix_web::rt::System::new().block_on(serve::run(settings, json_logs));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|err| Failure::failed(format!("cannot start the runtime: {err}")))?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve { json_logs } => serve::run(settings, json_logs).await,
             Command::Dbinit => admin::dbinit(&settings).await,
             Command::Instance(command) => admin::instance(&settings, command).await,
             Command::Token(command) => admin::token(&settings, command).await,
             Command::Device(command) => admin::device(&settings, command).await,
-            Command::Code(_) | Command::Config(_) => Ok(()),
+            Command::Serve { .. } | Command::Code(_) | Command::Config(_) => Ok(()),
         }
     })
 }

@@ -618,3 +618,64 @@ fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> Outp
         stderr: err,
     }
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new().await;
+    let admin = otp_store::InstanceId::parse("admin").unwrap();
+    otp_store::instances::ensure(&db.store(), &admin, "admin")
+        .await
+        .unwrap();
+    let (_, token) = otp_store::tokens::create(&db.store(), &admin, "write", None, "")
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = db_config(&db.url(), &format!("[merchant]\nPORT = {port}\n"));
+    let mut child = Command::new(BIN)
+        .args(["-c", conf.arg(), "serve"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    reqwest_free_get(port, "/config").await;
+
+    // Start a POST whose body arrives in two halves, with SIGTERM in between.
+    let body = r#"{"otp_device_id":"late","otp_device_description":"d","otp_key":"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ","otp_algorithm":1}"#;
+    let (first, second) = body.split_at(body.len() / 2);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /private/otp-devices HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        token.expose(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(second.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 204"),
+        "in-flight request cut off: {response:?}"
+    );
+    let output = wait_with_timeout(&mut child, Duration::from_secs(15));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let device = otp_store::otp_devices::get(
+        &db.store(),
+        &admin,
+        &otp_store::OtpDeviceId::parse("late").unwrap(),
+    )
+    .await;
+    assert!(device.is_ok(), "the in-flight request's write was lost");
+}

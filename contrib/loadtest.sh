@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Load benchmark of taler-otp: the real server (release build) on a temporary embedded
+# PostgreSQL, seeded with 2 instances, tokens and 10,000 devices, driven by wrk from a second
+# process. See README "Benchmarks".
+#
+#   contrib/loadtest.sh
+#
+# Environment knobs (defaults in brackets):
+#   DURATION [12s] per scenario   CONNECTIONS [64]   THREADS [2] (wrk threads)
+#   WORKERS [server default: CPUs]   POOL_SIZE [server default]   CACHE_TTL_MS [server default]
+#   RUST_LOG [info, the server default: request logs stay on]
+#   LOADTEST_DIR [target/loadtest] where the outputs and summary.txt go
+#
+# Scenarios: (a) the constant-JSON ceiling route, (b) GET one device of algorithm 1 with
+# faketime, (c) GET one of algorithm 2 with faketime and price, (d) the device list of an
+# instance with 20 devices, (e) 80% GET one / 20% POST confirmations on HOTP devices.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+DURATION="${DURATION:-12s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+OUT="${LOADTEST_DIR:-$ROOT/target/loadtest}"
+DEVICES_PER_ALG=5000   # a1-0000 … a1-4999 (algorithm 1), a2-0000 … a2-4999 (algorithm 2)
+HOTP_DEVICES=500       # h3-000 … h3-499 (algorithm 3), for the write mix
+SMALL_DEVICES=20       # s-00 … s-19 in the instance "small", for the list scenario
+WRITE_SHARE=20         # percent of writes in the mix
+LUA="$ROOT/contrib/loadtest/requests.lua"
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'loadtest: %s\n' "$*" >&2; exit 1; }
+
+for tool in python3 curl; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+# --- the load generator: wrk from Debian, else oha from crates.io ------------------------------
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi
+}
+TOOL=""
+if command -v wrk >/dev/null; then
+    TOOL=wrk
+else
+    log "installing wrk (apt-get install -y wrk)"
+    if as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null 2>&1 ||
+        { as_root apt-get update >/dev/null 2>&1 &&
+          as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null 2>&1; }; then
+        TOOL=wrk
+    fi
+fi
+if [ -z "$TOOL" ]; then
+    OHA="$OUT/tools/bin/oha"
+    if [ ! -x "$OHA" ] && ! command -v oha >/dev/null; then
+        log "wrk unavailable; installing oha from crates.io (cargo install oha)"
+        cargo install --locked --root "$OUT/tools" oha >&2 || die "neither wrk nor oha could be installed"
+    fi
+    [ -x "$OHA" ] || OHA="$(command -v oha)"
+    TOOL=oha
+fi
+log "load generator: $TOOL"
+
+# --- build ---------------------------------------------------------------------------------------
+log "building (cargo build --release --bin taler-otp)"
+cargo build --release --bin taler-otp >&2
+BIN="$ROOT/target/release/taler-otp"
+
+mkdir -p "$OUT"
+rm -f "$OUT"/*.out "$OUT/results.tsv"
+
+# --- a temporary embedded database and the server ---------------------------------------------
+WORK="$(mktemp -d /tmp/taler-otp-loadtest.XXXXXX)"
+chmod 755 "$WORK"   # as root the cluster runs as `postgres`, which must reach $WORK/data
+SERVER_PID=""
+SAMPLER_PID=""
+LOAD_PID=""
+
+cleanup() {
+    local status=$?
+    set +e
+    for pid in "$LOAD_PID" "$SAMPLER_PID"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null
+    done
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        log "stopping the server (it stops its embedded PostgreSQL)"
+        kill -TERM "$SERVER_PID"
+        for _ in $(seq 1 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
+    fi
+    # Should the server not have stopped its cluster, stop it here (fast shutdown).
+    local pidfile="$WORK/data/postgres/postmaster.pid"
+    if [ -f "$pidfile" ]; then
+        local pg_pid
+        pg_pid="$(head -n1 "$pidfile")"
+        if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
+            kill -INT "$pg_pid"
+            for _ in $(seq 1 100); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
+        fi
+    fi
+    [ -f "$WORK/server.log" ] && cp "$WORK/server.log" "$OUT/server.log"
+    rm -rf "$WORK"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+URL="http://127.0.0.1:$PORT"
+CONF="$WORK/taler-otp.conf"
+{
+    echo "[merchant]"
+    echo "SERVE = tcp"
+    echo "PORT = $PORT"
+    echo "BIND_TO = 127.0.0.1"
+    echo "[otp]"
+    echo "DATA_DIR = $WORK/data"
+    echo "BENCHMARK_ROUTE = yes"
+    [ -n "${WORKERS:-}" ] && echo "WORKERS = $WORKERS"
+    [ -n "${POOL_SIZE:-}" ] && echo "POOL_SIZE = $POOL_SIZE"
+    [ -n "${CACHE_TTL_MS:-}" ] && echo "CACHE_TTL_MS = $CACHE_TTL_MS"
+    true
+} >"$CONF"
+# Only the file configures this run.
+while read -r var; do unset "$var"; done < <(compgen -e | grep '^TALER_OTP_' || true)
+export RUST_LOG="${RUST_LOG:-info}"
+
+log "starting taler-otp serve (embedded PostgreSQL under $WORK/data, port $PORT)"
+"$BIN" -c "$CONF" serve >"$WORK/server.out" 2>"$WORK/server.log" &
+SERVER_PID=$!
+for _ in $(seq 1 600); do
+    curl -fs "$URL/config" >/dev/null 2>&1 && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "the server exited"; }
+    sleep 0.1
+done
+curl -fs "$URL/config" >/dev/null || die "the server did not come up"
+
+# --- instances, tokens, devices ------------------------------------------------------------------
+"$BIN" -c "$CONF" instance create bench --name "Benchmark" >/dev/null
+"$BIN" -c "$CONF" instance create small --name "Small" >/dev/null
+BENCH_TOKEN="$("$BIN" -c "$CONF" token create --instance bench --scope write --description loadtest)"
+SMALL_TOKEN="$("$BIN" -c "$CONF" token create --instance small --scope readonly --description loadtest)"
+SMALL_WRITE="$("$BIN" -c "$CONF" token create --instance small --scope write --description seed)"
+log "seeding $((2 * DEVICES_PER_ALG)) TOTP + $HOTP_DEVICES HOTP devices in 'bench', $SMALL_DEVICES in 'small'"
+python3 contrib/loadtest/seed.py "$URL" "$BENCH_TOKEN" bench \
+    "a1:1:$DEVICES_PER_ALG:4" "a2:2:$DEVICES_PER_ALG:4" "h3:3:$HOTP_DEVICES:3" >&2
+python3 contrib/loadtest/seed.py "$URL" "$SMALL_WRITE" small "s:1:$SMALL_DEVICES:2" >&2
+
+# Sanity: the ceiling's body is as long as a real answer, and the real answer carries a code.
+REAL="$(curl -fs -H "Authorization: Bearer $BENCH_TOKEN" "$URL/instances/bench/private/otp-devices/a1-0000?faketime=1700000000")"
+CONST="$(curl -fs "$URL/bench/constant")"
+case "$REAL" in *otp_code*) ;; *) die "GET one answered without otp_code: $REAL" ;; esac
+log "answer sizes: GET one ${#REAL} bytes, ceiling ${#CONST} bytes"
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+TICKS="$(getconf CLK_TCK)"
+
+sleep 2
+IDLE_RSS="$(rss_kb)"
+
+# run KEY LABEL SCENARIO TOKEN INSTANCE
+run() {
+    local key="$1" label="$2" scenario="$3" token="$4" instance="$5"
+    local output="$OUT/$key.out"
+    log "scenario $key: $label ($DURATION, $CONNECTIONS connections)"
+    ( while kill -0 "$SERVER_PID" 2>/dev/null; do rss_kb; sleep 0.2; done ) >"$OUT/$key.rss" &
+    SAMPLER_PID=$!
+    local before after
+    before="$(cpu_ticks)"
+    if [ "$TOOL" = wrk ]; then
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$LUA" "$URL" -- \
+            "$scenario" "$token" "$instance" "$DEVICES_PER_ALG" "$HOTP_DEVICES" "$WRITE_SHARE" \
+            >"$output" &
+    else
+        local auth="Authorization: Bearer $token" path
+        local devices="/instances/$instance/private/otp-devices"
+        local args=(-z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json -H "$auth")
+        case "$scenario" in
+            ceiling) "$OHA" "${args[@]}" "$URL/bench/constant" >"$output" & ;;
+            get1) "$OHA" "${args[@]}" --rand-regex-url "$URL$devices/a1-[0-4][0-9]{3}\\?faketime=17[0-9]{8}" >"$output" & ;;
+            get2) "$OHA" "${args[@]}" --rand-regex-url "$URL$devices/a2-[0-4][0-9]{3}\\?faketime=17[0-9]{8}&price=KUDOS%3A[1-9][0-9]\\.[0-9]{2}" >"$output" & ;;
+            list) "$OHA" "${args[@]}" "$URL$devices" >"$output" & ;;
+            # oha cannot mix methods: the fallback runs the confirmations alone.
+            mix) "$OHA" "${args[@]}" -m POST -T application/json -d '{}' \
+                     --rand-regex-url "$URL$devices/h3-[0-4][0-9]{2}/confirmations" >"$output" & ;;
+        esac
+    fi
+    LOAD_PID=$!
+    wait "$LOAD_PID" || die "$TOOL failed in scenario $key: $(cat "$output")"
+    LOAD_PID=""
+    after="$(cpu_ticks)"
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    SAMPLER_PID=""
+    local peak
+    peak="$(sort -n "$OUT/$key.rss" | tail -n1)"
+    local cpu
+    cpu="$(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN {printf "%.2f", (a - b) / t}')"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$TOOL" "$output" "$cpu" "${peak:-0}" \
+        >>"$OUT/results.tsv"
+}
+
+# Warm-up (not reported): connections, prepared statements, caches, page cache.
+WARM="$DURATION"; DURATION=3s
+run warmup "warm-up" get1 "$BENCH_TOKEN" bench
+DURATION="$WARM"
+: >"$OUT/results.tsv"
+
+run ceiling "(a) ceiling: constant JSON, no auth, no DB" ceiling "$BENCH_TOKEN" bench
+run get1 "(b) GET one, alg 1, faketime" get1 "$BENCH_TOKEN" bench
+run get2 "(c) GET one, alg 2, faketime+price" get2 "$BENCH_TOKEN" bench
+run list "(d) list, instance of $SMALL_DEVICES devices" list "$SMALL_TOKEN" small
+run mix "(e) ${WRITE_SHARE}% POST confirmations (HOTP) + GET" mix "$BENCH_TOKEN" bench
+
+PEAK_RSS="$(cut -f6 "$OUT/results.tsv" | sort -n | tail -n1)"
+HWM="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")"
+WORKERS_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^WORKERS/ {print $2}')"
+POOL_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^POOL_SIZE/ {print $2}')"
+TTL_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^CACHE_TTL_MS/ {print $2}')"
+{
+    echo "taler-otp load benchmark: contrib/loadtest.sh ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+    echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), shared by $TOOL, the server and PostgreSQL"
+    echo "load: $TOOL -t$THREADS -c$CONNECTIONS -d$DURATION (keep-alive), random devices among $((2 * DEVICES_PER_ALG)) + $HOTP_DEVICES HOTP"
+    echo "server: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN CACHE_TTL_MS=$TTL_SHOWN RUST_LOG=$RUST_LOG (request logs on, to a file)"
+    echo "server RSS: idle before load $((IDLE_RSS / 1024)) MiB, peak under load $((PEAK_RSS / 1024)) MiB (VmHWM $((HWM / 1024)) MiB)"
+} >"$OUT/header.txt"
+python3 contrib/loadtest/report.py "$OUT/results.tsv" "$OUT/header.txt" | tee "$OUT/summary.txt"

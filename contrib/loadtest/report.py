@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Turns the outputs of contrib/loadtest.sh's runs into its summary table.
+
+    report.py RESULTS.tsv HEADER.txt
+
+RESULTS.tsv has one line per scenario: key, label, tool (wrk|oha), output file,
+server CPU seconds spent during the run, the server's peak RSS (kB) during the run. HEADER.txt is printed above the table.
+The first scenario whose key is "ceiling" is the ceiling the ratios refer to.
+"""
+
+import json
+import re
+import sys
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def to_ms(text):
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"unparsable latency {text!r}")
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def parse_wrk(text):
+    result = {"non2xx": 0, "socket_errors": 0}
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if not rps:
+        raise ValueError("no Requests/sec in wrk output")
+    result["rps"] = float(rps.group(1))
+    total = re.search(r"(\d+) requests in", text)
+    result["requests"] = int(total.group(1)) if total else 0
+    for pct, key in (("50", "p50"), ("99", "p99")):
+        match = re.search(rf"^\s+{pct}%\s+(\S+)\s*$", text, re.MULTILINE)
+        if not match:
+            raise ValueError(f"no {pct}% latency in wrk output (run with --latency)")
+        result[key] = to_ms(match.group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    if non2xx:
+        result["non2xx"] = int(non2xx.group(1))
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
+    if errors:
+        result["socket_errors"] = sum(int(g) for g in errors.groups())
+    return result
+
+
+def parse_oha(text):
+    data = json.loads(text)
+    summary = data["summary"]
+    statuses = data.get("statusCodeDistribution", {})
+    ok = sum(n for code, n in statuses.items() if code.startswith("2"))
+    total = sum(statuses.values())
+    percentiles = data["latencyPercentiles"]
+    return {
+        "rps": float(summary["requestsPerSec"]),
+        "requests": total,
+        "p50": float(percentiles["p50"]) * 1000.0,
+        "p99": float(percentiles["p99"]) * 1000.0,
+        "non2xx": total - ok,
+        "socket_errors": sum(data.get("errorDistribution", {}).values()),
+    }
+
+
+def main():
+    results_path, header_path = sys.argv[1:3]
+    rows = []
+    for line in open(results_path, encoding="utf-8"):
+        if not line.strip():
+            continue
+        key, label, tool, output, cpu, rss_kb = line.rstrip("\n").split("\t")
+        text = open(output, encoding="utf-8").read()
+        parsed = parse_wrk(text) if tool == "wrk" else parse_oha(text)
+        parsed.update(key=key, label=label, cpu=float(cpu), rss=int(rss_kb) / 1024)
+        rows.append(parsed)
+    ceiling = next((r["rps"] for r in rows if r["key"] == "ceiling"), None)
+    out = [open(header_path, encoding="utf-8").read().rstrip("\n"), ""]
+    head = (
+        f"{'scenario':<44} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8} "
+        f"{'errors':>6} {'ratio':>6} {'CPU us/req':>10} {'RSS MiB':>7}"
+    )
+    out.append(head)
+    out.append("-" * len(head))
+    for r in rows:
+        ratio = f"{r['rps'] / ceiling:.2f}" if ceiling else "-"
+        cpu_per_req = (r["cpu"] * 1e6 / r["requests"]) if r["requests"] else 0.0
+        out.append(
+            f"{r['label']:<44} {r['rps']:>9.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
+            f"{r['non2xx']:>8} {r['socket_errors']:>6} {ratio:>6} {cpu_per_req:>10.1f} {r['rss']:>7.1f}"
+        )
+    out.append("")
+    out.append(
+        "ratio: requests/s over the ceiling's; non-2xx: answers with status >= 400; errors: "
+        "socket errors (connect, read, write, timeout); CPU us/req: the server process's "
+        "CPU time (user+system, PostgreSQL not included) per request; RSS MiB: the server's peak "
+        "VmRSS during the run."
+    )
+    get1 = next((r for r in rows if r["key"] == "get1"), None)
+    if get1 and ceiling:
+        met = (
+            get1["rps"] / ceiling >= 0.40
+            and get1["p99"] < 5.0
+            and get1["non2xx"] == 0
+            and get1["socket_errors"] == 0
+        )
+        out.append(
+            f"target (GET one >= 0.40 x ceiling, p99 < 5 ms, no non-2xx): "
+            f"{'met' if met else 'NOT met'} "
+            f"(ratio {get1['rps'] / ceiling:.2f}, p99 {get1['p99']:.2f} ms, "
+            f"non-2xx {get1['non2xx']}, errors {get1['socket_errors']})"
+        )
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+//! Two `taler-otp serve` processes on one database, under load: cache invalidation reaches the
+//! other process within the staleness bound, and counter-mode confirmations spread over both
+//! processes never share a code.
+
+#![cfg(test)]
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use otp_store::testing::TestDb;
+use otp_store::{InstanceId, instances, tokens};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_taler-otp");
+/// `CACHE_TTL_MS` of both processes.
+const BOUND: Duration = Duration::from_millis(1000);
+const OLD_KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+const NEW_KEY: &str = "AAISEM2EKVTHPCEZ";
+
+struct Server {
+    child: Child,
+    base: String,
+    _config: PathGuard,
+}
+
+struct PathGuard(std::path::PathBuf);
+
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_server(url: &str, tag: &str) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path =
+        std::env::temp_dir().join(format!("taler-otp-two-{}-{tag}.conf", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "[merchant]\nPORT = {port}\n[merchantdb-postgres]\nCONFIG = \"{url}\"\n[otp]\nCACHE_TTL_MS = {}\nPOOL_SIZE = 8\n",
+            BOUND.as_millis()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["-c", path.to_str().unwrap(), "serve"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/config")).await.is_err() {
+        assert!(Instant::now() < deadline, "server {tag} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Server {
+        child,
+        base,
+        _config: PathGuard(path),
+    }
+}
+
+async fn get_code(client: &reqwest::Client, base: &str, token: &str) -> (u16, Option<String>) {
+    let response = client
+        .get(format!("{base}/private/otp-devices/till?faketime=1000"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or_default();
+    (status, body["otp_code"].as_str().map(str::to_owned))
+}
+
+fn code_for(key: &str) -> String {
+    let key = otp_algo::OtpKey::from_base32(key).unwrap();
+    otp_algo::confirmation(&key, otp_algo::Algorithm::TotpWithoutPrice, None, 1000, 0).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_and_revocation_through_one_process_reach_the_other_within_the_bound_under_load() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let admin = InstanceId::parse("admin").unwrap();
+    instances::ensure(&store, &admin, "admin").await.unwrap();
+    let (_, write) = tokens::create(&store, &admin, "write", None, "")
+        .await
+        .unwrap();
+    let write = write.expose().to_owned();
+    let a = start_server(&db.url(), "a").await;
+    let b = start_server(&db.url(), "b").await;
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/private/otp-devices", a.base))
+        .bearer_auth(&write)
+        .json(&json!({"otp_device_id": "till", "otp_device_description": "t", "otp_key": OLD_KEY, "otp_algorithm": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 204);
+    let (old_code, new_code) = (code_for(OLD_KEY), code_for(NEW_KEY));
+    assert_eq!(
+        get_code(&client, &b.base, &write).await.1.as_deref(),
+        Some(old_code.as_str())
+    );
+
+    // Load on B: 16 loops recording (request start, code).
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loops = Vec::new();
+    for _ in 0..16 {
+        let (client, base, token, stop) =
+            (client.clone(), b.base.clone(), write.clone(), stop.clone());
+        loops.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let (status, code) = get_code(&client, &base, &token).await;
+                seen.push((started, status, code));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let patched = client
+        .patch(format!("{}/private/otp-devices/till", a.base))
+        .bearer_auth(&write)
+        .json(&json!({"otp_device_description": "t", "otp_key": NEW_KEY}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 204);
+    let patched_at = Instant::now();
+    tokio::time::sleep(BOUND * 2).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut late = 0;
+    let mut total = 0;
+    for handle in loops {
+        for (started, status, code) in handle.await.unwrap() {
+            total += 1;
+            assert_eq!(status, 200);
+            if started > patched_at + BOUND {
+                late += 1;
+                assert_eq!(
+                    code.as_deref(),
+                    Some(new_code.as_str()),
+                    "old key's code after the bound"
+                );
+            }
+        }
+    }
+    assert!(
+        late > 50,
+        "too little load after the bound: {late} of {total}"
+    );
+
+    // Revocation under load: the token fails on both processes within the bound.
+    let (token, secret) = tokens::create(&store, &admin, "readonly", None, "")
+        .await
+        .unwrap();
+    let secret = secret.expose().to_owned();
+    for server in [&a, &b] {
+        assert_eq!(get_code(&client, &server.base, &secret).await.0, 200);
+    }
+    tokens::revoke(&store, &admin, token.serial).await.unwrap();
+    let revoked_at = Instant::now();
+    tokio::time::sleep(BOUND + Duration::from_millis(50)).await;
+    let checks = (0..64).map(|i| {
+        let server = if i % 2 == 0 { &a } else { &b };
+        get_code(&client, &server.base, &secret)
+    });
+    for (status, _) in futures_util::future::join_all(checks).await {
+        assert_eq!(
+            status,
+            401,
+            "revoked token accepted {:?} after revocation",
+            revoked_at.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_confirmations_across_two_processes_are_distinct() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let admin = InstanceId::parse("admin").unwrap();
+    instances::ensure(&store, &admin, "admin").await.unwrap();
+    let (_, write) = tokens::create(&store, &admin, "write", None, "")
+        .await
+        .unwrap();
+    let write = write.expose().to_owned();
+    let a = start_server(&db.url(), "ca").await;
+    let b = start_server(&db.url(), "cb").await;
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/private/otp-devices", a.base))
+        .bearer_auth(&write)
+        .json(&json!({"otp_device_id": "hotp", "otp_device_description": "h", "otp_key": OLD_KEY, "otp_algorithm": 3, "otp_ctr": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 204);
+    let calls = (0..64).map(|i| {
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        let (client, write) = (client.clone(), write.clone());
+        async move {
+            let response = client
+                .post(format!("{base}/private/otp-devices/hotp/confirmations"))
+                .bearer_auth(write)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.unwrap();
+            (
+                body["pos_confirmation"].as_str().unwrap().to_owned(),
+                body["otp_ctr"].as_u64().unwrap(),
+            )
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let codes: HashSet<_> = results.iter().map(|(code, _)| code.clone()).collect();
+    let counters: HashSet<_> = results.iter().map(|(_, counter)| *counter).collect();
+    assert_eq!(codes.len(), 64);
+    assert_eq!(counters, (10..74).collect());
+    let device = otp_store::otp_devices::get(
+        &store,
+        &admin,
+        &otp_store::OtpDeviceId::parse("hotp").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(device.counter, 74);
+}
