@@ -679,3 +679,14 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     .await;
     assert!(device.is_ok(), "the in-flight request's write was lost");
 }
+
+#[test]
+fn missing_postgresql_binaries_are_one_line_naming_the_package() {
+    let data_dir = std::env::temp_dir().join(format!("taler-otp-nobin-{}", std::process::id()));
+    let output = run(
+        &["serve"],
+        &[("PG_BINDIR", "/nonexistent"), ("TALER_OTP_OTP__DATA_DIR", data_dir.to_str().unwrap())],
+    );
+    assert_one_line_failure(&output, 1, "apt-get install postgresql");
+    let _ = std::fs::remove_dir_all(data_dir);
+}
