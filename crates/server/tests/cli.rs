@@ -541,17 +541,10 @@ async fn serve_prints_a_token_once_answers_and_stops_on_sigterm() {
         .unwrap()
         .port();
     let conf = db_config(&db.url(), &format!("[merchant]\nPORT = {port}\n"));
-    let mut child = Command::new(BIN)
-        .args(["-c", conf.arg(), "serve"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(&conf);
     let client = reqwest_free_get(port, "/config").await;
     assert!(client.contains("taler-merchant"), "{client}");
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
     let output = wait_with_timeout(&mut child, Duration::from_secs(15));
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     let printed = stdout(&output);
@@ -561,26 +554,30 @@ async fn serve_prints_a_token_once_answers_and_stops_on_sigterm() {
     );
 
     // Second start: no new token.
-    let child = Command::new(BIN)
-        .args(["-c", conf.arg(), "serve"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = child;
+    let mut child = spawn_serve(&conf);
     reqwest_free_get(port, "/config").await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    signal(&child, nix::sys::signal::Signal::SIGINT);
     let output = wait_with_timeout(&mut child, Duration::from_secs(15));
     assert!(output.status.success());
     assert!(
         !stdout(&output).contains("secret-token:"),
         "token printed twice"
     );
+}
+
+fn spawn_serve(conf: &tempfile_path::TempPath) -> std::process::Child {
+    Command::new(BIN)
+        .args(["-c", conf.arg(), "serve"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, signal).unwrap();
 }
 
 /// GET over a plain TCP socket, retrying until the server listens.
@@ -636,13 +633,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         .unwrap()
         .port();
     let conf = db_config(&db.url(), &format!("[merchant]\nPORT = {port}\n"));
-    let mut child = Command::new(BIN)
-        .args(["-c", conf.arg(), "serve"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(&conf);
     reqwest_free_get(port, "/config").await;
 
     // Start a POST whose body arrives in two halves, with SIGTERM in between.
@@ -659,8 +650,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(first.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     stream.write_all(second.as_bytes()).await.unwrap();
     let mut response = String::new();
@@ -685,7 +675,10 @@ fn missing_postgresql_binaries_are_one_line_naming_the_package() {
     let data_dir = std::env::temp_dir().join(format!("taler-otp-nobin-{}", std::process::id()));
     let output = run(
         &["serve"],
-        &[("PG_BINDIR", "/nonexistent"), ("TALER_OTP_OTP__DATA_DIR", data_dir.to_str().unwrap())],
+        &[
+            ("PG_BINDIR", "/nonexistent"),
+            ("TALER_OTP_OTP__DATA_DIR", data_dir.to_str().unwrap()),
+        ],
     );
     assert_one_line_failure(&output, 1, "apt-get install postgresql");
     let _ = std::fs::remove_dir_all(data_dir);
