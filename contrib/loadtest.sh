@@ -6,8 +6,9 @@
 #   contrib/loadtest.sh
 #
 # Environment knobs (defaults in brackets):
-#   DURATION [12s] per scenario   CONNECTIONS [64]   THREADS [2] (wrk threads)
-#   WORKERS [server default: CPUs]   POOL_SIZE [server default]   CACHE_TTL_MS [server default]
+#   DURATION [12s] per scenario, after a WARMUP [3s] of the same load that is not reported
+#   CONNECTIONS [64]   THREADS [2] (wrk threads)
+#   WORKERS, POOL_SIZE, CACHE_TTL_MS [server defaults: CPUs, 16, 1000]
 #   RUST_LOG [info, the server default: request logs stay on]
 #   LOADTEST_DIR [target/loadtest] where the outputs and summary.txt go
 #
@@ -20,6 +21,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 DURATION="${DURATION:-12s}"
+WARMUP="${WARMUP:-3s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 OUT="${LOADTEST_DIR:-$ROOT/target/loadtest}"
@@ -73,9 +75,26 @@ rm -f "$OUT"/*.out "$OUT/results.tsv"
 # --- a temporary embedded database and the server ---------------------------------------------
 WORK="$(mktemp -d /tmp/taler-otp-loadtest.XXXXXX)"
 chmod 755 "$WORK"   # as root the cluster runs as `postgres`, which must reach $WORK/data
+# The request log (one line per request, hundreds of MB per run) goes to memory, not to the
+# disk, so that write-back stalls do not show up as latency; between scenarios everything but
+# the request lines is kept in $OUT/server.log and the file is emptied.
+LOG_DIR="$WORK"
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then LOG_DIR="$(mktemp -d /dev/shm/taler-otp-loadtest.XXXXXX)"; fi
+SERVER_LOG="$LOG_DIR/server.log"
+: >"$OUT/server.log"
 SERVER_PID=""
 SAMPLER_PID=""
 LOAD_PID=""
+
+# Moves the server's log lines other than request lines to $OUT/server.log; empties the log.
+keep_log() {
+    [ -f "$SERVER_LOG" ] || return 0
+    local served
+    served="$(grep -cF ' served ' "$SERVER_LOG" || true)"
+    grep -vF ' served ' "$SERVER_LOG" >>"$OUT/server.log" || true
+    echo "[loadtest] $served request log lines dropped" >>"$OUT/server.log"
+    : >"$SERVER_LOG"
+}
 
 cleanup() {
     local status=$?
@@ -99,8 +118,9 @@ cleanup() {
             for _ in $(seq 1 100); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
         fi
     fi
-    [ -f "$WORK/server.log" ] && cp "$WORK/server.log" "$OUT/server.log"
+    keep_log
     rm -rf "$WORK"
+    [ "$LOG_DIR" != "$WORK" ] && rm -rf "$LOG_DIR"
     exit "$status"
 }
 trap cleanup EXIT
@@ -127,11 +147,11 @@ while read -r var; do unset "$var"; done < <(compgen -e | grep '^TALER_OTP_' || 
 export RUST_LOG="${RUST_LOG:-info}"
 
 log "starting taler-otp serve (embedded PostgreSQL under $WORK/data, port $PORT)"
-"$BIN" -c "$CONF" serve >"$WORK/server.out" 2>"$WORK/server.log" &
+"$BIN" -c "$CONF" serve >"$WORK/server.out" 2>>"$SERVER_LOG" &
 SERVER_PID=$!
 for _ in $(seq 1 600); do
     curl -fs "$URL/config" >/dev/null 2>&1 && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "the server exited"; }
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG" >&2; die "the server exited"; }
     sleep 0.1
 done
 curl -fs "$URL/config" >/dev/null || die "the server did not come up"
@@ -160,23 +180,17 @@ TICKS="$(getconf CLK_TCK)"
 sleep 2
 IDLE_RSS="$(rss_kb)"
 
-# run KEY LABEL SCENARIO TOKEN INSTANCE
-run() {
-    local key="$1" label="$2" scenario="$3" token="$4" instance="$5"
-    local output="$OUT/$key.out"
-    log "scenario $key: $label ($DURATION, $CONNECTIONS connections)"
-    ( while kill -0 "$SERVER_PID" 2>/dev/null; do rss_kb; sleep 0.2; done ) >"$OUT/$key.rss" &
-    SAMPLER_PID=$!
-    local before after
-    before="$(cpu_ticks)"
+# load OUTPUT DURATION SCENARIO TOKEN INSTANCE: runs the load generator in the background.
+load() {
+    local output="$1" duration="$2" scenario="$3" token="$4" instance="$5"
     if [ "$TOOL" = wrk ]; then
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$LUA" "$URL" -- \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --latency -s "$LUA" "$URL" -- \
             "$scenario" "$token" "$instance" "$DEVICES_PER_ALG" "$HOTP_DEVICES" "$WRITE_SHARE" \
             >"$output" &
     else
-        local auth="Authorization: Bearer $token" path
+        local auth="Authorization: Bearer $token"
         local devices="/instances/$instance/private/otp-devices"
-        local args=(-z "$DURATION" -c "$CONNECTIONS" --no-tui --output-format json -H "$auth")
+        local args=(-z "$duration" -c "$CONNECTIONS" --no-tui --output-format json -H "$auth")
         case "$scenario" in
             ceiling) "$OHA" "${args[@]}" "$URL/bench/constant" >"$output" & ;;
             get1) "$OHA" "${args[@]}" --rand-regex-url "$URL$devices/a1-[0-4][0-9]{3}\\?faketime=17[0-9]{8}" >"$output" & ;;
@@ -188,8 +202,22 @@ run() {
         esac
     fi
     LOAD_PID=$!
-    wait "$LOAD_PID" || die "$TOOL failed in scenario $key: $(cat "$output")"
+    wait "$LOAD_PID" || die "$TOOL failed: $(cat "$output")"
     LOAD_PID=""
+}
+
+# run KEY LABEL SCENARIO TOKEN INSTANCE: a warm-up of WARMUP (not reported; fills the caches
+# as a server in service has them), then the measured run of DURATION.
+run() {
+    local key="$1" label="$2" scenario="$3" token="$4" instance="$5"
+    local output="$OUT/$key.out"
+    log "scenario $key: $label (warm-up $WARMUP, then $DURATION, $CONNECTIONS connections)"
+    load "$OUT/$key.warmup.out" "$WARMUP" "$scenario" "$token" "$instance"
+    ( while kill -0 "$SERVER_PID" 2>/dev/null; do rss_kb; sleep 0.2; done ) >"$OUT/$key.rss" &
+    SAMPLER_PID=$!
+    local before after
+    before="$(cpu_ticks)"
+    load "$output" "$DURATION" "$scenario" "$token" "$instance"
     after="$(cpu_ticks)"
     kill "$SAMPLER_PID" 2>/dev/null || true
     wait "$SAMPLER_PID" 2>/dev/null || true
@@ -200,13 +228,8 @@ run() {
     cpu="$(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN {printf "%.2f", (a - b) / t}')"
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$TOOL" "$output" "$cpu" "${peak:-0}" \
         >>"$OUT/results.tsv"
+    keep_log
 }
-
-# Warm-up (not reported): connections, prepared statements, caches, page cache.
-WARM="$DURATION"; DURATION=3s
-run warmup "warm-up" get1 "$BENCH_TOKEN" bench
-DURATION="$WARM"
-: >"$OUT/results.tsv"
 
 run ceiling "(a) ceiling: constant JSON, no auth, no DB" ceiling "$BENCH_TOKEN" bench
 run get1 "(b) GET one, alg 1, faketime" get1 "$BENCH_TOKEN" bench
@@ -223,7 +246,7 @@ TTL_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^CACHE_TTL_MS/ {print
     echo "taler-otp load benchmark: contrib/loadtest.sh ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), shared by $TOOL, the server and PostgreSQL"
     echo "load: $TOOL -t$THREADS -c$CONNECTIONS -d$DURATION (keep-alive), random devices among $((2 * DEVICES_PER_ALG)) + $HOTP_DEVICES HOTP"
-    echo "server: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN CACHE_TTL_MS=$TTL_SHOWN RUST_LOG=$RUST_LOG (request logs on, to a file)"
+    echo "server: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN CACHE_TTL_MS=$TTL_SHOWN RUST_LOG=$RUST_LOG (request logs on, to a file under ${LOG_DIR%/*})"
     echo "server RSS: idle before load $((IDLE_RSS / 1024)) MiB, peak under load $((PEAK_RSS / 1024)) MiB (VmHWM $((HWM / 1024)) MiB)"
 } >"$OUT/header.txt"
 python3 contrib/loadtest/report.py "$OUT/results.tsv" "$OUT/header.txt" | tee "$OUT/summary.txt"

@@ -1,80 +1,239 @@
 //! `TtlCache`: a small concurrent map whose entries expire after a fixed age.
 //!
-//! The age bound is the cache's staleness guarantee; PostgreSQL notifications (see
-//! `state::apply_change`) usually invalidate entries much sooner.
+//! The age bound is the cache's staleness guarantee: an entry is served for at most `ttl` after
+//! the start of the read that filled it. PostgreSQL notifications and local writes (see
+//! `state::apply_change`) usually invalidate entries much sooner, and an invalidation also
+//! rejects every read that started before it and finishes after it, so such a read can never
+//! put back what was just invalidated.
+//!
+//! Keys have two parts, a group (the instance) and an item (a token hash, a device id): entries
+//! are looked up by reference to both parts, without building an owned key per lookup, and a
+//! whole group is invalidated at once.
+//!
+//! Entries may ask to be refreshed ahead of their expiry: past `refresh_after`, the first
+//! lookup is told to refresh the entry (once), while it and the following lookups are still
+//! served the fresh-enough value, so hot entries are re-read in the background instead of
+//! making a request wait for the database.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// A map from `K` to `V` whose entries are served for at most `ttl`.
-pub struct TtlCache<K, V> {
-    map: RwLock<HashMap<K, (V, Instant)>>,
+/// A map from `(G, K)` to `V` whose entries are served for at most `ttl`.
+pub struct TtlCache<G, K, V> {
+    inner: RwLock<Inner<G, K, V>>,
     ttl: Duration,
+    refresh_after: Option<Duration>,
     capacity: usize,
 }
 
-impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
-    /// A cache serving entries for `ttl` and holding at most `capacity` of them
-    /// (a zero `ttl` disables caching).
-    pub fn new(ttl: Duration, capacity: usize) -> TtlCache<K, V> {
+struct Inner<G, K, V> {
+    groups: HashMap<G, Group<K, V>>,
+    /// Entries and tombstones held.
+    len: usize,
+    /// Reads started at or before this instant are not stored.
+    cleared_at: Option<Instant>,
+}
+
+struct Group<K, V> {
+    entries: HashMap<K, Entry<V>>,
+    /// Reads of this group started at or before this instant are not stored.
+    invalidated_at: Option<Instant>,
+}
+
+struct Entry<V> {
+    /// `None`: a tombstone, invalidated at `at`.
+    value: Option<V>,
+    /// When the read that filled the entry started, or when the entry was invalidated.
+    at: Instant,
+    /// A refresh of this entry has been handed out.
+    refreshing: AtomicBool,
+}
+
+/// A value found in the cache.
+pub struct Hit<V> {
+    /// The value.
+    pub value: V,
+    /// Whether the caller should refresh the entry (handed out once per entry).
+    pub refresh: bool,
+}
+
+impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
+    /// A cache serving entries for `ttl` and holding at most `capacity` of them (a zero `ttl`
+    /// disables caching); past `refresh_after`, lookups ask for a refresh.
+    pub fn new(ttl: Duration, refresh_after: Option<Duration>, capacity: usize) -> Self {
         TtlCache {
-            map: RwLock::new(HashMap::new()),
+            inner: RwLock::new(Inner {
+                groups: HashMap::new(),
+                len: 0,
+                cleared_at: None,
+            }),
             ttl,
+            refresh_after: refresh_after.filter(|after| *after < ttl),
             capacity,
         }
     }
 
-    /// The fresh value for `key`, if any.
-    pub fn get(&self, key: &K) -> Option<V> {
-        let map = self.map.read().unwrap_or_else(|poison| poison.into_inner());
-        let (value, at) = map.get(key)?;
-        (at.elapsed() < self.ttl).then(|| value.clone())
+    /// The fresh value for `(group, key)`, if any.
+    pub fn get<GQ, KQ>(&self, group: &GQ, key: &KQ) -> Option<Hit<V>>
+    where
+        G: Borrow<GQ>,
+        K: Borrow<KQ>,
+        GQ: Eq + Hash + ?Sized,
+        KQ: Eq + Hash + ?Sized,
+    {
+        let inner = self
+            .inner
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let entry = inner.groups.get(group)?.entries.get(key)?;
+        let value = entry.value.as_ref()?;
+        let age = entry.at.elapsed();
+        if age >= self.ttl {
+            return None;
+        }
+        let refresh = self.refresh_after.is_some_and(|after| age >= after)
+            && !entry.refreshing.swap(true, Ordering::Relaxed);
+        Some(Hit {
+            value: value.clone(),
+            refresh,
+        })
     }
 
-    /// Stores `value` for `key`, stamped `fetched_at` (the time the read was *started*, so that
-    /// a read racing with an invalidation never outlives the bound).
-    pub fn insert(&self, key: K, value: V, fetched_at: Instant) {
+    /// Stores `value` for `(group, key)`, read by a read that started at `fetched_at`: the
+    /// entry is served until `fetched_at + ttl`. Not stored when an invalidation of the entry
+    /// (or of its group, or of everything) came at or after `fetched_at`, or when the entry
+    /// holds the result of a read that started later.
+    pub fn insert(&self, group: G, key: K, value: V, fetched_at: Instant) {
+        if self.ttl.is_zero() || fetched_at.elapsed() >= self.ttl {
+            return;
+        }
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if inner.cleared_at.is_some_and(|at| at >= fetched_at) {
+            return;
+        }
+        if inner.len >= self.capacity {
+            self.shed(&mut inner);
+        }
+        let group = inner.groups.entry(group).or_insert_with(|| Group {
+            entries: HashMap::new(),
+            invalidated_at: None,
+        });
+        if group.invalidated_at.is_some_and(|at| at >= fetched_at) {
+            return;
+        }
+        if group
+            .entries
+            .get(&key)
+            .is_some_and(|entry| entry.at >= fetched_at)
+        {
+            return;
+        }
+        let entry = Entry {
+            value: Some(value),
+            at: fetched_at,
+            refreshing: AtomicBool::new(false),
+        };
+        if group.entries.insert(key, entry).is_none() {
+            inner.len += 1;
+        }
+    }
+
+    /// Invalidates the entry for `(group, key)`: it leaves a tombstone that keeps out the reads
+    /// started before now.
+    pub fn remove(&self, group: &G, key: &K)
+    where
+        G: Clone,
+        K: Clone,
+    {
         if self.ttl.is_zero() {
             return;
         }
-        let mut map = self
-            .map
+        let now = Instant::now();
+        let mut inner = self
+            .inner
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
-        if map.len() >= self.capacity {
-            let ttl = self.ttl;
-            map.retain(|_, (_, at)| at.elapsed() < ttl);
-            if map.len() >= self.capacity {
-                map.clear();
-            }
+        if inner.len >= self.capacity {
+            self.shed(&mut inner);
         }
-        map.insert(key, (value, fetched_at));
+        let group = match inner.groups.get_mut(group) {
+            Some(group) => group,
+            None => inner.groups.entry(group.clone()).or_insert_with(|| Group {
+                entries: HashMap::new(),
+                invalidated_at: None,
+            }),
+        };
+        let tombstone = Entry {
+            value: None,
+            at: now,
+            refreshing: AtomicBool::new(false),
+        };
+        if group.entries.insert(key.clone(), tombstone).is_none() {
+            inner.len += 1;
+        }
     }
 
-    /// Drops the entry for `key`.
-    pub fn remove(&self, key: &K) {
-        self.map
+    /// Invalidates every entry of `group`, and the reads of it started before now.
+    pub fn remove_group(&self, group: &G)
+    where
+        G: Clone,
+    {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut inner = self
+            .inner
             .write()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .remove(key);
+            .unwrap_or_else(|poison| poison.into_inner());
+        let group = match inner.groups.get_mut(group) {
+            Some(group) => group,
+            None => inner.groups.entry(group.clone()).or_insert_with(|| Group {
+                entries: HashMap::new(),
+                invalidated_at: None,
+            }),
+        };
+        let removed = group.entries.len();
+        group.entries.clear();
+        group.invalidated_at = Some(now);
+        inner.len -= removed;
     }
 
-    /// Drops every entry whose key matches `pred`.
-    pub fn remove_matching(&self, pred: impl Fn(&K) -> bool) {
-        self.map
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .retain(|k, _| !pred(k));
-    }
-
-    /// Drops everything.
+    /// Invalidates everything.
     pub fn clear(&self) {
-        self.map
+        let now = Instant::now();
+        let mut inner = self
+            .inner
             .write()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .clear();
+            .unwrap_or_else(|poison| poison.into_inner());
+        inner.groups.clear();
+        inner.len = 0;
+        inner.cleared_at = Some(now);
+    }
+
+    /// Drops expired entries and tombstones (no read older than `ttl` is ever served, so
+    /// they protect nothing), then everything if the cache is still full.
+    fn shed(&self, inner: &mut Inner<G, K, V>) {
+        let ttl = self.ttl;
+        for group in inner.groups.values_mut() {
+            group.entries.retain(|_, entry| entry.at.elapsed() < ttl);
+        }
+        inner.groups.retain(|_, group| {
+            !group.entries.is_empty() || group.invalidated_at.is_some_and(|at| at.elapsed() < ttl)
+        });
+        inner.len = inner.groups.values().map(|group| group.entries.len()).sum();
+        if inner.len >= self.capacity {
+            // Shedding is not an invalidation: reads in flight may still be stored.
+            inner.groups.clear();
+            inner.len = 0;
+        }
     }
 }
 
@@ -82,24 +241,116 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 mod tests {
     use super::*;
 
+    fn value<V: Clone>(hit: Option<Hit<V>>) -> Option<V> {
+        hit.map(|hit| hit.value)
+    }
+
     #[test]
     fn entries_expire_and_can_be_invalidated() {
-        let cache = TtlCache::new(Duration::from_millis(50), 10);
-        cache.insert(1, "a", Instant::now());
-        cache.insert(2, "b", Instant::now());
-        assert_eq!(cache.get(&1), Some("a"));
-        cache.remove(&1);
-        assert_eq!(cache.get(&1), None);
-        cache.remove_matching(|k| *k == 2);
-        assert_eq!(cache.get(&2), None);
-        cache.insert(3, "c", Instant::now() - Duration::from_millis(60));
-        assert_eq!(cache.get(&3), None, "stale entry served");
+        let cache = TtlCache::new(Duration::from_secs(10), None, 10);
+        let before = Instant::now();
+        cache.insert("g", 1, "a", before);
+        cache.insert("g", 2, "b", before);
+        cache.insert("h", 2, "c", before);
+        assert_eq!(value(cache.get("g", &1)), Some("a"));
+        cache.remove(&"g", &1);
+        assert_eq!(value(cache.get("g", &1)), None);
+        cache.remove_group(&"g");
+        assert_eq!(value(cache.get("g", &2)), None);
+        assert_eq!(
+            value(cache.get("h", &2)),
+            Some("c"),
+            "another group was dropped"
+        );
+        cache.insert("h", 3, "c", Instant::now() - Duration::from_secs(11));
+        assert_eq!(value(cache.get("h", &3)), None, "stale entry served");
+        let aging = Instant::now() - Duration::from_millis(9_990);
+        cache.insert("h", 4, "d", aging);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            value(cache.get("h", &4)),
+            None,
+            "entry served past its bound"
+        );
+        cache.clear();
+        assert_eq!(value(cache.get("h", &2)), None);
+    }
+
+    #[test]
+    fn reads_started_before_an_invalidation_are_not_stored() {
+        let cache = TtlCache::new(Duration::from_secs(10), None, 10);
+        let started = Instant::now();
+        cache.insert("g", 1, "old", started);
+        // A second read starts, the entry is invalidated, the read finishes.
+        let racing = Instant::now();
+        cache.remove(&"g", &1);
+        cache.insert("g", 1, "old", racing);
+        assert_eq!(value(cache.get("g", &1)), None, "tombstone overwritten");
+        cache.insert("g", 1, "new", Instant::now());
+        assert_eq!(value(cache.get("g", &1)), Some("new"));
+
+        // The same for a key without an entry, a group and everything.
+        let racing = Instant::now();
+        cache.remove(&"g", &2);
+        cache.insert("g", 2, "old", racing);
+        assert_eq!(value(cache.get("g", &2)), None);
+        let racing = Instant::now();
+        cache.remove_group(&"g");
+        cache.insert("g", 3, "old", racing);
+        assert_eq!(value(cache.get("g", &3)), None);
+        let racing = Instant::now();
+        cache.clear();
+        cache.insert("h", 1, "old", racing);
+        assert_eq!(value(cache.get("h", &1)), None);
+    }
+
+    #[test]
+    fn an_older_read_never_replaces_a_newer_one() {
+        let cache = TtlCache::new(Duration::from_secs(10), None, 10);
+        let older = Instant::now();
+        let newer = Instant::now();
+        cache.insert("g", 1, "new", newer);
+        cache.insert("g", 1, "old", older);
+        assert_eq!(value(cache.get("g", &1)), Some("new"));
+    }
+
+    #[test]
+    fn refresh_is_handed_out_once_past_refresh_after() {
+        let cache = TtlCache::new(Duration::from_secs(10), Some(Duration::from_secs(5)), 10);
+        cache.insert("g", 1, "a", Instant::now());
+        assert!(!cache.get("g", &1).is_some_and(|hit| hit.refresh));
+        cache.insert("g", 2, "b", Instant::now() - Duration::from_secs(6));
+        let first = cache.get("g", &2).map(|hit| (hit.value, hit.refresh));
+        assert_eq!(first, Some(("b", true)));
+        let second = cache.get("g", &2).map(|hit| (hit.value, hit.refresh));
+        assert_eq!(second, Some(("b", false)), "refresh handed out twice");
+        cache.insert("g", 2, "c", Instant::now());
+        let refreshed = cache.get("g", &2).map(|hit| (hit.value, hit.refresh));
+        assert_eq!(refreshed, Some(("c", false)));
     }
 
     #[test]
     fn zero_ttl_disables_caching() {
-        let cache = TtlCache::new(Duration::ZERO, 10);
-        cache.insert(1, 1, Instant::now());
-        assert_eq!(cache.get(&1), None);
+        let cache = TtlCache::new(Duration::ZERO, None, 10);
+        cache.insert((), 1, 1, Instant::now());
+        assert_eq!(value(cache.get(&(), &1)), None);
+    }
+
+    #[test]
+    fn capacity_sheds_expired_entries_then_everything() {
+        let cache = TtlCache::new(Duration::from_secs(10), None, 2);
+        cache.insert("g", 1, 1, Instant::now() - Duration::from_millis(9_990));
+        std::thread::sleep(Duration::from_millis(20));
+        cache.insert("g", 2, 2, Instant::now());
+        cache.insert("g", 3, 3, Instant::now());
+        assert_eq!(value(cache.get("g", &2)), Some(2), "a fresh entry was shed");
+        assert_eq!(value(cache.get("g", &3)), Some(3));
+        cache.insert("g", 4, 4, Instant::now());
+        assert_eq!(
+            value(cache.get("g", &2)),
+            None,
+            "a full cache is not cleared"
+        );
+        assert_eq!(value(cache.get("g", &4)), Some(4));
     }
 }

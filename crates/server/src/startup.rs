@@ -1,6 +1,7 @@
 //! `Application`: builds the HTTP server exactly as `taler-otp serve` runs it — state, caches,
 //! change listener, middleware, routes, listener — so tests start the real thing on port 0.
 
+use std::cell::Cell;
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -66,9 +67,13 @@ impl Application {
         settings: &Settings,
         store_config: &StoreConfig,
     ) -> Result<Application, StartupError> {
+        // The schema check's connection is closed with its pool: the workers open their own.
+        let checker =
+            Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;
+        check_schema(&checker).await?;
+        drop(checker);
         let store =
             Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;
-        check_schema(&store).await?;
         let state = web::Data::new(AppState::new(
             store,
             settings.default_instance.clone(),
@@ -80,10 +85,23 @@ impl Application {
         }
         let doc = openapi::api_doc();
         let app_state = state.clone();
+        let worker_store_config = worker_store_config(store_config, settings.workers);
+        let currency = settings.currency.clone();
         let benchmark_route = settings.benchmark_route;
         let server = HttpServer::new(move || {
+            // Each worker gets its own pool: a connection's I/O then runs on the thread whose
+            // request waits for it, instead of waking another worker for every query.
+            let worker_state = worker_store_config
+                .as_ref()
+                .and_then(|config| Store::connect(config).ok())
+                .map(|store| {
+                    web::Data::new(
+                        app_state.sharing_caches(store, version::config_response(&currency)),
+                    )
+                })
+                .unwrap_or_else(|| app_state.clone());
             App::new()
-                .app_data(app_state.clone())
+                .app_data(worker_state)
                 .app_data(body::payload_config())
                 .wrap_fn(|req, srv| {
                     let started = Instant::now();
@@ -93,11 +111,17 @@ impl Application {
                     let fut = srv.call(req);
                     async move {
                         let mut res = fut.await.map(taler_error_body)?;
-                        let route = res
-                            .request()
-                            .match_pattern()
-                            .unwrap_or_else(|| "(unmatched)".into());
                         let status = res.status().as_u16();
+                        // The API's resources carry their pattern; matching the path against
+                        // the resource map again is left to the rare others (docs, 404s).
+                        let matched;
+                        let route = match res.request().app_data::<routes::RoutePattern>() {
+                            Some(pattern) => pattern.0.as_str(),
+                            None => {
+                                matched = res.request().match_pattern();
+                                matched.as_deref().unwrap_or("(unmatched)")
+                            }
+                        };
                         tracing::info!(
                             route,
                             status,
@@ -111,12 +135,13 @@ impl Application {
                     }
                     .instrument(span)
                 })
-                .configure(routes::configure)
+                // First, so that the ceiling it measures includes none of the API's routing.
                 .configure(|cfg| {
                     if benchmark_route {
                         routes::bench::configure(cfg);
                     }
                 })
+                .configure(routes::configure)
                 .service(web::redirect("/docs", "/docs/"))
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc.clone()))
                 .default_service(web::to(routes::endpoint_unknown))
@@ -161,6 +186,17 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// The configuration of one worker's pool: `POOL_SIZE` split evenly between the workers, or
+/// `None` (one pool for all) when there are fewer connections than workers.
+fn worker_store_config(store_config: &StoreConfig, workers: usize) -> Option<StoreConfig> {
+    let per_worker = store_config.pool_size / workers.max(1);
+    (per_worker >= 1).then(|| {
+        let mut config = store_config.clone();
+        config.pool_size = per_worker;
+        config
+    })
 }
 
 async fn check_schema(store: &Store) -> Result<(), StartupError> {
@@ -215,7 +251,43 @@ fn request_id(header: Option<&HeaderValue>) -> String {
                 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+        .unwrap_or_else(new_request_id)
+}
+
+thread_local! {
+    /// Per-thread SplitMix64 state behind request ids, seeded once from the OS.
+    static REQUEST_ID_STATE: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let (high, low) = uuid::Uuid::new_v4().as_u64_pair();
+    high ^ low
+}
+
+/// A fresh request id: a random (version 4) UUID in its 32-digit form. Ids need to be unique,
+/// not secret, so they come from a per-thread generator seeded once instead of a system call
+/// per request.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    REQUEST_ID_STATE.with(|state| {
+        for half in bytes.chunks_exact_mut(8) {
+            let next = splitmix64(state);
+            half.copy_from_slice(&next.to_le_bytes());
+        }
+    });
+    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    id.simple()
+        .encode_lower(&mut uuid::Uuid::encode_buffer())
+        .to_owned()
+}
+
+fn splitmix64(state: &Cell<u64>) -> u64 {
+    let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+    state.set(next);
+    let mut z = next;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Safety net: any error answer that is not already a Taler JSON body (a framework error) gets one.
@@ -258,4 +330,55 @@ fn taler_error_body<B: MessageBody + 'static>(res: ServiceResponse<B>) -> Servic
     };
     let (req, _) = res.into_parts();
     ServiceResponse::new(req, response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_distinct_v4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 4, "{id}");
+            assert_eq!(id.len(), 32);
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+        }
+    }
+
+    #[test]
+    fn the_pool_is_split_between_the_workers() {
+        let mut config = StoreConfig::new("postgres:///x");
+        config.pool_size = 16;
+        assert_eq!(
+            worker_store_config(&config, 2).map(|c| c.pool_size),
+            Some(8)
+        );
+        assert_eq!(
+            worker_store_config(&config, 1).map(|c| c.pool_size),
+            Some(16)
+        );
+        assert_eq!(
+            worker_store_config(&config, 3).map(|c| c.pool_size),
+            Some(5)
+        );
+        config.pool_size = 1;
+        assert!(
+            worker_store_config(&config, 2).is_none(),
+            "more connections than POOL_SIZE"
+        );
+    }
+
+    #[test]
+    fn well_formed_client_request_ids_are_kept() {
+        let value = HeaderValue::from_static("abc-123");
+        assert_eq!(request_id(Some(&value)), "abc-123");
+        let bad = HeaderValue::from_static("a b");
+        assert_eq!(request_id(Some(&bad)).len(), 32);
+    }
 }

@@ -4,7 +4,9 @@
 //! Staleness bound: a cached token or device is served for at most `cache_ttl` after the read
 //! that filled it started. Writes made through this process invalidate at once; writes made
 //! through other processes arrive as PostgreSQL notifications (`otp_store::changes`) and
-//! usually invalidate within milliseconds.
+//! usually invalidate within milliseconds. An invalidation also keeps out reads that started
+//! before it. Devices in use are re-read in the background shortly before their entries
+//! expire (`refresh_device`), so requests seldom wait for the database.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use chrono::{DateTime, Utc};
 use otp_store::changes::Change;
 use otp_store::otp_devices::OtpDevice;
 use otp_store::tokens::{self, AuthOutcome};
-use otp_store::{InstanceId, OtpDeviceId, Store, otp_devices};
+use otp_store::{InstanceId, OtpDeviceId, Store, StoreError, otp_devices};
 
 use crate::api::VersionResponse;
 use crate::cache::TtlCache;
@@ -26,7 +28,8 @@ struct CachedToken {
     expires_at: Option<DateTime<Utc>>,
 }
 
-/// Shared state of the HTTP server.
+/// State of the HTTP server, one per worker: the worker's own connection pool (so a query's
+/// connection is driven by the thread that waits for it), and the caches every worker shares.
 pub struct AppState {
     /// The database.
     pub store: Store,
@@ -34,8 +37,13 @@ pub struct AppState {
     pub default_instance: InstanceId,
     /// The `/config` answer.
     pub config: VersionResponse,
-    tokens: TtlCache<(InstanceId, [u8; 32]), CachedToken>,
-    devices: TtlCache<(InstanceId, OtpDeviceId), Arc<OtpDevice>>,
+    caches: Arc<Caches>,
+}
+
+/// The token and device caches, shared by all workers.
+struct Caches {
+    tokens: TtlCache<InstanceId, [u8; 32], CachedToken>,
+    devices: TtlCache<InstanceId, OtpDeviceId, Arc<OtpDevice>>,
 }
 
 /// Most entries a cache holds before it sheds expired ones.
@@ -53,8 +61,20 @@ impl AppState {
             store,
             default_instance,
             config,
-            tokens: TtlCache::new(cache_ttl, CACHE_CAPACITY),
-            devices: TtlCache::new(cache_ttl, CACHE_CAPACITY),
+            caches: Arc::new(Caches {
+                tokens: TtlCache::new(cache_ttl, None, CACHE_CAPACITY),
+                devices: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), CACHE_CAPACITY),
+            }),
+        }
+    }
+
+    /// State over another `store` (a worker's pool) sharing this state's caches.
+    pub fn sharing_caches(&self, store: Store, config: VersionResponse) -> AppState {
+        AppState {
+            store,
+            default_instance: self.default_instance.clone(),
+            config,
+            caches: Arc::clone(&self.caches),
         }
     }
 
@@ -64,15 +84,14 @@ impl AppState {
         instance: &InstanceId,
         secret: Option<&str>,
     ) -> Result<Arc<str>, ApiError> {
-        let now = Utc::now();
-        let key = secret.map(|s| (instance.clone(), tokens::hash_secret(s)));
-        if let Some(cached) = key.as_ref().and_then(|k| self.tokens.get(k)) {
-            if cached.expires_at.is_none_or(|at| at > now) {
-                return Ok(cached.scope);
+        let hash = secret.map(tokens::hash_secret);
+        if let Some(cached) = hash.and_then(|hash| self.caches.tokens.get(instance, &hash)) {
+            if cached.value.expires_at.is_none_or(|at| at > Utc::now()) {
+                return Ok(cached.value.scope);
             }
         }
         let started = Instant::now();
-        match tokens::authenticate(&self.store, instance, secret, now)
+        match tokens::authenticate(&self.store, instance, secret, Utc::now())
             .await
             .map_err(ApiError::fetch)?
         {
@@ -80,9 +99,10 @@ impl AppState {
             AuthOutcome::Invalid => Err(ApiError::Unauthorized),
             AuthOutcome::Valid(token) => {
                 let scope: Arc<str> = Arc::from(token.scope.as_str());
-                if let Some(key) = key {
-                    self.tokens.insert(
-                        key,
+                if let Some(hash) = hash {
+                    self.caches.tokens.insert(
+                        instance.clone(),
+                        hash,
                         CachedToken {
                             scope: scope.clone(),
                             expires_at: token.expires_at,
@@ -101,9 +121,11 @@ impl AppState {
         instance: &InstanceId,
         id: &OtpDeviceId,
     ) -> Result<Arc<OtpDevice>, ApiError> {
-        let key = (instance.clone(), id.clone());
-        if let Some(device) = self.devices.get(&key) {
-            return Ok(device);
+        if let Some(hit) = self.caches.devices.get(instance, id) {
+            if hit.refresh {
+                self.refresh_device(instance, id);
+            }
+            return Ok(hit.value);
         }
         let started = Instant::now();
         let device = Arc::new(
@@ -111,27 +133,49 @@ impl AppState {
                 .await
                 .map_err(ApiError::fetch)?,
         );
-        self.devices.insert(key, device.clone(), started);
+        self.caches
+            .devices
+            .insert(instance.clone(), id.clone(), device.clone(), started);
         Ok(device)
+    }
+
+    /// Re-reads a cached device in the background, before its entry expires, so that requests
+    /// for a device in use do not wait for the database. The new entry's age counts from the
+    /// start of this read, like any other.
+    fn refresh_device(&self, instance: &InstanceId, id: &OtpDeviceId) {
+        let store = self.store.clone();
+        let caches = Arc::clone(&self.caches);
+        let (instance, id) = (instance.clone(), id.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match otp_devices::get(&store, &instance, &id).await {
+                Ok(device) => caches
+                    .devices
+                    .insert(instance, id, Arc::new(device), started),
+                Err(StoreError::NotFound) => caches.devices.remove(&instance, &id),
+                // The entry expires as usual; the next request reads again and reports.
+                Err(_) => {}
+            }
+        });
     }
 
     /// Forgets the cached device after a local write.
     pub fn forget_device(&self, instance: &InstanceId, id: &OtpDeviceId) {
-        self.devices.remove(&(instance.clone(), id.clone()));
+        self.caches.devices.remove(instance, id);
     }
 
     /// Applies a change notification from the database to the caches.
     pub fn apply_change(&self, change: &Change) {
         match change {
             Change::Device { instance, device } => self.forget_device(instance, device),
-            Change::Tokens { instance } => self.tokens.remove_matching(|(i, _)| i == instance),
+            Change::Tokens { instance } => self.caches.tokens.remove_group(instance),
             Change::Instance { instance } => {
-                self.tokens.remove_matching(|(i, _)| i == instance);
-                self.devices.remove_matching(|(i, _)| i == instance);
+                self.caches.tokens.remove_group(instance);
+                self.caches.devices.remove_group(instance);
             }
             Change::Resync => {
-                self.tokens.clear();
-                self.devices.clear();
+                self.caches.tokens.clear();
+                self.caches.devices.clear();
             }
         }
     }

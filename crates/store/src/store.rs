@@ -5,7 +5,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    ClientWrapper, Hook, HookError, Manager, ManagerConfig, Metrics, Object, Pool, QueueMode,
+    RecyclingMethod, Runtime,
+};
 use tokio_postgres::NoTls;
 use zeroize::Zeroizing;
 
@@ -115,11 +118,15 @@ impl Store {
             .get_connect_timeout()
             .copied()
             .unwrap_or(cfg.connect_timeout);
+        // `Fast` recycling drops connections whose socket is known to be closed; the hook
+        // below verifies, with a round trip, only connections that sat idle for a while, where
+        // a silently vanished server could be waiting. Under load connections are reused
+        // within milliseconds and checkouts cost no round trip.
         let manager = Manager::from_config(
             pg,
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Verified,
+                recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
@@ -128,6 +135,10 @@ impl Store {
             .wait_timeout(Some(cfg.wait_timeout))
             .create_timeout(Some(connect_timeout))
             .recycle_timeout(Some(connect_timeout))
+            .queue_mode(QueueMode::Lifo)
+            .post_recycle(Hook::async_fn(move |client, metrics| {
+                Box::pin(verify_if_idle(client, metrics, connect_timeout))
+            }))
             .build()
             .map_err(|err| StoreError::Unavailable(Box::new(err)))?;
         let cipher = match &cfg.key_encryption_key {
@@ -168,6 +179,26 @@ impl Store {
     /// The OTP key cipher, when a key-encryption key is configured.
     pub(crate) fn cipher(&self) -> Option<&KeyCipher> {
         self.cipher.as_deref()
+    }
+}
+
+/// Connections not checked out for longer than this are verified with a round trip before reuse.
+pub const VERIFY_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Recycling hook: a connection idle for [`VERIFY_IDLE_AFTER`] or longer must answer an empty
+/// query within `limit`, or the pool discards it and opens another.
+async fn verify_if_idle(
+    client: &mut ClientWrapper,
+    metrics: &Metrics,
+    limit: Duration,
+) -> Result<(), HookError> {
+    if metrics.last_used() < VERIFY_IDLE_AFTER {
+        return Ok(());
+    }
+    match tokio::time::timeout(limit, client.simple_query("")).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(HookError::Backend(err)),
+        Err(_) => Err(HookError::message("idle connection did not answer")),
     }
 }
 

@@ -8,6 +8,8 @@
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpResponse, web};
 
+use crate::routes::RoutePattern;
+
 /// The path of the constant route.
 pub const PATH: &str = "/bench/constant";
 
@@ -21,7 +23,11 @@ pub const BODY: &str = concat!(
 
 /// Registers `GET /bench/constant` on `cfg`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(PATH).route(web::get().to(constant)));
+    cfg.service(
+        web::resource(PATH)
+            .app_data(RoutePattern(PATH.to_owned()))
+            .route(web::get().to(constant)),
+    );
 }
 
 /// Answers the constant body.

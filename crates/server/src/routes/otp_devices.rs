@@ -1,5 +1,6 @@
 //! The OTP-device endpoints: list, create, get (with the confirmation code), update, delete.
 
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use otp_store::StoreError;
@@ -133,13 +134,23 @@ pub async fn get_otp_device(
         otp_timestamp,
         device.counter,
     );
-    Ok(HttpResponse::Ok().json(OtpDeviceDetails {
+    let details = OtpDeviceDetails {
         device_description: device.description.clone(),
         otp_algorithm: device.algorithm.as_int(),
         otp_ctr: device.counter,
         otp_timestamp,
         otp_code,
-    }))
+    };
+    // Serialized into a buffer sized for a typical answer (five codes), so it is not regrown.
+    let mut body = Vec::with_capacity(160 + details.device_description.len());
+    serde_json::to_writer(&mut body, &details)
+        .map_err(|err| ApiError::Internal(format!("serializing a device: {err}")))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .body(body))
 }
 
 /// Updates a device. `otp_device_description` is required; absent or `null` optional fields
