@@ -56,6 +56,7 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     port: Option<u16>,
+    change_listener: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The request-id header, read from clients (when well-formed) and echoed back.
@@ -80,9 +81,11 @@ impl Application {
             version::config_response(&settings.currency),
             settings.cache_ttl,
         ));
-        if !settings.cache_ttl.is_zero() {
-            spawn_change_listener(store_config, state.clone()).await;
-        }
+        let change_listener = if settings.cache_ttl.is_zero() {
+            None
+        } else {
+            spawn_change_listener(store_config, state.clone()).await
+        };
         let doc = openapi::api_doc();
         let app_state = state.clone();
         let worker_store_config = worker_store_config(store_config, settings.workers);
@@ -169,6 +172,7 @@ impl Application {
         Ok(Application {
             server: server.run(),
             port,
+            change_listener,
         })
     }
 
@@ -183,8 +187,13 @@ impl Application {
     }
 
     /// Serves until SIGINT/SIGTERM (or `handle().stop(true)`); in-flight requests finish first.
+    /// The change listener stops with the server, before the database may go away.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        if let Some(listener) = self.change_listener {
+            listener.abort();
+        }
+        result
     }
 }
 
@@ -222,17 +231,19 @@ async fn check_schema(store: &Store) -> Result<(), StartupError> {
     Ok(())
 }
 
-async fn spawn_change_listener(store_config: &StoreConfig, state: web::Data<AppState>) {
+async fn spawn_change_listener(
+    store_config: &StoreConfig,
+    state: web::Data<AppState>,
+) -> Option<tokio::task::JoinHandle<()>> {
     match changes::subscribe(store_config).await {
-        Ok(mut receiver) => {
-            tokio::spawn(async move {
-                while let Some(change) = receiver.recv().await {
-                    state.apply_change(&change);
-                }
-            });
-        }
+        Ok(mut receiver) => Some(tokio::spawn(async move {
+            while let Some(change) = receiver.recv().await {
+                state.apply_change(&change);
+            }
+        })),
         Err(err) => {
             tracing::warn!(error = %error_chain(&err), "change notifications unavailable; caches rely on their age bound");
+            None
         }
     }
 }
