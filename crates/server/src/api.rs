@@ -21,13 +21,13 @@ pub const MAX_COUNTER: u64 = i64::MAX as u64;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OtpDeviceAddDetails {
     /// Device ID, unique within the instance: 1–128 printable characters, no `/`.
-    #[schema(value_type = String, example = "till-1")]
+    #[schema(value_type = String, example = "till-1", min_length = 1, max_length = 128, pattern = r"^[^/\x00-\x1f\x7f]+$")]
     pub otp_device_id: Option<Value>,
     /// Human-readable description of the device.
     #[schema(value_type = String, example = "Till 1, front desk")]
     pub otp_device_description: Option<Value>,
     /// RFC 3548 base32 secret, at least 10 bytes once decoded. Never returned.
-    #[schema(value_type = String, example = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ")]
+    #[schema(value_type = String, example = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", min_length = 16, pattern = r"^[A-Za-z2-7]+(=|==|===|====|======)?$")]
     pub otp_key: Option<Value>,
     /// Algorithm, as an integer 0–4 or a case-insensitive name.
     #[schema(schema_with = otp_algorithm_schema)]
@@ -44,7 +44,7 @@ pub struct OtpDevicePatchDetails {
     #[schema(value_type = String)]
     pub otp_device_description: Option<Value>,
     /// New RFC 3548 base32 secret.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 16, pattern = r"^[A-Za-z2-7]+(=|==|===|====|======)?$")]
     pub otp_key: Option<Value>,
     /// New algorithm, as an integer 0–4 or a case-insensitive name.
     #[schema(schema_with = otp_algorithm_schema_nullable)]
@@ -92,7 +92,7 @@ pub struct OtpDeviceDetails {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ConfirmationRequest {
     /// The order total the code is bound to; required for with-price algorithms.
-    #[schema(value_type = Option<String>, example = "EUR:1.5")]
+    #[schema(value_type = Option<String>, example = "EUR:1.5", pattern = r"^[A-Z]{1,11}:[0-9]+(\.[0-9]{1,8})?$")]
     pub price: Option<Value>,
 }
 
@@ -237,6 +237,14 @@ impl OtpDevicePatchDetails {
     }
 }
 
+/// Checks free text for what PostgreSQL cannot store (the NUL character); the error names `field`.
+pub fn check_text(field: &str, text: String) -> Result<String, String> {
+    if text.contains('\0') {
+        return Err(format!("{field}: must not contain NUL characters"));
+    }
+    Ok(text)
+}
+
 /// Parses a device id from a path segment or body field.
 pub fn parse_device_id(raw: &str) -> Result<OtpDeviceId, String> {
     OtpDeviceId::parse(raw).map_err(|err| err.to_string())
@@ -252,7 +260,7 @@ fn required(value: Option<Value>, field: &str) -> Result<Value, ApiError> {
 
 fn required_string(value: Option<Value>, field: &str) -> Result<String, ApiError> {
     match required(value, field)? {
-        Value::String(s) => Ok(s),
+        Value::String(s) => check_text(field, s).map_err(ApiError::malformed),
         other => Err(ApiError::malformed(format!(
             "{field}: expected a string, got {}",
             kind(&other)

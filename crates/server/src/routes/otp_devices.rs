@@ -105,7 +105,7 @@ pub async fn create_otp_device(
         ("instance" = String, Path, description = "Instance ID"),
         ("device_id" = String, Path, description = "Device ID (percent-encoded)"),
         ("faketime" = Option<u64>, Query, description = "Seconds since the epoch to compute the code for, 0 ≤ faketime ≤ 18446744073709", maximum = 18446744073709_u64),
-        ("price" = Option<String>, Query, description = "Taler amount the code is bound to (with-price algorithms), e.g. EUR:1.5"),
+        ("price" = Option<String>, Query, description = "Taler amount the code is bound to (with-price algorithms), e.g. EUR:1.5", pattern = r"^[A-Z]{1,11}:[0-9]+(\.[0-9]{1,8})?$"),
     ),
     security(("bearer" = [])),
     responses(
