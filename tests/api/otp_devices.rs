@@ -237,7 +237,7 @@ async fn bad_fields_are_400_naming_the_field_and_store_nothing() {
         ("otp_device_id", json!("x".repeat(129)), 26),
         ("otp_device_id", json!(12), 26),
         ("otp_device_description", json!(null), 25),
-        ("otp_device_description", json!("nul \u0000 inside"), 26),
+        ("otp_device_description", json!("nul \0 inside"), 26),
         ("otp_key", json!("GEZDGNBVGY3TQOJ"), 26), // 15 characters decode to 9 bytes: too weak
         ("otp_key", json!("GEZD GNBVGY3TQOJQGEZDGNBVGY3TQOJQ"), 26),
         ("otp_key", json!("GEZDGNBV=GY3TQOJQGEZDGNBVGY3TQOJQ"), 26),
