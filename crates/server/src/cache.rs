@@ -44,6 +44,15 @@ struct Group<K, V> {
     invalidated_at: Option<Instant>,
 }
 
+impl<K, V> Group<K, V> {
+    fn new() -> Group<K, V> {
+        Group {
+            entries: HashMap::new(),
+            invalidated_at: None,
+        }
+    }
+}
+
 struct Entry<V> {
     /// `None`: a tombstone, invalidated at `at`.
     value: Option<V>,
@@ -121,10 +130,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         if inner.len >= self.capacity {
             self.shed(&mut inner);
         }
-        let group = inner.groups.entry(group).or_insert_with(|| Group {
-            entries: HashMap::new(),
-            invalidated_at: None,
-        });
+        let group = inner.groups.entry(group).or_insert_with(Group::new);
         if group.invalidated_at.is_some_and(|at| at >= fetched_at) {
             return;
         }
@@ -163,13 +169,8 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         if inner.len >= self.capacity {
             self.shed(&mut inner);
         }
-        let group = match inner.groups.get_mut(group) {
-            Some(group) => group,
-            None => inner.groups.entry(group.clone()).or_insert_with(|| Group {
-                entries: HashMap::new(),
-                invalidated_at: None,
-            }),
-        };
+        // Invalidations are rare (writes): cloning the group key here is fine.
+        let group = inner.groups.entry(group.clone()).or_insert_with(Group::new);
         let tombstone = Entry {
             value: None,
             at: now,
@@ -193,13 +194,8 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             .inner
             .write()
             .unwrap_or_else(|poison| poison.into_inner());
-        let group = match inner.groups.get_mut(group) {
-            Some(group) => group,
-            None => inner.groups.entry(group.clone()).or_insert_with(|| Group {
-                entries: HashMap::new(),
-                invalidated_at: None,
-            }),
-        };
+        // Invalidations are rare (writes): cloning the group key here is fine.
+        let group = inner.groups.entry(group.clone()).or_insert_with(Group::new);
         let removed = group.entries.len();
         group.entries.clear();
         group.invalidated_at = Some(now);

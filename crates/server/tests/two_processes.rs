@@ -89,13 +89,19 @@ async fn get_code(client: &reqwest::Client, base: &str, token: &str) -> (u16, Op
     (status, body["otp_code"].as_str().map(str::to_owned))
 }
 
-fn code_for(key: &str) -> String {
-    let key = otp_algo::OtpKey::from_base32(key).unwrap();
-    otp_algo::confirmation(&key, otp_algo::Algorithm::TotpWithoutPrice, None, 1000, 0).unwrap()
+/// A database with instance `admin`, a write token, one device (`device`, created through
+/// process A) and two `serve` processes on it.
+struct Setup {
+    db: TestDb,
+    store: otp_store::Store,
+    admin: InstanceId,
+    write: String,
+    a: Server,
+    b: Server,
+    client: reqwest::Client,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patch_and_revocation_through_one_process_reach_the_other_within_the_bound_under_load() {
+async fn setup(tag: &str, device: Value) -> Setup {
     let db = TestDb::new().await;
     let store = db.store();
     let admin = InstanceId::parse("admin").unwrap();
@@ -104,17 +110,37 @@ async fn patch_and_revocation_through_one_process_reach_the_other_within_the_bou
         .await
         .unwrap();
     let write = write.expose().to_owned();
-    let a = start_server(&db.url(), "a").await;
-    let b = start_server(&db.url(), "b").await;
+    let a = start_server(&db.url(), &format!("{tag}a")).await;
+    let b = start_server(&db.url(), &format!("{tag}b")).await;
     let client = reqwest::Client::new();
     let created = client
         .post(format!("{}/private/otp-devices", a.base))
         .bearer_auth(&write)
-        .json(&json!({"otp_device_id": "till", "otp_device_description": "t", "otp_key": OLD_KEY, "otp_algorithm": 1}))
+        .json(&device)
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 204);
+    Setup {
+        db,
+        store,
+        admin,
+        write,
+        a,
+        b,
+        client,
+    }
+}
+
+fn code_for(key: &str) -> String {
+    let key = otp_algo::OtpKey::from_base32(key).unwrap();
+    otp_algo::confirmation(&key, otp_algo::Algorithm::TotpWithoutPrice, None, 1000, 0).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_and_revocation_through_one_process_reach_the_other_within_the_bound_under_load() {
+    let Setup { db: _db, store, admin, write, a, b, client } =
+        setup("a", json!({"otp_device_id": "till", "otp_device_description": "t", "otp_key": OLD_KEY, "otp_algorithm": 1})).await;
     let (old_code, new_code) = (code_for(OLD_KEY), code_for(NEW_KEY));
     assert_eq!(
         get_code(&client, &b.base, &write).await.1.as_deref(),
@@ -197,25 +223,11 @@ async fn patch_and_revocation_through_one_process_reach_the_other_within_the_bou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_confirmations_across_two_processes_are_distinct() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let admin = InstanceId::parse("admin").unwrap();
-    instances::ensure(&store, &admin, "admin").await.unwrap();
-    let (_, write) = tokens::create(&store, &admin, "write", None, "")
-        .await
-        .unwrap();
-    let write = write.expose().to_owned();
-    let a = start_server(&db.url(), "ca").await;
-    let b = start_server(&db.url(), "cb").await;
-    let client = reqwest::Client::new();
-    let created = client
-        .post(format!("{}/private/otp-devices", a.base))
-        .bearer_auth(&write)
-        .json(&json!({"otp_device_id": "hotp", "otp_device_description": "h", "otp_key": OLD_KEY, "otp_algorithm": 3, "otp_ctr": 10}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 204);
+    let Setup { db: _db, store, admin, write, a, b, client } = setup(
+        "c",
+        json!({"otp_device_id": "hotp", "otp_device_description": "h", "otp_key": OLD_KEY, "otp_algorithm": 3, "otp_ctr": 10}),
+    )
+    .await;
     let calls = (0..64).map(|i| {
         let base = if i % 2 == 0 {
             a.base.clone()
