@@ -24,6 +24,25 @@ pub struct ErrorDetail {
     pub detail: Option<String>,
 }
 
+/// The answers every private endpoint may give besides its own. It exists for the OpenAPI
+/// document only and is never constructed: handlers return [`ApiError`].
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum PrivateEndpointErrors {
+    /// Missing or invalid credentials for this instance, code 2015.
+    #[response(status = 401)]
+    Unauthorized(ErrorDetail),
+    /// The token's scope lacks the endpoint's permission (otp-devices-read or otp-devices-write), code 16.
+    #[response(status = 403)]
+    Forbidden(ErrorDetail),
+    /// The database is unavailable, code 51; retry after `Retry-After` seconds.
+    #[response(
+        status = 503,
+        headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(ErrorDetail),
+}
+
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -10,7 +10,7 @@ use otp_store::{StoreError, otp_devices};
 use crate::api::{ConfirmationRequest, ConfirmationResponse, parse_price_value};
 use crate::auth::{Permission, authorize};
 use crate::body::read_json;
-use crate::error::{ApiError, ErrorDetail};
+use crate::error::{ApiError, ErrorDetail, PrivateEndpointErrors};
 use crate::routes::otp_devices::now_seconds;
 use crate::routes::{device_id_of, instance_of};
 use crate::state::AppState;
@@ -30,11 +30,9 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "The confirmation", body = ConfirmationResponse),
         (status = 400, description = "Malformed body or price (26); price missing for a with-price algorithm (25)", body = ErrorDetail),
-        (status = 401, description = "Missing or invalid credentials, code 2015", body = ErrorDetail),
-        (status = 403, description = "Token lacks otp-devices-write, code 16", body = ErrorDetail),
         (status = 404, description = "Instance (2000) or device (2021) unknown", body = ErrorDetail),
         (status = 409, description = "Algorithm NONE issues no confirmations, or the counter is exhausted (26)", body = ErrorDetail),
-        (status = 503, description = "Database unavailable, code 51", body = ErrorDetail),
+        PrivateEndpointErrors,
     )
 )]
 pub async fn create_confirmation(

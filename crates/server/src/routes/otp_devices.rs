@@ -12,7 +12,7 @@ use crate::api::{
 };
 use crate::auth::{Permission, authorize};
 use crate::body::read_json;
-use crate::error::{ApiError, ErrorDetail};
+use crate::error::{ApiError, ErrorDetail, PrivateEndpointErrors};
 use crate::query::CodeQuery;
 use crate::routes::{device_id_of, instance_of};
 use crate::state::AppState;
@@ -26,10 +26,8 @@ use crate::state::AppState;
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The devices", body = OtpDeviceSummaryResponse),
-        (status = 401, description = "Missing or invalid credentials, code 2015", body = ErrorDetail),
-        (status = 403, description = "Token lacks otp-devices-read, code 16", body = ErrorDetail),
         (status = 404, description = "Instance unknown, code 2000", body = ErrorDetail),
-        (status = 503, description = "Database unavailable, code 51", body = ErrorDetail),
+        PrivateEndpointErrors,
     )
 )]
 pub async fn list_otp_devices(
@@ -63,12 +61,10 @@ pub async fn list_otp_devices(
     responses(
         (status = 204, description = "Device created (or identical device already present)"),
         (status = 400, description = "Malformed body or field, codes 22, 25, 26", body = ErrorDetail),
-        (status = 401, description = "Missing or invalid credentials, code 2015", body = ErrorDetail),
-        (status = 403, description = "Token lacks otp-devices-write, code 16", body = ErrorDetail),
         (status = 404, description = "Instance unknown, code 2000", body = ErrorDetail),
         (status = 409, description = "Device exists with different details, code 2851", body = ErrorDetail),
         (status = 413, description = "Body over 64 KiB, code 32", body = ErrorDetail),
-        (status = 503, description = "Database unavailable, code 51", body = ErrorDetail),
+        PrivateEndpointErrors,
     )
 )]
 pub async fn create_otp_device(
@@ -111,10 +107,8 @@ pub async fn create_otp_device(
     responses(
         (status = 200, description = "The device and its code", body = OtpDeviceDetails),
         (status = 400, description = "Malformed faketime or price, code 26", body = ErrorDetail),
-        (status = 401, description = "Missing or invalid credentials, code 2015", body = ErrorDetail),
-        (status = 403, description = "Token lacks otp-devices-read, code 16", body = ErrorDetail),
         (status = 404, description = "Instance (2000) or device (2021) unknown", body = ErrorDetail),
-        (status = 503, description = "Database unavailable, code 51", body = ErrorDetail),
+        PrivateEndpointErrors,
     )
 )]
 pub async fn get_otp_device(
@@ -168,11 +162,9 @@ pub async fn get_otp_device(
     responses(
         (status = 204, description = "Device updated"),
         (status = 400, description = "Malformed body or field, codes 22, 25, 26", body = ErrorDetail),
-        (status = 401, description = "Missing or invalid credentials, code 2015", body = ErrorDetail),
-        (status = 403, description = "Token lacks otp-devices-write, code 16", body = ErrorDetail),
         (status = 404, description = "Instance (2000) or device (2021) unknown", body = ErrorDetail),
         (status = 413, description = "Body over 64 KiB, code 32", body = ErrorDetail),
-        (status = 503, description = "Database unavailable, code 51", body = ErrorDetail),
+        PrivateEndpointErrors,
     )
 )]
 pub async fn update_otp_device(
@@ -210,10 +202,8 @@ pub async fn update_otp_device(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Device deleted"),
-        (status = 401, description = "Missing or invalid credentials, code 2015", body = ErrorDetail),
-        (status = 403, description = "Token lacks otp-devices-write, code 16", body = ErrorDetail),
         (status = 404, description = "Instance (2000) or device (2021) unknown", body = ErrorDetail),
-        (status = 503, description = "Database unavailable, code 51", body = ErrorDetail),
+        PrivateEndpointErrors,
     )
 )]
 pub async fn delete_otp_device(
