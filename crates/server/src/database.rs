@@ -61,15 +61,15 @@ impl Database {
         self.cluster.is_some()
     }
 
-    /// Stops the embedded cluster, if this process started it (a cluster another process
-    /// started, such as a running `serve`, is left alone).
+    /// Stops using the embedded cluster: the last taler-otp process using a cluster that
+    /// taler-otp started stops it; a `serve` or command still using it keeps it running.
     pub fn close(mut self) {
-        self.stop();
+        self.release();
     }
 
-    fn stop(&mut self) {
-        if let Some(cluster) = self.cluster.take().filter(|c| c.started_here()) {
-            if let Err(err) = cluster.stop() {
+    fn release(&mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            if let Err(err) = cluster.release() {
                 tracing::warn!(error = %err, "stopping the embedded database failed");
             }
         }
@@ -78,7 +78,7 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        self.stop();
+        self.release();
     }
 }
 

@@ -683,3 +683,62 @@ fn missing_postgresql_binaries_are_one_line_naming_the_package() {
     assert_one_line_failure(&output, 1, "apt-get install postgresql");
     let _ = std::fs::remove_dir_all(data_dir);
 }
+
+#[tokio::test]
+async fn embedded_cluster_is_shared_by_serve_and_commands_and_stopped_by_its_last_user() {
+    let data_dir = std::env::temp_dir().join(format!("taler-otp-embedded-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let pid_file = data_dir.join("postgres/postmaster.pid");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port_text = port.to_string();
+    let envs = [
+        ("TALER_OTP_OTP__DATA_DIR", data_dir.to_str().unwrap()),
+        ("TALER_OTP_MERCHANT__PORT", port_text.as_str()),
+    ];
+
+    // A lone command starts the embedded cluster, migrates it, and stops it again.
+    let dbinit = run(&["dbinit"], &envs);
+    assert!(dbinit.status.success(), "{}", stderr(&dbinit));
+    assert!(
+        !pid_file.exists(),
+        "a lone command left the cluster running"
+    );
+
+    // serve and a command share it; the command leaves it running for serve.
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .envs(envs)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    reqwest_free_get(port, "/config").await;
+    let token = run(&["token", "create", "--scope", "readonly"], &envs);
+    assert!(
+        stdout(&token).starts_with("secret-token:"),
+        "{}",
+        stderr(&token)
+    );
+    assert!(
+        pid_file.exists(),
+        "the command stopped the cluster under serve"
+    );
+    assert!(
+        reqwest_free_get(port, "/config")
+            .await
+            .contains("taler-merchant")
+    );
+
+    // Stopping serve, the last user, stops the cluster.
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let output = wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!pid_file.exists(), "serve left the cluster running");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

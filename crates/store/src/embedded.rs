@@ -116,6 +116,8 @@ pub struct Cluster {
     superuser: String,
     run_as: Option<(u32, u32)>,
     started: bool,
+    /// A shared lock on `<data_dir>.users`, held while this process uses the server.
+    users: Option<std::sync::Arc<std::fs::File>>,
 }
 
 impl Cluster {
@@ -144,16 +146,109 @@ impl Cluster {
             superuser: opts.superuser.clone(),
             run_as,
             started: false,
+            users: None,
         };
+        // Several processes (a starting `serve`, an operator's command) may reach this at once:
+        // one of them initialises and starts the server, the others wait and adopt it.
+        let lock_path = lock_path(&cluster.data_dir);
+        let lock = std::fs::File::create(&lock_path).map_err(|source| EmbeddedError::Io {
+            what: "create the lock file",
+            path: lock_path.clone(),
+            source,
+        })?;
+        fs4::fs_std::FileExt::lock_exclusive(&lock).map_err(|source| EmbeddedError::Io {
+            what: "lock",
+            path: lock_path,
+            source,
+        })?;
         if !cluster.data_dir.join("PG_VERSION").exists() {
             cluster.initdb()?;
         }
-        if !cluster.adopt_running_server() {
+        if cluster.adopt_running_server() {
+            cluster.wait_until_ready()?;
+        } else {
             cluster.pg_ctl_start()?;
             cluster.started = true;
+            std::fs::write(started_marker(&cluster.data_dir), b"").map_err(|source| {
+                EmbeddedError::Io {
+                    what: "write the start marker",
+                    path: started_marker(&cluster.data_dir),
+                    source,
+                }
+            })?;
         }
         cluster.create_database(DEFAULT_DATABASE)?;
+        let users_path = sibling(&cluster.data_dir, ".users");
+        let users = std::fs::File::create(&users_path).map_err(|source| EmbeddedError::Io {
+            what: "create the users lock file",
+            path: users_path.clone(),
+            source,
+        })?;
+        fs4::fs_std::FileExt::lock_shared(&users).map_err(|source| EmbeddedError::Io {
+            what: "lock",
+            path: users_path,
+            source,
+        })?;
+        cluster.users = Some(std::sync::Arc::new(users));
+        drop(lock);
         Ok(cluster)
+    }
+
+    /// Stops using the server: the last user of a server that a taler-otp process started
+    /// stops it (whichever process started it); a server started by someone else, or still in
+    /// use by another process (a `serve` started meanwhile, say), keeps running. Returns whether
+    /// it was stopped.
+    pub fn release(mut self) -> Result<bool, EmbeddedError> {
+        let Some(users) = self.users.take() else {
+            return Ok(false);
+        };
+        // Hold the start lock so nobody adopts the server between the check and the stop.
+        let lock_path = lock_path(&self.data_dir);
+        let lock = std::fs::File::create(&lock_path).map_err(|source| EmbeddedError::Io {
+            what: "create the lock file",
+            path: lock_path.clone(),
+            source,
+        })?;
+        fs4::fs_std::FileExt::lock_exclusive(&lock).map_err(|source| EmbeddedError::Io {
+            what: "lock",
+            path: lock_path,
+            source,
+        })?;
+        // Upgrading our shared lock succeeds only when no other process holds one.
+        let last_user =
+            fs4::fs_std::FileExt::try_lock_exclusive(&*users).is_ok_and(|locked| locked);
+        let marker = started_marker(&self.data_dir);
+        if !(last_user && marker.exists()) {
+            return Ok(false);
+        }
+        self.stop()?;
+        let _ = std::fs::remove_file(marker);
+        drop(lock);
+        Ok(true)
+    }
+
+    /// Waits until an adopted server accepts connections (it may still be starting up).
+    fn wait_until_ready(&self) -> Result<(), EmbeddedError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let mut ready = self.command("pg_isready");
+            ready
+                .arg("-q")
+                .arg("-h")
+                .arg(&self.socket_dir)
+                .arg("-p")
+                .arg(self.port.to_string());
+            if ready.status().is_ok_and(|status| status.success()) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(EmbeddedError::Command {
+                    program: "pg_isready",
+                    detail: "the running server did not accept connections within 60 s".to_owned(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// A libpq connection string for `dbname` over the Unix socket.
@@ -442,6 +537,26 @@ fn log_tail(log: &Path) -> String {
 /// A libpq connection-string value in single quotes.
 fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The lock file guarding a data directory's initialisation, start and stop: beside it, not in
+/// it (initdb wants an empty directory, and the directory belongs to the PostgreSQL user).
+fn lock_path(data_dir: &Path) -> PathBuf {
+    sibling(data_dir, ".lock")
+}
+
+/// Present while a server that a taler-otp process started runs on `data_dir`.
+fn started_marker(data_dir: &Path) -> PathBuf {
+    sibling(data_dir, ".started")
+}
+
+fn sibling(data_dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = data_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(suffix);
+    data_dir.with_file_name(name)
 }
 
 #[cfg(test)]

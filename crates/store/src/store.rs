@@ -54,7 +54,8 @@ impl StoreConfig {
             pg.connect_timeout(self.connect_timeout);
         }
         if pg.get_application_name().is_none() {
-            pg.application_name("taler-otp");
+            // The process id tells operators (and `other_sessions`) which process a session serves.
+            pg.application_name(&format!("taler-otp/{}", std::process::id()));
         }
         // Detect a vanished server on idle connections, and give up on unacknowledged writes.
         pg.keepalives(true)

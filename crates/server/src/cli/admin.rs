@@ -256,7 +256,8 @@ where
         .await
         .map_err(|err| Failure::failed(err.to_string()))?;
     let store = Store::connect(&database.store_config).map_err(db_failure)?;
-    let result = f(store).await;
+    let result = f(store.clone()).await;
+    store.pool().close();
     database.close();
     result
 }
