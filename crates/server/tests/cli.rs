@@ -642,6 +642,19 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
+    // A first, complete request on the same keep-alive connection proves a worker serves it
+    // before the signal (a connection still in the accept backlog would not count as in flight).
+    stream
+        .write_all(b"GET /config HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first_response = Vec::new();
+    while !String::from_utf8_lossy(&first_response).ends_with(":taler-otp\"}") {
+        let mut buffer = [0u8; 4096];
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(n > 0, "connection closed early");
+        first_response.extend_from_slice(&buffer[..n]);
+    }
     let head = format!(
         "POST /private/otp-devices HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         token.expose(),

@@ -55,7 +55,7 @@ impl StoreConfig {
         }
         if pg.get_application_name().is_none() {
             // The process id tells operators (and `other_sessions`) which process a session serves.
-            pg.application_name(&format!("taler-otp/{}", std::process::id()));
+            pg.application_name(format!("taler-otp/{}", std::process::id()));
         }
         // Detect a vanished server on idle connections, and give up on unacknowledged writes.
         pg.keepalives(true)
