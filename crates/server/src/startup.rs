@@ -2,6 +2,8 @@
 //! change listener, middleware, routes, listener — so tests start the real thing on port 0.
 
 use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -55,8 +57,48 @@ pub enum StartupError {
 /// A built, not yet running, server.
 pub struct Application {
     server: Server,
+    in_flight: Arc<AtomicUsize>,
     port: Option<u16>,
     change_listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How long a stop waits for requests in flight.
+const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Counts a request as in flight until dropped (also when the request is cancelled).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::AcqRel);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (or never, if the handlers cannot be installed).
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot install signal handlers; stop the server by other means");
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// The request-id header, read from clients (when well-formed) and echoed back.
@@ -91,7 +133,10 @@ impl Application {
         let worker_store_config = worker_store_config(store_config, settings.workers);
         let currency = settings.currency.clone();
         let benchmark_route = settings.benchmark_route;
+        let in_flight_requests = Arc::new(AtomicUsize::new(0));
+        let in_flight_counter = in_flight_requests.clone();
         let server = HttpServer::new(move || {
+            let in_flight = in_flight_counter.clone();
             // Each worker gets its own pool: a connection's I/O then runs on the thread whose
             // request waits for it, instead of waking another worker for every query.
             let worker_state = worker_store_config
@@ -106,7 +151,8 @@ impl Application {
             App::new()
                 .app_data(worker_state)
                 .app_data(body::payload_config())
-                .wrap_fn(|req, srv| {
+                .wrap_fn(move |req, srv| {
+                    let in_flight = InFlight::enter(&in_flight);
                     let started = Instant::now();
                     let request_id = request_id(req.headers().get(&REQUEST_ID));
                     let method = req.method().to_string();
@@ -134,6 +180,7 @@ impl Application {
                         if let Ok(value) = HeaderValue::from_str(&request_id) {
                             res.headers_mut().insert(REQUEST_ID, value);
                         }
+                        drop(in_flight);
                         Ok(res)
                     }
                     .instrument(span)
@@ -150,7 +197,9 @@ impl Application {
                 .default_service(web::to(routes::endpoint_unknown))
         })
         .workers(settings.workers)
-        .shutdown_timeout(10);
+        // `run_until_stopped` handles SIGINT/SIGTERM itself, waiting for in-flight requests.
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs());
         let (server, port) = match &settings.listen {
             Listen::Tcp { bind_to, port } => {
                 let server = server
@@ -171,6 +220,7 @@ impl Application {
         };
         Ok(Application {
             server: server.run(),
+            in_flight: in_flight_requests,
             port,
             change_listener,
         })
@@ -187,9 +237,24 @@ impl Application {
     }
 
     /// Serves until SIGINT/SIGTERM (or `handle().stop(true)`); in-flight requests finish first.
-    /// The change listener stops with the server, before the database may go away.
+    /// On SIGINT or SIGTERM the server stops accepting connections, lets the requests in flight
+    /// finish (up to 10 s), then stops. The change listener stops with the server, before the
+    /// database may go away.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let in_flight = self.in_flight.clone();
+        let signals = tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("stop signal received: finishing the requests in flight");
+            handle.pause().await;
+            let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+            while in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            handle.stop(true).await;
+        });
         let result = self.server.await;
+        signals.abort();
         if let Some(listener) = self.change_listener {
             listener.abort();
         }
