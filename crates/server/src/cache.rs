@@ -86,6 +86,14 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         }
     }
 
+    /// The map, for writing (a panic elsewhere never leaves it inconsistent: every write
+    /// is a single insert, removal or clear).
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner<G, K, V>> {
+        self.inner
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// The fresh value for `(group, key)`, if any.
     pub fn get<GQ, KQ>(&self, group: &GQ, key: &KQ) -> Option<Hit<V>>
     where
@@ -120,10 +128,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         if self.ttl.is_zero() || fetched_at.elapsed() >= self.ttl {
             return;
         }
-        let mut inner = self
-            .inner
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut inner = self.write();
         if inner.cleared_at.is_some_and(|at| at >= fetched_at) {
             return;
         }
@@ -162,10 +167,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             return;
         }
         let now = Instant::now();
-        let mut inner = self
-            .inner
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut inner = self.write();
         if inner.len >= self.capacity {
             self.shed(&mut inner);
         }
@@ -190,10 +192,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             return;
         }
         let now = Instant::now();
-        let mut inner = self
-            .inner
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut inner = self.write();
         // Invalidations are rare (writes): cloning the group key here is fine.
         let group = inner.groups.entry(group.clone()).or_insert_with(Group::new);
         let removed = group.entries.len();
@@ -205,10 +204,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
     /// Invalidates everything.
     pub fn clear(&self) {
         let now = Instant::now();
-        let mut inner = self
-            .inner
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let mut inner = self.write();
         inner.groups.clear();
         inner.len = 0;
         inner.cleared_at = Some(now);

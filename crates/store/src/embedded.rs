@@ -150,17 +150,7 @@ impl Cluster {
         };
         // Several processes (a starting `serve`, an operator's command) may reach this at once:
         // one of them initialises and starts the server, the others wait and adopt it.
-        let lock_path = lock_path(&cluster.data_dir);
-        let lock = std::fs::File::create(&lock_path).map_err(|source| EmbeddedError::Io {
-            what: "create the lock file",
-            path: lock_path.clone(),
-            source,
-        })?;
-        fs4::fs_std::FileExt::lock_exclusive(&lock).map_err(|source| EmbeddedError::Io {
-            what: "lock",
-            path: lock_path,
-            source,
-        })?;
+        let lock = locked_file(&lock_path(&cluster.data_dir), Lock::Exclusive)?;
         if !cluster.data_dir.join("PG_VERSION").exists() {
             cluster.initdb()?;
         }
@@ -178,17 +168,7 @@ impl Cluster {
             })?;
         }
         cluster.create_database(DEFAULT_DATABASE)?;
-        let users_path = sibling(&cluster.data_dir, ".users");
-        let users = std::fs::File::create(&users_path).map_err(|source| EmbeddedError::Io {
-            what: "create the users lock file",
-            path: users_path.clone(),
-            source,
-        })?;
-        fs4::fs_std::FileExt::lock_shared(&users).map_err(|source| EmbeddedError::Io {
-            what: "lock",
-            path: users_path,
-            source,
-        })?;
+        let users = locked_file(&sibling(&cluster.data_dir, ".users"), Lock::Shared)?;
         cluster.users = Some(std::sync::Arc::new(users));
         drop(lock);
         Ok(cluster)
@@ -203,17 +183,7 @@ impl Cluster {
             return Ok(false);
         };
         // Hold the start lock so nobody adopts the server between the check and the stop.
-        let lock_path = lock_path(&self.data_dir);
-        let lock = std::fs::File::create(&lock_path).map_err(|source| EmbeddedError::Io {
-            what: "create the lock file",
-            path: lock_path.clone(),
-            source,
-        })?;
-        fs4::fs_std::FileExt::lock_exclusive(&lock).map_err(|source| EmbeddedError::Io {
-            what: "lock",
-            path: lock_path,
-            source,
-        })?;
+        let lock = locked_file(&lock_path(&self.data_dir), Lock::Exclusive)?;
         // Upgrading our shared lock succeeds only when no other process holds one.
         let last_user =
             fs4::fs_std::FileExt::try_lock_exclusive(&*users).is_ok_and(|locked| locked);
@@ -537,6 +507,30 @@ fn log_tail(log: &Path) -> String {
 /// A libpq connection-string value in single quotes.
 fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// How a lock file is held.
+enum Lock {
+    Shared,
+    Exclusive,
+}
+
+/// Opens (creating it if needed) the lock file at `path` and locks it, waiting for others.
+fn locked_file(path: &Path, lock: Lock) -> Result<std::fs::File, EmbeddedError> {
+    let io = |what: &'static str| {
+        move |source| EmbeddedError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let file = std::fs::File::create(path).map_err(io("create the lock file"))?;
+    match lock {
+        Lock::Shared => fs4::fs_std::FileExt::lock_shared(&file),
+        Lock::Exclusive => fs4::fs_std::FileExt::lock_exclusive(&file),
+    }
+    .map_err(io("lock"))?;
+    Ok(file)
 }
 
 /// The lock file guarding a data directory's initialisation, start and stop: beside it, not in
