@@ -84,6 +84,9 @@ pub enum ApiError {
     /// The OTP device does not exist.
     #[error("otp device unknown")]
     DeviceUnknown,
+    /// The access token (by serial) does not exist in this instance.
+    #[error("access token unknown")]
+    TokenUnknown,
     /// A device with the same id and different details exists.
     #[error("an otp device with this id exists with different details")]
     DeviceExists,
@@ -131,23 +134,13 @@ impl ApiError {
         }
     }
 
-    /// Maps a store error raised by a read.
-    pub fn fetch(err: StoreError) -> ApiError {
-        ApiError::from_store(err, ApiError::DbFetch)
-    }
-
-    /// Maps a store error raised by a write.
+    /// Maps a store error raised by a write: as [`From<StoreError>`], except that a failure
+    /// without a more precise meaning is reported as a failed store (code 52) rather than a
+    /// failed fetch (code 53).
     pub fn store(err: StoreError) -> ApiError {
-        ApiError::from_store(err, ApiError::DbStore)
-    }
-
-    fn from_store(err: StoreError, generic: fn(StoreError) -> ApiError) -> ApiError {
-        match err {
-            StoreError::NotFound => ApiError::DeviceUnknown,
-            StoreError::Conflict => ApiError::DeviceExists,
-            err if err.is_unavailable() => ApiError::Unavailable(err),
-            err @ (StoreError::Corrupt(_) | StoreError::Crypto(_)) => ApiError::DbInvariant(err),
-            err => generic(err),
+        match ApiError::from(err) {
+            ApiError::DbFetch(err) => ApiError::DbStore(err),
+            other => other,
         }
     }
 
@@ -168,6 +161,7 @@ impl ApiError {
             ApiError::Unauthorized => taler_ec::MERCHANT_GENERIC_UNAUTHORIZED,
             ApiError::Forbidden(_) => taler_ec::GENERIC_TOKEN_PERMISSION_INSUFFICIENT,
             ApiError::DeviceUnknown => taler_ec::MERCHANT_GENERIC_OTP_DEVICE_UNKNOWN,
+            ApiError::TokenUnknown => taler_ec::MERCHANT_GENERIC_ACCESS_TOKEN_UNKNOWN,
             ApiError::DeviceExists => {
                 taler_ec::MERCHANT_PRIVATE_POST_OTP_DEVICES_CONFLICT_OTP_DEVICE_EXISTS
             }
@@ -207,6 +201,7 @@ impl ApiError {
                 "The token does not grant the permission required for this operation."
             }
             ApiError::DeviceUnknown => "The requested OTP device is unknown.",
+            ApiError::TokenUnknown => "The requested access token is unknown.",
             ApiError::DeviceExists => {
                 "An OTP device with this ID already exists with different details."
             }
@@ -252,9 +247,10 @@ impl ResponseError for ApiError {
             | ApiError::CompressionInvalid => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InstanceUnknown | ApiError::DeviceUnknown | ApiError::EndpointUnknown => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::InstanceUnknown
+            | ApiError::DeviceUnknown
+            | ApiError::TokenUnknown
+            | ApiError::EndpointUnknown => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::DeviceExists | ApiError::NoConfirmations | ApiError::CounterExhausted => {
@@ -293,6 +289,23 @@ impl ResponseError for ApiError {
             _ => {}
         }
         response.json(body)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// The one mapping of the store's outcomes to answers: what is missing or conflicting
+    /// becomes its Taler error, an unreachable database 503, anything else a failed fetch.
+    fn from(err: StoreError) -> ApiError {
+        match err {
+            StoreError::InstanceNotFound => ApiError::InstanceUnknown,
+            StoreError::DeviceNotFound => ApiError::DeviceUnknown,
+            StoreError::TokenNotFound => ApiError::TokenUnknown,
+            StoreError::DeviceExists => ApiError::DeviceExists,
+            StoreError::CounterExhausted => ApiError::CounterExhausted,
+            err if err.is_unavailable() => ApiError::Unavailable(err),
+            err @ (StoreError::Corrupt(_) | StoreError::Crypto(_)) => ApiError::DbInvariant(err),
+            err => ApiError::DbFetch(err),
+        }
     }
 }
 

@@ -91,10 +91,7 @@ impl AppState {
             }
         }
         let started = Instant::now();
-        match tokens::authenticate(&self.store, instance, secret, Utc::now())
-            .await
-            .map_err(ApiError::fetch)?
-        {
+        match tokens::authenticate(&self.store, instance, secret, Utc::now()).await? {
             AuthOutcome::InstanceUnknown => Err(ApiError::InstanceUnknown),
             AuthOutcome::Invalid => Err(ApiError::Unauthorized),
             AuthOutcome::Valid(token) => {
@@ -128,11 +125,7 @@ impl AppState {
             return Ok(hit.value);
         }
         let started = Instant::now();
-        let device = Arc::new(
-            otp_devices::get(&self.store, instance, id)
-                .await
-                .map_err(ApiError::fetch)?,
-        );
+        let device = Arc::new(otp_devices::get(&self.store, instance, id).await?);
         self.caches
             .devices
             .insert(instance.clone(), id.clone(), device.clone(), started);
@@ -152,7 +145,9 @@ impl AppState {
                 Ok(device) => caches
                     .devices
                     .insert(instance, id, Arc::new(device), started),
-                Err(StoreError::NotFound) => caches.devices.remove(&instance, &id),
+                Err(StoreError::DeviceNotFound | StoreError::InstanceNotFound) => {
+                    caches.devices.remove(&instance, &id)
+                }
                 // The entry expires as usual; the next request reads again and reports.
                 Err(_) => {}
             }

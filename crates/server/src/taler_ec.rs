@@ -43,3 +43,5 @@ pub const MERCHANT_GENERIC_UNAUTHORIZED: TalerErrorCode = 2015;
 pub const MERCHANT_GENERIC_OTP_DEVICE_UNKNOWN: TalerErrorCode = 2021;
 /// A device with this id exists with different details.
 pub const MERCHANT_PRIVATE_POST_OTP_DEVICES_CONFLICT_OTP_DEVICE_EXISTS: TalerErrorCode = 2851;
+/// Extension (not in GNU Taler's registry): the access token serial is unknown in this instance.
+pub const MERCHANT_GENERIC_ACCESS_TOKEN_UNKNOWN: TalerErrorCode = 9904;

@@ -10,11 +10,25 @@ use tokio_postgres::error::SqlState;
 /// What can go wrong in a store operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The instance, device or token does not exist (in this instance).
-    #[error("no such record")]
-    NotFound,
-    /// A record with this id exists with different details, or the change
-    /// cannot be applied (a counter that cannot advance).
+    /// The instance does not exist.
+    #[error("instance not found")]
+    InstanceNotFound,
+    /// The OTP device does not exist in this instance.
+    #[error("otp device not found")]
+    DeviceNotFound,
+    /// The access token does not exist in this instance.
+    #[error("access token not found")]
+    TokenNotFound,
+    /// An instance with this id exists already.
+    #[error("the instance exists")]
+    InstanceExists,
+    /// A device with this id exists in the instance with different details.
+    #[error("an otp device with this id exists with different details")]
+    DeviceExists,
+    /// The device's counter is at 2^63 - 1 and cannot advance.
+    #[error("the otp device counter is exhausted")]
+    CounterExhausted,
+    /// A uniqueness constraint refused the write (a record of this id exists).
     #[error("a conflicting record exists")]
     Conflict,
     /// The database cannot be reached: connection refused or closed, a pool

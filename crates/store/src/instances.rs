@@ -36,7 +36,7 @@ const INSERT: &str = "
     ON CONFLICT (instance_id) DO NOTHING
     RETURNING instance_id, name, created_at";
 
-/// Creates `instance`; `Conflict` if it exists.
+/// Creates `instance`; `InstanceExists` if it exists.
 #[tracing::instrument(skip(store))]
 pub async fn create(
     store: &Store,
@@ -48,7 +48,7 @@ pub async fn create(
     let row = client
         .query_opt(&stmt, &[&instance.as_str(), &name])
         .await?;
-    Instance::from_row(&row.ok_or(StoreError::Conflict)?)
+    Instance::from_row(&row.ok_or(StoreError::InstanceExists)?)
 }
 
 /// Creates `instance` unless it exists; returns whether it was created. An
@@ -68,13 +68,13 @@ const SELECT_ONE: &str = "
       FROM instances
      WHERE instance_id = $1";
 
-/// The instance `instance`; `NotFound` if it does not exist.
+/// The instance `instance`; `InstanceNotFound` if it does not exist.
 #[tracing::instrument(skip(store))]
 pub async fn get(store: &Store, instance: &InstanceId) -> Result<Instance, StoreError> {
     let client = store.client().await?;
     let stmt = client.prepare_cached(SELECT_ONE).await?;
     let row = client.query_opt(&stmt, &[&instance.as_str()]).await?;
-    Instance::from_row(&row.ok_or(StoreError::NotFound)?)
+    Instance::from_row(&row.ok_or(StoreError::InstanceNotFound)?)
 }
 
 const SELECT_ALL: &str = "
@@ -93,14 +93,14 @@ pub async fn list(store: &Store) -> Result<Vec<Instance>, StoreError> {
 
 const DELETE: &str = "DELETE FROM instances WHERE instance_id = $1";
 
-/// Deletes `instance` with its tokens and devices; `NotFound` if it does not
+/// Deletes `instance` with its tokens and devices; `InstanceNotFound` if it does not
 /// exist.
 #[tracing::instrument(skip(store))]
 pub async fn delete(store: &Store, instance: &InstanceId) -> Result<(), StoreError> {
     let client = store.client().await?;
     let stmt = client.prepare_cached(DELETE).await?;
     match client.execute(&stmt, &[&instance.as_str()]).await? {
-        0 => Err(StoreError::NotFound),
+        0 => Err(StoreError::InstanceNotFound),
         _ => Ok(()),
     }
 }

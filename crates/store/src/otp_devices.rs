@@ -142,9 +142,9 @@ const CREATE: &str = "
 ///
 /// Idempotent: if a device with this id exists with the same description,
 /// key, algorithm and counter the result is `Unchanged`; with any difference
-/// it is `Conflict`. The decision is taken inside the database by one
+/// it is `DeviceExists`. The decision is taken inside the database by one
 /// statement (keys are compared by their digest), so concurrent identical
-/// requests never conflict. `NotFound` if the instance does not exist.
+/// requests never conflict. `InstanceNotFound` if the instance does not exist.
 #[tracing::instrument(skip(store, device), fields(device = %device.id))]
 pub async fn create(
     store: &Store,
@@ -170,12 +170,12 @@ pub async fn create(
     ];
     let row = client.query_one(&stmt, &params).await?;
     if !row.try_get::<_, bool>("instance_found")? {
-        return Err(StoreError::NotFound);
+        return Err(StoreError::InstanceNotFound);
     }
     match row.try_get::<_, Option<bool>>("inserted")? {
         Some(true) => Ok(Created::Inserted),
         Some(false) => Ok(Created::Unchanged),
-        None => Err(StoreError::Conflict),
+        None => Err(StoreError::DeviceExists),
     }
 }
 
@@ -214,7 +214,7 @@ const SELECT_ONE: &str = "
      WHERE i.instance_id = $1
        AND d.otp_device_id = $2";
 
-/// Device `id` of `instance`; `NotFound` if it does not exist there.
+/// Device `id` of `instance`; `DeviceNotFound` if it does not exist there.
 #[tracing::instrument(skip(store))]
 pub async fn get(
     store: &Store,
@@ -226,7 +226,7 @@ pub async fn get(
     let row = client
         .query_opt(&stmt, &[&instance.as_str(), &id.as_str()])
         .await?;
-    OtpDevice::from_row(store, instance, &row.ok_or(StoreError::NotFound)?)
+    OtpDevice::from_row(store, instance, &row.ok_or(StoreError::DeviceNotFound)?)
 }
 
 const UPDATE: &str = "
@@ -244,7 +244,7 @@ const UPDATE: &str = "
        AND d.otp_device_id = $2";
 
 /// Applies `patch` to device `id` of `instance` in one statement and bumps
-/// `updated_at`; `NotFound` if the device does not exist there.
+/// `updated_at`; `DeviceNotFound` if the device does not exist there.
 #[tracing::instrument(skip(store, patch))]
 pub async fn update(
     store: &Store,
@@ -276,7 +276,7 @@ pub async fn update(
         &counter,
     ];
     match client.execute(&stmt, &params).await? {
-        0 => Err(StoreError::NotFound),
+        0 => Err(StoreError::DeviceNotFound),
         _ => Ok(()),
     }
 }
@@ -288,7 +288,7 @@ const DELETE: &str = "
        AND d.instance_serial = i.instance_serial
        AND d.otp_device_id = $2";
 
-/// Deletes device `id` of `instance`; `NotFound` if it does not exist there.
+/// Deletes device `id` of `instance`; `DeviceNotFound` if it does not exist there.
 #[tracing::instrument(skip(store))]
 pub async fn delete(
     store: &Store,
@@ -301,7 +301,7 @@ pub async fn delete(
         .execute(&stmt, &[&instance.as_str(), &id.as_str()])
         .await?
     {
-        0 => Err(StoreError::NotFound),
+        0 => Err(StoreError::DeviceNotFound),
         _ => Ok(()),
     }
 }
@@ -330,7 +330,7 @@ const EXISTS: &str = "
 /// Takes the next counter value of device `id` of `instance` in one atomic
 /// statement: returns the device with `counter` set to the value to use now,
 /// and stores that value plus one. Concurrent calls never get the same value.
-/// `NotFound` if the device does not exist there; `Conflict` if the counter
+/// `DeviceNotFound` if the device does not exist there; `CounterExhausted` if the counter
 /// is at 2^63 - 1 and cannot advance.
 #[tracing::instrument(skip(store))]
 pub async fn advance_counter(
@@ -348,9 +348,9 @@ pub async fn advance_counter(
     let exists = client.prepare_cached(EXISTS).await?;
     let found: bool = client.query_one(&exists, &params).await?.try_get("found")?;
     Err(if found {
-        StoreError::Conflict
+        StoreError::CounterExhausted
     } else {
-        StoreError::NotFound
+        StoreError::DeviceNotFound
     })
 }
 
@@ -365,7 +365,7 @@ const RESYNC: &str = "
 
 /// After a verified HOTP code: sets the counter of device `id` of `instance`
 /// to `next` if `next` is above the stored counter, in one statement (a
-/// smaller `next` changes nothing). `NotFound` if the device does not exist
+/// smaller `next` changes nothing). `DeviceNotFound` if the device does not exist
 /// there; `OutOfRange` if `next` is above 2^63 - 1.
 #[tracing::instrument(skip(store))]
 pub async fn resync_counter(
@@ -381,7 +381,7 @@ pub async fn resync_counter(
         .execute(&stmt, &[&instance.as_str(), &id.as_str(), &next])
         .await?
     {
-        0 => Err(StoreError::NotFound),
+        0 => Err(StoreError::DeviceNotFound),
         _ => Ok(()),
     }
 }

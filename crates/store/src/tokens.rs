@@ -91,7 +91,7 @@ const INSERT: &str = "
     RETURNING token_serial, scope, expires_at, description, created_at";
 
 /// Creates a token for `instance` and returns its one-time secret;
-/// `NotFound` if the instance does not exist.
+/// `InstanceNotFound` if the instance does not exist.
 #[tracing::instrument(skip(store))]
 pub async fn create(
     store: &Store,
@@ -112,7 +112,7 @@ pub async fn create(
         &description,
     ];
     let row = client.query_opt(&stmt, &params).await?;
-    let token = AccessToken::from_row(&row.ok_or(StoreError::NotFound)?, instance)?;
+    let token = AccessToken::from_row(&row.ok_or(StoreError::InstanceNotFound)?, instance)?;
     Ok((token, secret))
 }
 
@@ -195,7 +195,7 @@ const DELETE: &str = "
        AND t.instance_serial = i.instance_serial
        AND t.token_serial = $2";
 
-/// Revokes token `serial` of `instance`; `NotFound` if `instance` has no
+/// Revokes token `serial` of `instance`; `TokenNotFound` if `instance` has no
 /// such token (also when the serial belongs to another instance).
 #[tracing::instrument(skip(store))]
 pub async fn revoke(store: &Store, instance: &InstanceId, serial: i64) -> Result<(), StoreError> {
@@ -205,7 +205,7 @@ pub async fn revoke(store: &Store, instance: &InstanceId, serial: i64) -> Result
         .execute(&stmt, &[&instance.as_str(), &serial])
         .await?
     {
-        0 => Err(StoreError::NotFound),
+        0 => Err(StoreError::TokenNotFound),
         _ => Ok(()),
     }
 }

@@ -42,7 +42,7 @@ pub async fn instance(settings: &Settings, command: InstanceCommand) -> Result<(
                 instances::create(&store, &instance, &name)
                     .await
                     .map_err(|err| match err {
-                        StoreError::Conflict => {
+                        StoreError::InstanceExists => {
                             Failure::failed(format!("instance '{instance}' already exists"))
                         }
                         err => db_failure(err),
@@ -168,7 +168,7 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                     Ok(Created::Unchanged) => {
                         println!("device '{}' already present with these details", device.id)
                     }
-                    Err(StoreError::Conflict) => {
+                    Err(StoreError::DeviceExists) => {
                         return Err(Failure::failed(format!(
                             "device '{}' exists with different details",
                             device.id
@@ -303,9 +303,16 @@ fn db_failure(err: StoreError) -> Failure {
     }
 }
 
+/// Maps a store error of an operation on `what`: a missing record is named, anything else is a
+/// database failure.
 fn not_found(what: String) -> impl FnOnce(StoreError) -> Failure {
     move |err| match err {
-        StoreError::NotFound => Failure::failed(format!("{what} not found")),
+        StoreError::InstanceNotFound => {
+            Failure::failed(format!("{what} not found (no such instance)"))
+        }
+        StoreError::DeviceNotFound | StoreError::TokenNotFound => {
+            Failure::failed(format!("{what} not found"))
+        }
         err => db_failure(err),
     }
 }

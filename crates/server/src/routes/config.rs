@@ -1,7 +1,7 @@
 //! `GET /config` and `GET /instances/$INSTANCE/config`: protocol version and currencies.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use otp_store::{StoreError, instances};
+use otp_store::instances;
 
 use crate::api::VersionResponse;
 use crate::error::{ApiError, ErrorDetail};
@@ -24,12 +24,7 @@ pub async fn get_config(
 ) -> Result<HttpResponse, ApiError> {
     if req.match_info().get("instance").is_some() {
         let instance = instance_of(&req, &state)?;
-        instances::get(&state.store, &instance)
-            .await
-            .map_err(|err| match err {
-                StoreError::NotFound => ApiError::InstanceUnknown,
-                err => ApiError::fetch(err),
-            })?;
+        instances::get(&state.store, &instance).await?;
     }
     Ok(HttpResponse::Ok().json(&state.config))
 }

@@ -5,7 +5,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use otp_algo::Algorithm;
-use otp_store::{StoreError, otp_devices};
+use otp_store::otp_devices;
 
 use crate::api::{ConfirmationRequest, ConfirmationResponse, parse_price_value};
 use crate::auth::{Permission, authorize};
@@ -59,10 +59,7 @@ pub async fn create_confirmation(
     let (key, algorithm, counter) = if device.algorithm.is_counter_based() {
         let advanced = otp_devices::advance_counter(&state.store, &instance, &id).await;
         state.forget_device(&instance, &id);
-        let advanced = advanced.map_err(|err| match err {
-            StoreError::Conflict => ApiError::CounterExhausted,
-            err => ApiError::store(err),
-        })?;
+        let advanced = advanced.map_err(ApiError::store)?;
         // The device may have been patched since it was cached: recheck what the row says now.
         if advanced.algorithm.uses_price() && price.is_none() {
             return Err(ApiError::Missing(format!(

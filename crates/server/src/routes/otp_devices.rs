@@ -3,7 +3,6 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
-use otp_store::StoreError;
 use otp_store::otp_devices::{self, Created, NewOtpDevice, OtpDevicePatch};
 
 use crate::api::{
@@ -36,9 +35,7 @@ pub async fn list_otp_devices(
 ) -> Result<HttpResponse, ApiError> {
     let instance = instance_of(&req, &state)?;
     authorize(&state, &req, &instance, Permission::OtpDevicesRead).await?;
-    let devices = otp_devices::list(&state.store, &instance)
-        .await
-        .map_err(instance_gone(ApiError::fetch))?;
+    let devices = otp_devices::list(&state.store, &instance).await?;
     let otp_devices = devices
         .into_iter()
         .map(|d| OtpDeviceEntry {
@@ -84,10 +81,11 @@ pub async fn create_otp_device(
         algorithm: details.algorithm,
         counter: details.counter,
     };
-    match otp_devices::create(&state.store, &instance, &device).await {
-        Ok(Created::Inserted | Created::Unchanged) => Ok(HttpResponse::NoContent().finish()),
-        Err(StoreError::NotFound) => Err(ApiError::InstanceUnknown),
-        Err(err) => Err(ApiError::store(err)),
+    match otp_devices::create(&state.store, &instance, &device)
+        .await
+        .map_err(ApiError::store)?
+    {
+        Created::Inserted | Created::Unchanged => Ok(HttpResponse::NoContent().finish()),
     }
 }
 
@@ -222,12 +220,4 @@ pub async fn delete_otp_device(
 /// The server's clock, in whole seconds since the epoch.
 pub fn now_seconds() -> u64 {
     u64::try_from(Utc::now().timestamp()).unwrap_or(0)
-}
-
-/// Maps a store error where `NotFound` means the instance vanished between the checks.
-fn instance_gone(map: fn(StoreError) -> ApiError) -> impl Fn(StoreError) -> ApiError {
-    move |err| match err {
-        StoreError::NotFound => ApiError::InstanceUnknown,
-        err => map(err),
-    }
 }

@@ -121,7 +121,7 @@ async fn idempotent_create_compares_keys_under_encryption_and_across_enabling_it
     );
     assert!(matches!(
         otp_devices::create(&encrypted, &shop, &new_other_key).await,
-        Err(StoreError::Conflict)
+        Err(StoreError::DeviceExists)
     ));
     assert_eq!(
         otp_devices::create(&encrypted, &shop, &old).await.unwrap(),
@@ -129,7 +129,7 @@ async fn idempotent_create_compares_keys_under_encryption_and_across_enabling_it
     );
     assert!(matches!(
         otp_devices::create(&encrypted, &shop, &old_other_key).await,
-        Err(StoreError::Conflict)
+        Err(StoreError::DeviceExists)
     ));
     // Plaintext rows stay readable once a KEK is configured.
     assert_eq!(

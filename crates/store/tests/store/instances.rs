@@ -36,11 +36,11 @@ async fn created_instances_can_be_read_listed_and_deleted() {
         .unwrap();
     assert!(matches!(
         instances::get(&store, &instance_id("shop")).await,
-        Err(StoreError::NotFound)
+        Err(StoreError::InstanceNotFound)
     ));
     assert!(matches!(
         instances::delete(&store, &instance_id("shop")).await,
-        Err(StoreError::NotFound)
+        Err(StoreError::InstanceNotFound)
     ));
 }
 
@@ -61,7 +61,10 @@ async fn creating_an_existing_instance_conflicts_and_ensure_is_idempotent() {
     );
     let again = instances::create(&store, &instance_id("shop"), "Third").await;
 
-    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::InstanceExists)),
+        "{again:?}"
+    );
     assert_eq!(
         instances::get(&store, &instance_id("shop"))
             .await

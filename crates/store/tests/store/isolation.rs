@@ -70,7 +70,7 @@ async fn an_instance_can_never_read_change_delete_or_advance_another_instances_d
     ];
     for (operation, outcome) in outcomes {
         assert!(
-            matches!(outcome, Err(StoreError::NotFound)),
+            matches!(outcome, Err(StoreError::DeviceNotFound)),
             "{operation}: {outcome:?}"
         );
     }
@@ -126,7 +126,10 @@ async fn an_instance_can_never_list_revoke_or_authenticate_with_another_instance
     let beta_list = tokens::list(&store, &beta).await.unwrap();
 
     assert_eq!(with_alpha_secret, AuthOutcome::Invalid);
-    assert!(matches!(revoked, Err(StoreError::NotFound)), "{revoked:?}");
+    assert!(
+        matches!(revoked, Err(StoreError::TokenNotFound)),
+        "{revoked:?}"
+    );
     assert_eq!(beta_list, vec![beta_token.clone()]);
     // Guessing the serials around beta's own finds nothing of alpha's either.
     for serial in (beta_token.serial - 3)..(beta_token.serial + 3) {
@@ -134,7 +137,7 @@ async fn an_instance_can_never_list_revoke_or_authenticate_with_another_instance
             assert!(
                 matches!(
                     tokens::revoke(&store, &beta, serial).await,
-                    Err(StoreError::NotFound)
+                    Err(StoreError::TokenNotFound)
                 ),
                 "serial {serial}"
             );

@@ -74,7 +74,7 @@ async fn creating_a_device_that_differs_in_any_field_conflicts() {
     for (field, variant) in variants {
         let outcome = otp_devices::create(&store, &shop, &variant).await;
         assert!(
-            matches!(outcome, Err(StoreError::Conflict)),
+            matches!(outcome, Err(StoreError::DeviceExists)),
             "different {field}: {outcome:?}"
         );
     }
@@ -113,7 +113,10 @@ async fn devices_need_an_existing_instance() {
 
     let created = otp_devices::create(&store, &instance_id("nope"), &new_device("pos")).await;
 
-    assert!(matches!(created, Err(StoreError::NotFound)), "{created:?}");
+    assert!(
+        matches!(created, Err(StoreError::InstanceNotFound)),
+        "{created:?}"
+    );
 }
 
 #[tokio::test]
@@ -242,7 +245,7 @@ async fn unknown_devices_are_not_found_by_every_operation() {
 
     for (operation, outcome) in outcomes {
         assert!(
-            matches!(outcome, Err(StoreError::NotFound)),
+            matches!(outcome, Err(StoreError::DeviceNotFound)),
             "{operation}: {outcome:?}"
         );
     }
@@ -262,11 +265,11 @@ async fn a_deleted_device_is_gone() {
 
     assert!(matches!(
         otp_devices::get(&store, &shop, &device.id).await,
-        Err(StoreError::NotFound)
+        Err(StoreError::DeviceNotFound)
     ));
     assert!(matches!(
         otp_devices::delete(&store, &shop, &device.id).await,
-        Err(StoreError::NotFound)
+        Err(StoreError::DeviceNotFound)
     ));
     assert_eq!(
         otp_devices::create(&store, &shop, &device).await.unwrap(),
@@ -316,7 +319,10 @@ async fn a_counter_at_i64_max_cannot_advance() {
     let beyond = otp_devices::advance_counter(&store, &shop, &device.id).await;
 
     assert_eq!(last.counter, i64::MAX as u64 - 1);
-    assert!(matches!(beyond, Err(StoreError::Conflict)), "{beyond:?}");
+    assert!(
+        matches!(beyond, Err(StoreError::CounterExhausted)),
+        "{beyond:?}"
+    );
     assert_eq!(
         otp_devices::get(&store, &shop, &device.id)
             .await

@@ -148,7 +148,7 @@ async fn tokens_are_listed_and_revoked_by_serial() {
 
     assert_eq!(tokens::list(&store, &shop).await.unwrap(), vec![second]);
     let again = tokens::revoke(&store, &shop, first.serial).await;
-    assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
+    assert!(matches!(again, Err(StoreError::TokenNotFound)), "{again:?}");
     let auth = tokens::authenticate(&store, &shop, Some(first_secret.expose()), Utc::now())
         .await
         .unwrap();
@@ -162,7 +162,10 @@ async fn tokens_need_an_existing_instance() {
 
     let created = tokens::create(&store, &instance_id("nope"), "write", None, "").await;
 
-    assert!(matches!(created, Err(StoreError::NotFound)), "{created:?}");
+    assert!(
+        matches!(created, Err(StoreError::InstanceNotFound)),
+        "{created:?}"
+    );
     assert!(
         tokens::list(&store, &instance_id("nope"))
             .await
