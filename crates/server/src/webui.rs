@@ -220,12 +220,18 @@ mod tests {
 
     #[actix_web::test]
     async fn errors_under_the_prefix_are_secured_taler_errors() {
-        for (method, path, status, code) in [
+        let cases: [(Method, &str, StatusCode, i64); 4] = [
             (Method::GET, "/webui/nothing.js", StatusCode::NOT_FOUND, 21),
             (Method::GET, "/webui/app.js/x", StatusCode::NOT_FOUND, 21),
             (Method::POST, "/webui/", StatusCode::METHOD_NOT_ALLOWED, 20),
-            (Method::DELETE, "/webui/app.js", StatusCode::METHOD_NOT_ALLOWED, 20),
-        ] {
+            (
+                Method::DELETE,
+                "/webui/app.js",
+                StatusCode::METHOD_NOT_ALLOWED,
+                20,
+            ),
+        ];
+        for (method, path, status, code) in cases {
             let res = call(method, path).await;
             assert_eq!(res.status(), status, "{path}");
             assert_secured(&res);
