@@ -138,3 +138,33 @@ async fn swagger_ui_is_served_offline() {
         .await;
     assert_eq!(js.status, StatusCode::OK);
 }
+
+#[test]
+fn every_registered_route_is_documented_and_every_documented_route_registered() {
+    let doc: Value = serde_json::from_str(&otp_server::openapi::api_doc_json()).unwrap();
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "patch", "delete", "put"].contains(&method.as_str()) {
+                documented.insert((path.clone(), method.clone()));
+            }
+        }
+    }
+    let mut registered = std::collections::BTreeSet::new();
+    for endpoint in otp_server::routes::ENDPOINTS {
+        let method = endpoint.verb.openapi_name().to_owned();
+        let path = endpoint.full_path();
+        registered.insert((format!("/instances/{{instance}}{path}"), method.clone()));
+        registered.insert((path, method));
+    }
+    let undocumented: Vec<_> = registered.difference(&documented).collect();
+    let unregistered: Vec<_> = documented.difference(&registered).collect();
+    assert!(
+        undocumented.is_empty(),
+        "registered but undocumented: {undocumented:?}"
+    );
+    assert!(
+        unregistered.is_empty(),
+        "documented but unregistered: {unregistered:?}"
+    );
+}

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use otp_algo::{Algorithm, OtpKey};
 use otp_store::OtpDeviceId;
+use otp_store::otp_devices::{NewOtpDevice, OtpDevicePatch};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -30,8 +31,9 @@ pub struct OtpDeviceAddDetails {
     #[schema(value_type = String, example = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ", min_length = 16, pattern = r"^[A-Za-z2-7]+(=|==|===|====|======)?$")]
     pub otp_key: Option<Value>,
     /// Algorithm, as an integer 0–4 or a case-insensitive name.
-    #[schema(schema_with = otp_algorithm_schema)]
+    #[schema(schema_with = otp_algorithm_schema, required = true)]
     pub otp_algorithm: Option<Value>,
+
     /// Initial counter for counter-based algorithms; default 0.
     #[schema(value_type = Option<u64>, minimum = 0, maximum = 9223372036854775807_u64)]
     pub otp_ctr: Option<Value>,
@@ -173,23 +175,9 @@ fn algorithm_schema(nullable: bool) -> utoipa::openapi::schema::Schema {
         .into()
 }
 
-/// A validated new device (from `OtpDeviceAddDetails`).
-pub struct ValidAdd {
-    /// Device id.
-    pub id: OtpDeviceId,
-    /// Description.
-    pub description: String,
-    /// Decoded key.
-    pub key: OtpKey,
-    /// Algorithm.
-    pub algorithm: Algorithm,
-    /// Counter.
-    pub counter: u64,
-}
-
 impl OtpDeviceAddDetails {
-    /// Checks every field, naming the first bad one.
-    pub fn validate(self) -> Result<ValidAdd, ApiError> {
+    /// Checks every field, naming the first bad one, and returns the device to store.
+    pub fn validate(self) -> Result<NewOtpDevice, ApiError> {
         let id = required_string(self.otp_device_id, "otp_device_id")?;
         let id = parse_device_id(&id)
             .map_err(|why| ApiError::malformed(format!("otp_device_id: {why}")))?;
@@ -197,7 +185,7 @@ impl OtpDeviceAddDetails {
         let key = parse_key(required(self.otp_key, "otp_key")?)?;
         let algorithm = parse_algorithm(required(self.otp_algorithm, "otp_algorithm")?)?;
         let counter = self.otp_ctr.map(parse_counter).transpose()?.unwrap_or(0);
-        Ok(ValidAdd {
+        Ok(NewOtpDevice {
             id,
             description,
             key,
@@ -207,28 +195,16 @@ impl OtpDeviceAddDetails {
     }
 }
 
-/// A validated patch (from `OtpDevicePatchDetails`).
-pub struct ValidPatch {
-    /// New description.
-    pub description: String,
-    /// New key, if given.
-    pub key: Option<OtpKey>,
-    /// New algorithm, if given.
-    pub algorithm: Option<Algorithm>,
-    /// New counter, if given.
-    pub counter: Option<u64>,
-}
-
 impl OtpDevicePatchDetails {
-    /// Checks every field, naming the first bad one.
-    pub fn validate(self) -> Result<ValidPatch, ApiError> {
+    /// Checks every field, naming the first bad one, and returns the patch to apply.
+    pub fn validate(self) -> Result<OtpDevicePatch, ApiError> {
         let description = required_string(self.otp_device_description, "otp_device_description")?;
         let key = non_null(self.otp_key).map(parse_key).transpose()?;
         let algorithm = non_null(self.otp_algorithm)
             .map(parse_algorithm)
             .transpose()?;
         let counter = non_null(self.otp_ctr).map(parse_counter).transpose()?;
-        Ok(ValidPatch {
+        Ok(OtpDevicePatch {
             description,
             key,
             algorithm,

@@ -1,15 +1,10 @@
-//! Authentication and permissions (contract §7).
-//!
-//! Order of checks: the instance exists (404, 2000), the credentials are valid for that instance
-//! (401, 2015), the token's scope grants the permission (403, 16). Tokens are looked up by the
-//! hash of the secret, scoped to the instance; the secret itself is never logged.
+//! Credentials and permissions (docs/api.md §7): the bearer secret of a request, the scopes and
+//! what each grants. The checks themselves run in [`crate::extract`], in the contract's order.
+//! Tokens are looked up by the hash of the secret, scoped to the instance; the secret itself is
+//! never logged.
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
-use otp_store::InstanceId;
-
-use crate::error::ApiError;
-use crate::state::AppState;
 
 /// A permission an endpoint requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +13,8 @@ pub enum Permission {
     OtpDevicesRead,
     /// `otp-devices-write`.
     OtpDevicesWrite,
+    /// `otp-devices-verify`: verify a typed code (docs/api.md §10).
+    OtpDevicesVerify,
 }
 
 impl Permission {
@@ -26,11 +23,12 @@ impl Permission {
         match self {
             Permission::OtpDevicesRead => "otp-devices-read",
             Permission::OtpDevicesWrite => "otp-devices-write",
+            Permission::OtpDevicesVerify => "otp-devices-verify",
         }
     }
 }
 
-/// Token scopes accepted when creating a token (the `.refreshable` variants are accepted too).
+/// Token scopes accepted when creating a token (each also with the `:refreshable` suffix).
 pub const SCOPES: [&str; 8] = [
     "readonly",
     "write",
@@ -42,17 +40,31 @@ pub const SCOPES: [&str; 8] = [
     "order-full",
 ];
 
-/// Whether `scope` is a scope this backend knows.
-pub fn is_known_scope(scope: &str) -> bool {
-    SCOPES.contains(&scope.strip_suffix(".refreshable").unwrap_or(scope))
+/// Splits a scope into its base name and whether it is refreshable. Upstream writes
+/// `SCOPE:refreshable`; tokens stored with the older spelling `SCOPE.refreshable` read the same.
+pub fn split_scope(scope: &str) -> (&str, bool) {
+    match scope
+        .strip_suffix(":refreshable")
+        .or_else(|| scope.strip_suffix(".refreshable"))
+    {
+        Some(base) => (base, true),
+        None => (scope, false),
+    }
 }
 
-/// Whether a token of `scope` grants `permission`: `readonly` grants every `*-read`,
-/// `write`/`all`/`admin` grant everything, `order-*` grant no OTP-device permission.
+/// Whether `scope` is a scope this backend knows.
+pub fn is_known_scope(scope: &str) -> bool {
+    SCOPES.contains(&split_scope(scope).0)
+}
+
+/// Whether a token of `scope` grants `permission` (docs/api.md §7): `readonly` grants every
+/// `*-read`, `write`/`all`/`admin` grant everything, `order-pos` and `order-full` grant
+/// `otp-devices-verify` only, the other `order-*` scopes no OTP-device permission.
 pub fn scope_grants(scope: &str, permission: Permission) -> bool {
-    match scope.strip_suffix(".refreshable").unwrap_or(scope) {
+    match split_scope(scope).0 {
         "write" | "all" | "admin" => true,
         "readonly" => permission == Permission::OtpDevicesRead,
+        "order-pos" | "order-full" => permission == Permission::OtpDevicesVerify,
         _ => false,
     }
 }
@@ -74,21 +86,6 @@ pub fn bearer_secret(req: &HttpRequest) -> Option<&str> {
     token.starts_with("secret-token:").then_some(token)
 }
 
-/// Runs the §7 checks for `instance` and `permission`.
-pub async fn authorize(
-    state: &AppState,
-    req: &HttpRequest,
-    instance: &InstanceId,
-    permission: Permission,
-) -> Result<(), ApiError> {
-    let scope = state.authenticate(instance, bearer_secret(req)).await?;
-    if scope_grants(&scope, permission) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(permission.name()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,18 +96,35 @@ mod tests {
         use Permission::*;
         assert!(scope_grants("readonly", OtpDevicesRead));
         assert!(!scope_grants("readonly", OtpDevicesWrite));
-        for scope in ["write", "all", "admin", "write.refreshable"] {
-            assert!(scope_grants(scope, OtpDevicesRead) && scope_grants(scope, OtpDevicesWrite));
+        assert!(!scope_grants("readonly", OtpDevicesVerify));
+        for scope in [
+            "write",
+            "all",
+            "admin",
+            "write.refreshable",
+            "admin:refreshable",
+        ] {
+            for permission in [OtpDevicesRead, OtpDevicesWrite, OtpDevicesVerify] {
+                assert!(scope_grants(scope, permission), "{scope}");
+            }
+        }
+        for scope in ["order-pos", "order-full", "order-pos:refreshable"] {
+            assert!(scope_grants(scope, OtpDevicesVerify), "{scope}");
+            assert!(!scope_grants(scope, OtpDevicesRead), "{scope}");
+            assert!(!scope_grants(scope, OtpDevicesWrite), "{scope}");
         }
         for scope in [
             "order-simple",
-            "order-pos",
             "order-mgmt",
-            "order-full",
             "bogus",
+            "order-simple:refreshable",
         ] {
-            assert!(!scope_grants(scope, OtpDevicesRead), "{scope}");
+            for permission in [OtpDevicesRead, OtpDevicesWrite, OtpDevicesVerify] {
+                assert!(!scope_grants(scope, permission), "{scope}");
+            }
         }
+        assert!(is_known_scope("order-pos:refreshable") && is_known_scope("write.refreshable"));
+        assert!(!is_known_scope("order-pos:forever"));
     }
 
     #[test]

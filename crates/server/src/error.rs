@@ -35,7 +35,12 @@ pub enum PrivateEndpointErrors {
     /// The token's scope lacks the endpoint's permission (otp-devices-read or otp-devices-write), code 16.
     #[response(status = 403)]
     Forbidden(ErrorDetail),
+    /// A failure of the database (codes 52 store, 53 fetch, 56 stored data violates an
+    /// invariant) or of the server itself (code 60); the body carries no internal detail.
+    #[response(status = 500)]
+    Internal(ErrorDetail),
     /// The database is unavailable, code 51; retry after `Retry-After` seconds.
+
     #[response(
         status = 503,
         headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))

@@ -12,7 +12,8 @@ pub mod otp_devices;
 use std::borrow::Cow;
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, Route, web};
+
 use otp_store::{InstanceId, OtpDeviceId};
 
 use crate::api::parse_device_id;
@@ -47,41 +48,129 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     register_api(cfg, "");
 }
 
-/// Registers the API's resources on `cfg`, whose paths lie under `prefix`.
+/// An HTTP method of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+}
+
+impl Verb {
+    /// The method's name as the OpenAPI document writes it (lower case).
+    pub fn openapi_name(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+        }
+    }
+}
+
+/// One endpoint of the API: where it lies below the instance prefix, its method and handler.
+pub struct Endpoint {
+    /// A scope with a static prefix that groups endpoints (`""` for none), so that routing
+    /// compares strings before it matches patterns.
+    pub scope: &'static str,
+    /// The path within the scope (`""`, `/{device_id}`, …).
+    pub path: &'static str,
+    /// The method.
+    pub verb: Verb,
+    /// Builds the actix route (method guard and handler).
+    route: fn() -> Route,
+}
+
+impl Endpoint {
+    /// The path below the instance prefix (`/private/otp-devices/{device_id}`).
+    pub fn full_path(&self) -> String {
+        format!("{}{}", self.scope, self.path)
+    }
+}
+
+/// Every endpoint of the API, registered once for each prefix by [`configure`] and compared
+/// with the OpenAPI document by the test suite: the one list of routes. Endpoints of one
+/// resource are adjacent, and resources of one scope too.
+pub static ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        scope: "",
+        path: "/config",
+        verb: Verb::Get,
+        route: || web::get().to(config::get_config),
+    },
+    Endpoint {
+        scope: "/private/otp-devices",
+        path: "",
+        verb: Verb::Get,
+        route: || web::get().to(otp_devices::list_otp_devices),
+    },
+    Endpoint {
+        scope: "/private/otp-devices",
+        path: "",
+        verb: Verb::Post,
+        route: || web::post().to(otp_devices::create_otp_device),
+    },
+    Endpoint {
+        scope: "/private/otp-devices",
+        path: "/{device_id}",
+        verb: Verb::Get,
+        route: || web::get().to(otp_devices::get_otp_device),
+    },
+    Endpoint {
+        scope: "/private/otp-devices",
+        path: "/{device_id}",
+        verb: Verb::Patch,
+        route: || web::patch().to(otp_devices::update_otp_device),
+    },
+    Endpoint {
+        scope: "/private/otp-devices",
+        path: "/{device_id}",
+        verb: Verb::Delete,
+        route: || web::delete().to(otp_devices::delete_otp_device),
+    },
+    Endpoint {
+        scope: "/private/otp-devices",
+        path: "/{device_id}/confirmations",
+        verb: Verb::Post,
+        route: || web::post().to(confirmations::create_confirmation),
+    },
+];
+
+/// Registers [`ENDPOINTS`] on `cfg`, whose paths lie under `prefix`: one resource per path
+/// (answering 405 to other methods), grouped in scopes.
 fn register_api(cfg: &mut web::ServiceConfig, prefix: &str) {
-    let devices = format!("{prefix}/private/otp-devices");
-    cfg.service(
-        web::resource("/config")
-            .app_data(RoutePattern(format!("{prefix}/config")))
-            .route(web::get().to(config::get_config))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::scope("/private/otp-devices")
-            .service(
-                web::resource("")
-                    .app_data(RoutePattern(devices.clone()))
-                    .route(web::get().to(otp_devices::list_otp_devices))
-                    .route(web::post().to(otp_devices::create_otp_device))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/{device_id}")
-                    .app_data(RoutePattern(format!("{devices}/{{device_id}}")))
-                    .route(web::get().to(otp_devices::get_otp_device))
-                    .route(web::patch().to(otp_devices::update_otp_device))
-                    .route(web::delete().to(otp_devices::delete_otp_device))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/{device_id}/confirmations")
-                    .app_data(RoutePattern(format!(
-                        "{devices}/{{device_id}}/confirmations"
-                    )))
-                    .route(web::post().to(confirmations::create_confirmation))
-                    .default_service(web::to(method_not_allowed)),
-            ),
-    );
+    let mut rest = ENDPOINTS;
+    while let Some(first) = rest.first() {
+        let in_scope = rest.iter().take_while(|e| e.scope == first.scope).count();
+        let (group, tail) = rest.split_at(in_scope);
+        rest = tail;
+        let mut scope = web::scope(first.scope);
+        let mut resources = group;
+        while let Some(head) = resources.first() {
+            let same = resources.iter().take_while(|e| e.path == head.path).count();
+            let (endpoints, tail) = resources.split_at(same);
+            resources = tail;
+            let mut resource = web::resource(head.path)
+                .app_data(RoutePattern(format!("{prefix}{}", head.full_path())));
+            for endpoint in endpoints {
+                resource = resource.route((endpoint.route)());
+            }
+            let resource = resource.default_service(web::to(method_not_allowed));
+            if first.scope.is_empty() {
+                cfg.service(resource);
+            } else {
+                scope = scope.service(resource);
+            }
+        }
+        if !first.scope.is_empty() {
+            cfg.service(scope);
+        }
+    }
 }
 
 /// Fallback for paths no route matches.
@@ -95,13 +184,11 @@ async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
 
 /// `/instances/default/…` → `308` to the unprefixed path, as upstream does.
 async fn redirect_default_instance(req: HttpRequest) -> HttpResponse {
-    // What follows `/instances/default`: empty, or `/` and the rest.
-    let tail = req.match_info().unprocessed();
-    let mut location = if tail.is_empty() {
-        "/".to_owned()
-    } else {
-        tail.to_owned()
-    };
+    // What follows `/instances/default`: empty, or `/` and the rest. The answer is always a
+    // path on this server: slashes and backslashes at the start (also percent-encoded) are
+    // dropped, so `//evil.example/x` or `/%5Cevil.example` cannot become another host.
+    let mut location = String::from("/");
+    location.push_str(strip_leading_separators(req.match_info().unprocessed()));
     if !req.query_string().is_empty() {
         location.push('?');
         location.push_str(req.query_string());
@@ -131,6 +218,22 @@ pub fn device_id_of(req: &HttpRequest) -> Result<OtpDeviceId, ApiError> {
         .ok_or(ApiError::EndpointUnknown)?;
     let decoded = decode_segment(raw).ok_or(ApiError::DeviceUnknown)?;
     parse_device_id(&decoded).map_err(|_| ApiError::DeviceUnknown)
+}
+
+/// `tail` without the slashes and backslashes it starts with, in plain or percent-encoded form.
+fn strip_leading_separators(mut tail: &str) -> &str {
+    loop {
+        if let Some(rest) = tail.strip_prefix(['/', '\\']) {
+            tail = rest;
+        } else if tail.len() >= 3
+            && tail.is_char_boundary(3)
+            && ["%2f", "%5c"].contains(&tail[..3].to_ascii_lowercase().as_str())
+        {
+            tail = &tail[3..];
+        } else {
+            return tail;
+        }
+    }
 }
 
 /// Percent-decodes a path segment (actix leaves `%2F`, `%25` and `%2B` encoded); `None` when

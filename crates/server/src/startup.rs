@@ -1,24 +1,19 @@
 //! `Application`: builds the HTTP server exactly as `taler-otp serve` runs it — state, caches,
 //! change listener, middleware, routes, listener — so tests start the real thing on port 0.
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{Server, ServerHandle, Service, ServiceResponse};
-use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
 use otp_store::{Store, StoreConfig, changes, migrate};
-use tracing::Instrument;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{Listen, Settings};
-use crate::error::{ApiError, ErrorDetail, error_chain};
+use crate::error::error_chain;
 use crate::state::AppState;
-use crate::{body, openapi, routes, taler_ec, version};
+use crate::{body, middleware, openapi, routes, version};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,22 +60,6 @@ pub struct Application {
 /// How long a stop waits for requests in flight.
 const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Counts a request as in flight until dropped (also when the request is cancelled).
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
-        counter.fetch_add(1, Ordering::AcqRel);
-        InFlight(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Resolves on SIGINT or SIGTERM (or never, if the handlers cannot be installed).
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -100,9 +79,6 @@ async fn wait_for_stop_signal() {
         }
     }
 }
-
-/// The request-id header, read from clients (when well-formed) and echoed back.
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Application {
     /// Builds the server over the database at `store_config`, checking the schema first.
@@ -151,40 +127,7 @@ impl Application {
             App::new()
                 .app_data(worker_state)
                 .app_data(body::payload_config())
-                .wrap_fn(move |req, srv| {
-                    let in_flight = InFlight::enter(&in_flight);
-                    let started = Instant::now();
-                    let request_id = request_id(req.headers().get(&REQUEST_ID));
-                    let method = req.method().to_string();
-                    let span = tracing::info_span!("request", id = %request_id, %method);
-                    let fut = srv.call(req);
-                    async move {
-                        let mut res = fut.await.map(taler_error_body)?;
-                        let status = res.status().as_u16();
-                        // The API's resources carry their pattern; matching the path against
-                        // the resource map again is left to the rare others (docs, 404s).
-                        let matched;
-                        let route = match res.request().app_data::<routes::RoutePattern>() {
-                            Some(pattern) => pattern.0.as_str(),
-                            None => {
-                                matched = res.request().match_pattern();
-                                matched.as_deref().unwrap_or("(unmatched)")
-                            }
-                        };
-                        tracing::info!(
-                            route,
-                            status,
-                            latency_us = started.elapsed().as_micros() as u64,
-                            "served"
-                        );
-                        if let Ok(value) = HeaderValue::from_str(&request_id) {
-                            res.headers_mut().insert(REQUEST_ID, value);
-                        }
-                        drop(in_flight);
-                        Ok(res)
-                    }
-                    .instrument(span)
-                })
+                .wrap_fn(move |req, srv| middleware::observe(req, srv, &in_flight))
                 // First, so that the ceiling it measures includes none of the API's routing.
                 .configure(|cfg| {
                     if benchmark_route {
@@ -318,114 +261,9 @@ fn set_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-fn request_id(header: Option<&HeaderValue>) -> String {
-    header
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(new_request_id)
-}
-
-thread_local! {
-    /// Per-thread SplitMix64 state behind request ids, seeded once from the OS.
-    static REQUEST_ID_STATE: Cell<u64> = Cell::new(seed());
-}
-
-fn seed() -> u64 {
-    let (high, low) = uuid::Uuid::new_v4().as_u64_pair();
-    high ^ low
-}
-
-/// A fresh request id: a random (version 4) UUID in its 32-digit form. Ids need to be unique,
-/// not secret, so they come from a per-thread generator seeded once instead of a system call
-/// per request.
-fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    REQUEST_ID_STATE.with(|state| {
-        for half in bytes.chunks_exact_mut(8) {
-            let next = splitmix64(state);
-            half.copy_from_slice(&next.to_le_bytes());
-        }
-    });
-    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
-    id.simple()
-        .encode_lower(&mut uuid::Uuid::encode_buffer())
-        .to_owned()
-}
-
-fn splitmix64(state: &Cell<u64>) -> u64 {
-    let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-    state.set(next);
-    let mut z = next;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Safety net: any error answer that is not already a Taler JSON body (a framework error) gets one.
-fn taler_error_body<B: MessageBody + 'static>(res: ServiceResponse<B>) -> ServiceResponse<BoxBody> {
-    let status = res.status();
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return res.map_into_boxed_body();
-    }
-    let response = match status {
-        StatusCode::NOT_FOUND => ApiError::EndpointUnknown.error_response(),
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodInvalid.error_response(),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(body::MAX_BODY_BYTES).error_response()
-        }
-        StatusCode::URI_TOO_LONG => ApiError::UriTooLong.error_response(),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            ApiError::UnsupportedMediaType("content-type: unsupported".into()).error_response()
-        }
-        status => {
-            let code = if status.is_client_error() {
-                taler_ec::GENERIC_PARAMETER_MALFORMED
-            } else {
-                taler_ec::GENERIC_INTERNAL_INVARIANT_FAILURE
-            };
-            let hint = status
-                .canonical_reason()
-                .unwrap_or("request failed")
-                .to_owned();
-            HttpResponse::build(status).json(ErrorDetail {
-                code,
-                hint,
-                detail: None,
-            })
-        }
-    };
-    let (req, _) = res.into_parts();
-    ServiceResponse::new(req, response)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generated_request_ids_are_distinct_v4_uuids() {
-        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_request_id()).collect();
-        assert_eq!(ids.len(), 1000);
-        for id in &ids {
-            let uuid = uuid::Uuid::parse_str(id).unwrap();
-            assert_eq!(uuid.get_version_num(), 4, "{id}");
-            assert_eq!(id.len(), 32);
-            assert!(
-                id.bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-            );
-        }
-    }
 
     #[test]
     fn the_pool_is_split_between_the_workers() {
@@ -448,13 +286,5 @@ mod tests {
             worker_store_config(&config, 2).is_none(),
             "more connections than POOL_SIZE"
         );
-    }
-
-    #[test]
-    fn well_formed_client_request_ids_are_kept() {
-        let value = HeaderValue::from_static("abc-123");
-        assert_eq!(request_id(Some(&value)), "abc-123");
-        let bad = HeaderValue::from_static("a b");
-        assert_eq!(request_id(Some(&bad)).len(), 32);
     }
 }

@@ -13,19 +13,29 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use otp_store::changes::Change;
-use otp_store::otp_devices::OtpDevice;
+use otp_store::otp_devices::{OtpDevice, OtpDevicePatch};
 use otp_store::tokens::{self, AuthOutcome};
 use otp_store::{InstanceId, OtpDeviceId, Store, StoreError, otp_devices};
 
 use crate::api::VersionResponse;
 use crate::cache::TtlCache;
+use crate::clock;
 use crate::error::ApiError;
 
-/// A validated token as cached: its scope and expiry.
+/// A validated token as cached: who it is and when it expires.
 #[derive(Clone)]
 struct CachedToken {
-    scope: Arc<str>,
+    caller: Caller,
     expires_at: Option<DateTime<Utc>>,
+}
+
+/// The token a request was authorized with.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Its scope, as stored (`write`, `order-pos:refreshable`, …).
+    pub scope: Arc<str>,
+    /// Its serial, recorded with what it does.
+    pub serial: Option<i64>,
 }
 
 /// State of the HTTP server, one per worker: the worker's own connection pool (so a query's
@@ -78,36 +88,39 @@ impl AppState {
         }
     }
 
-    /// Checks `secret` against `instance` and returns the token's scope.
+    /// Checks `secret` against `instance` and returns the token's scope and serial.
     pub async fn authenticate(
         &self,
         instance: &InstanceId,
         secret: Option<&str>,
-    ) -> Result<Arc<str>, ApiError> {
+    ) -> Result<Caller, ApiError> {
         let hash = secret.map(tokens::hash_secret);
         if let Some(cached) = hash.and_then(|hash| self.caches.tokens.get(instance, &hash)) {
-            if cached.value.expires_at.is_none_or(|at| at > Utc::now()) {
-                return Ok(cached.value.scope);
+            if cached.value.expires_at.is_none_or(|at| at > clock::now()) {
+                return Ok(cached.value.caller);
             }
         }
         let started = Instant::now();
-        match tokens::authenticate(&self.store, instance, secret, Utc::now()).await? {
+        match tokens::authenticate(&self.store, instance, secret, clock::now()).await? {
             AuthOutcome::InstanceUnknown => Err(ApiError::InstanceUnknown),
             AuthOutcome::Invalid => Err(ApiError::Unauthorized),
             AuthOutcome::Valid(token) => {
-                let scope: Arc<str> = Arc::from(token.scope.as_str());
+                let caller = Caller {
+                    scope: Arc::from(token.scope.as_str()),
+                    serial: Some(token.serial),
+                };
                 if let Some(hash) = hash {
                     self.caches.tokens.insert(
                         instance.clone(),
                         hash,
                         CachedToken {
-                            scope: scope.clone(),
+                            caller: caller.clone(),
                             expires_at: token.expires_at,
                         },
                         started,
                     );
                 }
-                Ok(scope)
+                Ok(caller)
             }
         }
     }
@@ -154,8 +167,44 @@ impl AppState {
         });
     }
 
-    /// Forgets the cached device after a local write.
-    pub fn forget_device(&self, instance: &InstanceId, id: &OtpDeviceId) {
+    /// Applies `patch` to device `id`; this process's cache forgets the device whatever the
+    /// outcome (other processes hear of it through the database's notification).
+    pub async fn update_device(
+        &self,
+        instance: &InstanceId,
+        id: &OtpDeviceId,
+        patch: &OtpDevicePatch,
+    ) -> Result<(), StoreError> {
+        let result = otp_devices::update(&self.store, instance, id, patch).await;
+        self.forget_device(instance, id);
+        result
+    }
+
+    /// Deletes device `id`, and forgets it in this process's cache.
+    pub async fn delete_device(
+        &self,
+        instance: &InstanceId,
+        id: &OtpDeviceId,
+    ) -> Result<(), StoreError> {
+        let result = otp_devices::delete(&self.store, instance, id).await;
+        self.forget_device(instance, id);
+        result
+    }
+
+    /// Takes the next counter value of device `id` in one statement (see
+    /// [`otp_devices::advance_counter`]), and forgets the cached device, whose counter moved.
+    pub async fn advance_counter(
+        &self,
+        instance: &InstanceId,
+        id: &OtpDeviceId,
+    ) -> Result<OtpDevice, StoreError> {
+        let result = otp_devices::advance_counter(&self.store, instance, id).await;
+        self.forget_device(instance, id);
+        result
+    }
+
+    /// Forgets the cached device.
+    fn forget_device(&self, instance: &InstanceId, id: &OtpDeviceId) {
         self.caches.devices.remove(instance, id);
     }
 

@@ -1,6 +1,6 @@
 //! Operator commands over the database: `dbinit`, `instance`, `token` and `device`.
 
-use chrono::{Duration as ChronoDuration, Utc};
+use chrono::Duration as ChronoDuration;
 use otp_algo::{Algorithm, Amount, OtpKey};
 use otp_store::otp_devices::{self, Created, NewOtpDevice};
 use otp_store::{InstanceId, Store, StoreError, instances, migrate, tokens};
@@ -9,10 +9,10 @@ use super::{DeviceCommand, Failure, InstanceArg, InstanceCommand, TokenCommand};
 use crate::api::{MAX_COUNTER, parse_device_id};
 use crate::auth::is_known_scope;
 use crate::cli::code::parse_time;
+use crate::clock::now_seconds;
 use crate::config::Settings;
 use crate::database::Database;
 use crate::error::error_chain;
-use crate::routes::otp_devices::now_seconds;
 
 /// Runs `taler-otp dbinit`.
 pub async fn dbinit(settings: &Settings) -> Result<(), Failure> {
@@ -91,7 +91,7 @@ pub async fn token(settings: &Settings, command: TokenCommand) -> Result<(), Fai
                             .ok()
                             .filter(|s| (1..=100 * 365 * 86_400).contains(s))
                             .ok_or_else(|| Failure::usage(format!("--duration: expected a positive number of seconds, got {text:?}")))?;
-                        Some(Utc::now() + ChronoDuration::seconds(seconds))
+                        Some(crate::clock::now() + ChronoDuration::seconds(seconds))
                     }
                 };
                 let (_, secret) = tokens::create(&store, &instance, &scope, expires_at, &description)

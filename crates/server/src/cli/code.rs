@@ -7,7 +7,7 @@ use clap::Args;
 use otp_algo::{Algorithm, Amount, MAX_TIMESTAMP, OtpKey};
 
 use super::Failure;
-use crate::routes::otp_devices::now_seconds;
+use crate::clock::now_seconds;
 
 /// Arguments of `taler-otp code`.
 #[derive(Debug, Args)]

@@ -5,15 +5,12 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use otp_algo::Algorithm;
-use otp_store::otp_devices;
 
 use crate::api::{ConfirmationRequest, ConfirmationResponse, parse_price_value};
-use crate::auth::{Permission, authorize};
 use crate::body::read_json;
+use crate::clock;
 use crate::error::{ApiError, ErrorDetail, PrivateEndpointErrors};
-use crate::routes::otp_devices::now_seconds;
-use crate::routes::{device_id_of, instance_of};
-use crate::state::AppState;
+use crate::extract::{DeviceRequest, Write};
 
 /// Issues the confirmation a customer is shown after paying (**extension**, not in upstream).
 /// Counter-mode devices advance their counter by one; an empty body is allowed.
@@ -36,16 +33,14 @@ use crate::state::AppState;
     )
 )]
 pub async fn create_confirmation(
+    request: DeviceRequest<Write>,
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let instance = instance_of(&req, &state)?;
-    authorize(&state, &req, &instance, Permission::OtpDevicesWrite).await?;
-    let id = device_id_of(&req)?;
     let body = read_json::<ConfirmationRequest>(&req, payload, true).await?;
     let price = parse_price_value(body.price)?;
-    let device = state.device(&instance, &id).await?;
+    let (auth, id) = (&request.auth, &request.device);
+    let device = auth.state.device(&auth.instance, id).await?;
     if device.algorithm == Algorithm::None {
         return Err(ApiError::NoConfirmations);
     }
@@ -55,11 +50,13 @@ pub async fn create_confirmation(
             device.algorithm.name()
         )));
     }
-    let otp_timestamp = now_seconds();
+    let otp_timestamp = clock::now_seconds();
     let (key, algorithm, counter) = if device.algorithm.is_counter_based() {
-        let advanced = otp_devices::advance_counter(&state.store, &instance, &id).await;
-        state.forget_device(&instance, &id);
-        let advanced = advanced.map_err(ApiError::store)?;
+        let advanced = auth
+            .state
+            .advance_counter(&auth.instance, id)
+            .await
+            .map_err(ApiError::store)?;
         // The device may have been patched since it was cached: recheck what the row says now.
         if advanced.algorithm.uses_price() && price.is_none() {
             return Err(ApiError::Missing(format!(

@@ -2,19 +2,17 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::Utc;
-use otp_store::otp_devices::{self, Created, NewOtpDevice, OtpDevicePatch};
+use otp_store::otp_devices::{self, Created};
 
 use crate::api::{
     OtpDeviceAddDetails, OtpDeviceDetails, OtpDeviceEntry, OtpDevicePatchDetails,
     OtpDeviceSummaryResponse,
 };
-use crate::auth::{Permission, authorize};
 use crate::body::read_json;
+use crate::clock;
 use crate::error::{ApiError, ErrorDetail, PrivateEndpointErrors};
+use crate::extract::{Authorized, DeviceRequest, Read, Write};
 use crate::query::CodeQuery;
-use crate::routes::{device_id_of, instance_of};
-use crate::state::AppState;
 
 /// Lists the instance's OTP devices.
 #[utoipa::path(
@@ -29,13 +27,8 @@ use crate::state::AppState;
         PrivateEndpointErrors,
     )
 )]
-pub async fn list_otp_devices(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let instance = instance_of(&req, &state)?;
-    authorize(&state, &req, &instance, Permission::OtpDevicesRead).await?;
-    let devices = otp_devices::list(&state.store, &instance).await?;
+pub async fn list_otp_devices(auth: Authorized<Read>) -> Result<HttpResponse, ApiError> {
+    let devices = otp_devices::list(&auth.state.store, &auth.instance).await?;
     let otp_devices = devices
         .into_iter()
         .map(|d| OtpDeviceEntry {
@@ -65,23 +58,14 @@ pub async fn list_otp_devices(
     )
 )]
 pub async fn create_otp_device(
+    auth: Authorized<Write>,
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let instance = instance_of(&req, &state)?;
-    authorize(&state, &req, &instance, Permission::OtpDevicesWrite).await?;
-    let details = read_json::<OtpDeviceAddDetails>(&req, payload, false)
+    let device = read_json::<OtpDeviceAddDetails>(&req, payload, false)
         .await?
         .validate()?;
-    let device = NewOtpDevice {
-        id: details.id,
-        description: details.description,
-        key: details.key,
-        algorithm: details.algorithm,
-        counter: details.counter,
-    };
-    match otp_devices::create(&state.store, &instance, &device)
+    match otp_devices::create(&auth.state.store, &auth.instance, &device)
         .await
         .map_err(ApiError::store)?
     {
@@ -110,15 +94,13 @@ pub async fn create_otp_device(
     )
 )]
 pub async fn get_otp_device(
+    request: DeviceRequest<Read>,
     req: HttpRequest,
-    state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let instance = instance_of(&req, &state)?;
-    authorize(&state, &req, &instance, Permission::OtpDevicesRead).await?;
     let query = CodeQuery::parse(req.query_string())?;
-    let id = device_id_of(&req)?;
-    let device = state.device(&instance, &id).await?;
-    let otp_timestamp = query.faketime.unwrap_or_else(now_seconds);
+    let auth = &request.auth;
+    let device = auth.state.device(&auth.instance, &request.device).await?;
+    let otp_timestamp = query.faketime.unwrap_or_else(clock::now_seconds);
     let otp_code = otp_algo::confirmation(
         &device.key,
         device.algorithm,
@@ -166,25 +148,18 @@ pub async fn get_otp_device(
     )
 )]
 pub async fn update_otp_device(
+    request: DeviceRequest<Write>,
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let instance = instance_of(&req, &state)?;
-    authorize(&state, &req, &instance, Permission::OtpDevicesWrite).await?;
-    let id = device_id_of(&req)?;
     let patch = read_json::<OtpDevicePatchDetails>(&req, payload, false)
         .await?
         .validate()?;
-    let patch = OtpDevicePatch {
-        description: patch.description,
-        key: patch.key,
-        algorithm: patch.algorithm,
-        counter: patch.counter,
-    };
-    let result = otp_devices::update(&state.store, &instance, &id, &patch).await;
-    state.forget_device(&instance, &id);
-    result.map_err(ApiError::store)?;
+    let auth = &request.auth;
+    auth.state
+        .update_device(&auth.instance, &request.device, &patch)
+        .await
+        .map_err(ApiError::store)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -204,20 +179,11 @@ pub async fn update_otp_device(
         PrivateEndpointErrors,
     )
 )]
-pub async fn delete_otp_device(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let instance = instance_of(&req, &state)?;
-    authorize(&state, &req, &instance, Permission::OtpDevicesWrite).await?;
-    let id = device_id_of(&req)?;
-    let result = otp_devices::delete(&state.store, &instance, &id).await;
-    state.forget_device(&instance, &id);
-    result.map_err(ApiError::store)?;
+pub async fn delete_otp_device(request: DeviceRequest<Write>) -> Result<HttpResponse, ApiError> {
+    let auth = &request.auth;
+    auth.state
+        .delete_device(&auth.instance, &request.device)
+        .await
+        .map_err(ApiError::store)?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-/// The server's clock, in whole seconds since the epoch.
-pub fn now_seconds() -> u64 {
-    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
 }
