@@ -1,7 +1,7 @@
 //! Opening the database a command works on: the configured PostgreSQL, or the embedded
 //! cluster under `DATA_DIR` when none is configured.
 
-use otp_store::embedded::{Cluster, ClusterOptions};
+use otp_embedded_pg::{Cluster, ClusterOptions};
 use otp_store::{StoreConfig, migrate};
 
 use crate::config::Settings;

@@ -19,7 +19,6 @@
 
 pub mod changes;
 mod crypto;
-pub mod embedded;
 mod error;
 pub mod ids;
 pub mod instances;

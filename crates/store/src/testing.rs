@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use otp_embedded_pg::{Cluster, ClusterOptions};
 use rand::Rng;
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
@@ -26,7 +27,6 @@ use tokio_postgres::config::Host;
 
 pub use proxy::TcpProxy;
 
-use crate::embedded::{Cluster, ClusterOptions};
 use crate::store::{Store, StoreConfig};
 
 /// How old a leftover test database must be to be swept.

@@ -1,6 +1,6 @@
 //! A cluster from the machine's binaries, on a Unix socket only.
 
-use otp_store::embedded::{Cluster, ClusterOptions, EmbeddedError, find_bindir};
+use otp_embedded_pg::{Cluster, ClusterOptions, EmbeddedError, find_bindir};
 use otp_store::{Store, StoreConfig, instances};
 
 use crate::instance_id;
