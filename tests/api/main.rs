@@ -1,5 +1,5 @@
 //! End-to-end tests of the HTTP API: one binary, the real server against real PostgreSQL.
-//! Each module walks one part of `shared/spec/taler-otp-api.md`.
+//! Each module walks one part of `docs/api.md`.
 
 #![cfg(test)]
 

@@ -1,4 +1,4 @@
-//! The five OTP algorithms of a device (`taler-otp-api.md` §3).
+//! The five OTP algorithms of a device (`docs/api.md` §3).
 
 use std::fmt;
 use std::str::FromStr;

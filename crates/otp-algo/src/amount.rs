@@ -20,7 +20,7 @@ pub const MAX_FRACTION_DIGITS: usize = 8;
 /// One unit of value, in fraction units.
 const FRACTION_BASE: u32 = 100_000_000;
 
-/// A Taler amount `CURRENCY:VALUE[.FRACTION]` (`taler-otp-api.md` §4).
+/// A Taler amount `CURRENCY:VALUE[.FRACTION]` (`docs/api.md` §4).
 ///
 /// Invariants: the currency is 1 to 11 letters `A-Z`, the value is at most
 /// [`MAX_AMOUNT_VALUE`] and the fraction is below 10^8. Equal amounts have
@@ -112,7 +112,7 @@ impl Amount {
         self.fraction
     }
 
-    /// The packed 24-byte `TALER_AmountNBO` (`pos-confirmation.md` "The amount"):
+    /// The packed 24-byte `TALER_AmountNBO` (`docs/confirmation.md` "The amount"):
     /// value as u64 big-endian, fraction as u32 big-endian, currency NUL-padded to 12 bytes.
     pub fn to_nbo(&self) -> [u8; 24] {
         let mut out = [0u8; 24];

@@ -1,4 +1,4 @@
-//! The POS confirmation string (`pos-confirmation.md`, `taler-otp-api.md` §5).
+//! The POS confirmation string (`docs/confirmation.md`, `docs/api.md` §5).
 
 use zeroize::Zeroizing;
 
@@ -7,10 +7,7 @@ use crate::amount::Amount;
 use crate::hotp::{CODE_DIGITS, HmacSha1, hmac_sha1, hotp_with, push_code};
 use crate::kdf::gnunet_kdf;
 use crate::key::OtpKey;
-use crate::totp::totp_counters;
-
-/// The TOTP step offsets of the five codes of a confirmation, oldest first.
-pub const TOTP_OFFSETS: [i64; 5] = [-2, -1, 0, 1, 2];
+use crate::totp::{TOTP_OFFSETS, totp_counters};
 
 /// HMAC-SHA1 keyed with the code key `K` of `algorithm`, or `None` when the
 /// algorithm produces no code (NONE, or a with-price algorithm without price).

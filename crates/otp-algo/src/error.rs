@@ -1,6 +1,6 @@
 //! Error types of this crate: one small enum per kind of input.
 
-/// Why a base32 device key was rejected (`taler-otp-api.md` §4).
+/// Why a base32 device key was rejected (`docs/api.md` §4).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     /// The key string is empty.
@@ -31,7 +31,7 @@ pub enum KeyError {
     },
 }
 
-/// Why a Taler amount `CURRENCY:VALUE[.FRACTION]` was rejected (`taler-otp-api.md` §4).
+/// Why a Taler amount `CURRENCY:VALUE[.FRACTION]` was rejected (`docs/api.md` §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum AmountError {
     /// There is no `:` between currency and value.
@@ -51,7 +51,7 @@ pub enum AmountError {
     InvalidFraction,
 }
 
-/// Why an algorithm identifier was rejected (`taler-otp-api.md` §3).
+/// Why an algorithm identifier was rejected (`docs/api.md` §3).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AlgorithmError {
     /// An integer other than 0 to 4.

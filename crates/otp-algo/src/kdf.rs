@@ -5,7 +5,7 @@ use sha2::{Sha256, Sha512};
 use zeroize::Zeroize;
 
 /// 64 bytes of `GNUNET_CRYPTO_kdf(salt, ikm)` with no context
-/// (`pos-confirmation.md` "The KDF").
+/// (`docs/confirmation.md` "The KDF").
 ///
 /// This is RFC 5869 HKDF with two hashes: the extract step is HMAC-SHA512
 /// (`PRK = HMAC-SHA512(salt, ikm)`, all 64 bytes kept) and the expand step is

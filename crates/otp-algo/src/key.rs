@@ -7,7 +7,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::KeyError;
 
-/// The fewest bytes a device key may decode to (80 bits; `taler-otp-api.md` §4).
+/// The fewest bytes a device key may decode to (80 bits; `docs/api.md` §4).
 pub const MIN_KEY_BYTES: usize = 10;
 
 /// A device's secret key: at least [`MIN_KEY_BYTES`] raw bytes.
@@ -21,7 +21,7 @@ pub struct OtpKey {
 
 impl OtpKey {
     /// Parses a base32 key as the API accepts it: [`decode_base32`]'s rules,
-    /// then at least [`MIN_KEY_BYTES`] decoded bytes (`taler-otp-api.md` §4).
+    /// then at least [`MIN_KEY_BYTES`] decoded bytes (`docs/api.md` §4).
     pub fn from_base32(s: &str) -> Result<OtpKey, KeyError> {
         if s.is_empty() {
             return Err(KeyError::Empty);
@@ -75,7 +75,7 @@ impl PartialEq for OtpKey {
 impl Eq for OtpKey {}
 
 /// Decodes RFC 3548 base32 as upstream GNU Taler does, with the API's padding
-/// rules and without a minimum length (`pos-confirmation.md` "Key decoding").
+/// rules and without a minimum length (`docs/confirmation.md` "Key decoding").
 ///
 /// - The alphabet is `A-Z2-7`; lower case is accepted.
 /// - 5 bits per character, most significant first; every complete byte is

@@ -2,7 +2,7 @@
 //! POS confirmation codes.
 //!
 //! This crate computes the `otp_code` / `pos_confirmation` strings of the GNU
-//! Taler merchant backend bit for bit (see `shared/spec/pos-confirmation.md`)
+//! Taler merchant backend bit for bit (see `docs/confirmation.md`)
 //! and parses the inputs they depend on: base32 device keys, Taler amounts and
 //! algorithm identifiers.
 //!
@@ -49,10 +49,10 @@ mod verify;
 
 pub use algorithm::Algorithm;
 pub use amount::{Amount, MAX_AMOUNT_VALUE, MAX_CURRENCY_LEN, MAX_FRACTION_DIGITS};
-pub use confirmation::{TOTP_OFFSETS, confirmation};
+pub use confirmation::confirmation;
 pub use error::{AlgorithmError, AmountError, KeyError};
 pub use hotp::{CODE_DIGITS, hotp, hotp_code};
 pub use kdf::gnunet_kdf;
 pub use key::{MIN_KEY_BYTES, OtpKey, decode_base32};
-pub use totp::{MAX_TIMESTAMP, TIME_STEP, totp_counter, totp_counters};
+pub use totp::{MAX_TIMESTAMP, TIME_STEP, TOTP_OFFSETS, totp_counter, totp_counters};
 pub use verify::{ct_eq, verify_hotp, verify_totp};

@@ -7,6 +7,9 @@ pub const TIME_STEP: u64 = 30;
 /// ("forever") truncated to seconds. Later times behave as this one.
 pub const MAX_TIMESTAMP: u64 = u64::MAX / MICROS;
 
+/// The TOTP step offsets of the five codes of a confirmation, oldest first.
+pub const TOTP_OFFSETS: [i64; 5] = [-2, -1, 0, 1, 2];
+
 /// Microseconds per second (GNUnet times are microseconds).
 const MICROS: u64 = 1_000_000;
 
@@ -14,7 +17,7 @@ const MICROS: u64 = 1_000_000;
 const FOREVER_US: u64 = u64::MAX;
 
 /// The TOTP counter for `unix_seconds` moved by `step_offset` steps of
-/// [`TIME_STEP`] seconds, computed as upstream does (`pos-confirmation.md` "Time").
+/// [`TIME_STEP`] seconds, computed as upstream does (`docs/confirmation.md` "Time").
 ///
 /// The time is converted to microseconds (a time past [`MAX_TIMESTAMP`]
 /// becomes "forever"), then moved with GNUnet's saturating arithmetic:
@@ -43,7 +46,7 @@ pub fn totp_counter(unix_seconds: u64, step_offset: i64) -> u64 {
 /// `[0, 0, 0, 1, 2]` and [`MAX_TIMESTAMP`] gives equal counters for the
 /// steps 0, +1 and +2.
 pub fn totp_counters(unix_seconds: u64) -> [u64; 5] {
-    crate::TOTP_OFFSETS.map(|offset| totp_counter(unix_seconds, offset))
+    TOTP_OFFSETS.map(|offset| totp_counter(unix_seconds, offset))
 }
 
 #[cfg(test)]

@@ -15,8 +15,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
-/// Largest counter value a device may hold (2^63 − 1, the range of PostgreSQL's `BIGINT`).
-pub const MAX_COUNTER: u64 = i64::MAX as u64;
+pub use crate::params::MAX_COUNTER;
 
 /// Body of `POST …/private/otp-devices`.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -3,9 +3,10 @@
 //! Parsed by hand from the raw query string so every malformed value gets code 26 naming the
 //! parameter, whether or not the device's algorithm uses it. Empty values count as absent.
 
-use otp_algo::{Amount, MAX_TIMESTAMP};
+use otp_algo::Amount;
 
 use crate::error::ApiError;
+use crate::params;
 
 /// The parsed query of GET one.
 #[derive(Debug, Default)]
@@ -36,23 +37,12 @@ impl CodeQuery {
 
 /// Parses `faketime`: decimal digits only, 0 ≤ value ≤ 18446744073709.
 pub fn parse_faketime(value: &str) -> Result<u64, ApiError> {
-    let malformed = || {
-        ApiError::malformed(format!(
-            "faketime: expected an integer number of seconds between 0 and {MAX_TIMESTAMP}, got {value:?}"
-        ))
-    };
-    if !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed());
-    }
-    match value.parse::<u64>() {
-        Ok(seconds) if seconds <= MAX_TIMESTAMP => Ok(seconds),
-        _ => Err(malformed()),
-    }
+    params::seconds(value).map_err(|why| ApiError::malformed(format!("faketime: {why}")))
 }
 
 /// Parses a Taler amount given as `price`.
 pub fn parse_price(value: &str) -> Result<Amount, ApiError> {
-    Amount::parse(value).map_err(|err| ApiError::malformed(format!("price: {err}")))
+    params::amount(value).map_err(|why| ApiError::malformed(format!("price: {why}")))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::{Listen, Settings};
 use crate::error::error_chain;
 use crate::state::AppState;
-use crate::{body, middleware, openapi, routes, version};
+use crate::{body, middleware, openapi, routes, version, webui};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +135,7 @@ impl Application {
                     }
                 })
                 .configure(routes::configure)
+                .configure(webui::configure)
                 .service(web::redirect("/docs", "/docs/"))
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc.clone()))
                 .default_service(web::to(routes::endpoint_unknown))

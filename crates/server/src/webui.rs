@@ -145,16 +145,16 @@ mod tests {
     use actix_web::body::MessageBody;
     use actix_web::dev::ServiceResponse;
     use actix_web::http::{Method, StatusCode};
-    use actix_web::{App, test};
+    use actix_web::{App, test as actix_test};
 
     /// Sends `method path` to an app with only the page configured.
     async fn call(method: Method, path: &str) -> ServiceResponse {
-        let app = test::init_service(App::new().configure(configure)).await;
-        let req = test::TestRequest::default()
+        let app = actix_test::init_service(App::new().configure(configure)).await;
+        let req = actix_test::TestRequest::default()
             .method(method)
             .uri(path)
             .to_request();
-        test::call_service(&app, req).await
+        actix_test::call_service(&app, req).await
     }
 
     fn header_of<'a>(res: &'a ServiceResponse, name: &str) -> &'a str {

@@ -54,7 +54,7 @@ impl InstanceId {
 /// An OTP device id, unique within its instance.
 ///
 /// **Invariant:** 1 to [`OtpDeviceId::MAX_LEN`] characters, none of them a
-/// control character or `/` (spec §2, Decision).
+/// control character or `/` (`docs/api.md` §2, a decision of ours).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OtpDeviceId(String);
 

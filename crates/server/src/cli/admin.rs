@@ -1,14 +1,15 @@
 //! Operator commands over the database: `dbinit`, `instance`, `token` and `device`.
 
 use chrono::Duration as ChronoDuration;
-use otp_algo::{Algorithm, Amount, OtpKey};
+use otp_algo::{Algorithm, OtpKey};
 use otp_store::otp_devices::{self, Created, NewOtpDevice};
 use otp_store::{InstanceId, Store, StoreError, instances, migrate, tokens};
 
 use super::{DeviceCommand, Failure, InstanceArg, InstanceCommand, TokenCommand};
-use crate::api::{MAX_COUNTER, parse_device_id};
+use crate::api::parse_device_id;
 use crate::auth::is_known_scope;
-use crate::cli::code::parse_time;
+use crate::cli::code::{parse_counter, parse_time};
+
 use crate::clock::now_seconds;
 use crate::config::Settings;
 use crate::database::Database;
@@ -153,15 +154,7 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                     algorithm: algorithm
                         .parse::<Algorithm>()
                         .map_err(|err| Failure::usage(format!("--algorithm: {err}")))?,
-                    counter: counter
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|c| *c <= MAX_COUNTER)
-                        .ok_or_else(|| {
-                            Failure::usage(format!(
-                                "--counter: expected an integer between 0 and {MAX_COUNTER}"
-                            ))
-                        })?,
+                    counter: parse_counter(&counter)?,
                 };
                 match otp_devices::create(&store, &instance, &device).await {
                     Ok(Created::Inserted) => println!("added device '{}'", device.id),
@@ -205,9 +198,9 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                     .unwrap_or_else(now_seconds);
                 let price = price
                     .as_deref()
-                    .map(Amount::parse)
+                    .map(crate::params::amount)
                     .transpose()
-                    .map_err(|err| Failure::usage(format!("--price: {err}")))?;
+                    .map_err(|why| Failure::usage(format!("--price: {why}")))?;
                 let device = otp_devices::get(&store, &instance, &id)
                     .await
                     .map_err(not_found(format!("device '{id}' of instance '{instance}'")))?;

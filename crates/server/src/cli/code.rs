@@ -4,10 +4,11 @@
 //! algorithm yields no code; exits 2 with one line naming the problem on bad input.
 
 use clap::Args;
-use otp_algo::{Algorithm, Amount, MAX_TIMESTAMP, OtpKey};
+use otp_algo::{Algorithm, OtpKey};
 
 use super::Failure;
 use crate::clock::now_seconds;
+use crate::params;
 
 /// Arguments of `taler-otp code`.
 #[derive(Debug, Args)]
@@ -44,21 +45,12 @@ pub fn run(args: &CodeArgs) -> Result<(), Failure> {
     let price = args
         .price
         .as_deref()
-        .map(Amount::parse)
+        .map(params::amount)
         .transpose()
-        .map_err(|err| Failure::usage(format!("--price: {err}")))?;
+        .map_err(|why| Failure::usage(format!("--price: {why}")))?;
     let counter = match &args.counter {
         None => 0,
-        Some(text) => text
-            .parse::<u64>()
-            .ok()
-            .filter(|c| *c <= crate::api::MAX_COUNTER)
-            .ok_or_else(|| {
-                Failure::usage(format!(
-                    "--counter: expected an integer between 0 and {}, got {text:?}",
-                    crate::api::MAX_COUNTER
-                ))
-            })?,
+        Some(text) => parse_counter(text)?,
     };
     if let Some(code) = otp_algo::confirmation(&key, algorithm, price.as_ref(), time, counter) {
         println!("{code}");
@@ -68,12 +60,10 @@ pub fn run(args: &CodeArgs) -> Result<(), Failure> {
 
 /// Parses `--time`: whole seconds, 0 ≤ time ≤ 18446744073709.
 pub fn parse_time(text: &str) -> Result<u64, Failure> {
-    text.parse::<u64>()
-        .ok()
-        .filter(|t| text.bytes().all(|b| b.is_ascii_digit()) && *t <= MAX_TIMESTAMP)
-        .ok_or_else(|| {
-            Failure::usage(format!(
-                "--time: expected seconds between 0 and {MAX_TIMESTAMP}, got {text:?}"
-            ))
-        })
+    params::seconds(text).map_err(|why| Failure::usage(format!("--time: {why}")))
+}
+
+/// Parses `--counter`: 0 ≤ counter ≤ 2^63 − 1.
+pub fn parse_counter(text: &str) -> Result<u64, Failure> {
+    params::counter(text).map_err(|why| Failure::usage(format!("--counter: {why}")))
 }
