@@ -90,6 +90,96 @@ pub fn verify_hotp(
     None
 }
 
+/// The largest counter a device stores (2^63 - 1, PostgreSQL's `bigint`).
+const MAX_STORED_COUNTER: u64 = i64::MAX as u64;
+
+/// Every TOTP step within `window` steps of `unix_seconds` whose code equals
+/// `code`, as `(step, offset)`: the step (the counter, seconds since the
+/// epoch / 30) and its offset from the current step.
+///
+/// Ordered nearest first, the earlier step first at equal distance (offsets
+/// 0, -1, +1, -2, +2, ...), with the saturating time arithmetic of
+/// [`totp_counter`](crate::totp_counter); a step that several offsets reach
+/// (near the ends of time) is listed once, with the nearest offset. Every
+/// code in the window is computed and compared in constant time ([`ct_eq`]),
+/// so the time taken does not depend on where, or whether, the code matches.
+/// With-price algorithms use the key derived from `price` as
+/// [`confirmation`](crate::confirmation) does. Allocates only when a step
+/// matches.
+///
+/// Empty when nothing matches, when `code` is not exactly 8 ASCII digits,
+/// when `algorithm` is not time-based, or when it needs a price and has none.
+pub fn totp_matches(
+    key: &OtpKey,
+    algorithm: Algorithm,
+    price: Option<&Amount>,
+    unix_seconds: u64,
+    window: u8,
+    code: &str,
+) -> Vec<(u64, i32)> {
+    let mut matches: Vec<(u64, i32)> = Vec::new();
+    if !algorithm.is_time_based() {
+        return matches;
+    }
+    let (Some(typed), Some(mac)) = (typed_code(code), keyed_mac(key, algorithm, price)) else {
+        return matches;
+    };
+    let window = i32::from(window);
+    let offsets = (0..=window).flat_map(|distance| {
+        let later = (distance != 0).then_some(distance);
+        std::iter::once(-distance).chain(later)
+    });
+    for offset in offsets {
+        let step = totp_counter(unix_seconds, i64::from(offset));
+        let candidate = code_digits(hotp_with(&mac, step));
+        if ct_eq(&candidate, typed) && !matches.iter().any(|(seen, _)| *seen == step) {
+            matches.push((step, offset));
+        }
+    }
+    matches
+}
+
+/// Every counter in `lo..=hi` whose HOTP code equals `code`, ascending.
+///
+/// Counters above 2^63 - 1 (the largest a device stores) are not tried, so
+/// the range ends at `min(hi, 2^63 - 1)` and the loop never overflows;
+/// `lo > hi` tries nothing. Every code in the range is computed and compared
+/// in constant time ([`ct_eq`]); the work is proportional to the range, so
+/// the caller keeps it small (the look-ahead and the remembered counters).
+/// With-price algorithms use the key derived from `price`. Allocates only
+/// when a counter matches.
+///
+/// Empty when nothing matches, when `code` is not exactly 8 ASCII digits,
+/// when `algorithm` is not counter-based, or when it needs a price and has
+/// none.
+pub fn hotp_matches(
+    key: &OtpKey,
+    algorithm: Algorithm,
+    price: Option<&Amount>,
+    lo: u64,
+    hi: u64,
+    code: &str,
+) -> Vec<u64> {
+    let mut matches = Vec::new();
+    if !algorithm.is_counter_based() {
+        return matches;
+    }
+    let (Some(typed), Some(mac)) = (typed_code(code), keyed_mac(key, algorithm, price)) else {
+        return matches;
+    };
+    let hi = hi.min(MAX_STORED_COUNTER);
+    if lo > hi {
+        return matches;
+    }
+    for counter in lo..=hi {
+        let candidate = code_digits(hotp_with(&mac, counter));
+        if ct_eq(&candidate, typed) {
+            matches.push(counter);
+        }
+    }
+    matches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +269,256 @@ mod tests {
             verify_hotp(&key, alg, None, u64::MAX, "84755224", u32::MAX),
             None
         );
+    }
+
+    /// RFC 6238 Appendix B (SHA-1, 8 digits): each code is found at its
+    /// time's step with offset 0, and from the neighbouring steps with the
+    /// matching offset.
+    #[test]
+    fn totp_matches_rfc6238_vectors() {
+        let key = rfc_key();
+        let alg = Algorithm::TotpWithoutPrice;
+        for (time, code) in [
+            (59, "94287082"),
+            (1_111_111_109, "07081804"),
+            (1_111_111_111, "14050471"),
+            (1_234_567_890, "89005924"),
+            (2_000_000_000, "69279037"),
+            (20_000_000_000, "65353130"),
+        ] {
+            let step = time / 30;
+            assert_eq!(
+                totp_matches(&key, alg, None, time, 2, code),
+                vec![(step, 0)],
+                "T = {time}"
+            );
+            assert_eq!(
+                totp_matches(&key, alg, None, time + 60, 2, code),
+                vec![(step, -2)],
+                "T = {time} + 60"
+            );
+            assert_eq!(
+                totp_matches(&key, alg, None, time - 30, 2, code),
+                vec![(step, 1)],
+                "T = {time} - 30"
+            );
+            assert!(totp_matches(&key, alg, None, time + 90, 2, code).is_empty());
+            assert!(totp_matches(&key, alg, None, time + 60, 1, code).is_empty());
+            // Agrees with the single-answer check.
+            assert_eq!(verify_totp(&key, alg, None, time, code, 2), Some(0));
+        }
+    }
+
+    #[test]
+    fn totp_matches_near_the_epoch_lists_each_step_once() {
+        let key = rfc_key();
+        let alg = Algorithm::TotpWithoutPrice;
+        // At t = 59 the offsets -1 and -2 both reach step 0.
+        assert_eq!(
+            totp_matches(&key, alg, None, 59, 2, "84755224"),
+            vec![(0, -1)]
+        );
+        // At t = 0 the offsets 0, -1 and -2 all reach step 0.
+        assert_eq!(
+            totp_matches(&key, alg, None, 0, 10, "84755224"),
+            vec![(0, 0)]
+        );
+        assert_eq!(
+            totp_matches(&key, alg, None, 0, 255, "82162583"),
+            vec![(7, 7)]
+        );
+        // At the end of time every step saturates to the last one.
+        let last = crate::MAX_TIMESTAMP / crate::TIME_STEP;
+        let code = crate::hotp_code(key.as_bytes(), last);
+        assert_eq!(
+            totp_matches(&key, alg, None, u64::MAX, 10, &code),
+            vec![(last, 0)]
+        );
+    }
+
+    #[test]
+    fn totp_matches_finds_every_step_of_the_window_at_its_offset() {
+        let key = rfc_key();
+        let alg = Algorithm::TotpWithoutPrice;
+        let now = 1_700_000_010;
+        for offset in -10i32..=10 {
+            let step = totp_counter(now, i64::from(offset));
+            let code = crate::hotp_code(key.as_bytes(), step);
+            assert_eq!(
+                totp_matches(&key, alg, None, now, 10, &code),
+                vec![(step, offset)],
+                "offset {offset}"
+            );
+            let inside = u8::try_from(offset.unsigned_abs()).unwrap();
+            assert_eq!(
+                totp_matches(&key, alg, None, now, inside, &code),
+                vec![(step, offset)]
+            );
+            if inside > 0 {
+                assert!(totp_matches(&key, alg, None, now, inside - 1, &code).is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn totp_matches_rejects_malformed_codes_and_wrong_algorithms() {
+        let key = rfc_key();
+        for bad in ["", "9428708", "942870822", " 94287082", "9428708a"] {
+            assert!(
+                totp_matches(&key, Algorithm::TotpWithoutPrice, None, 59, 2, bad).is_empty(),
+                "{bad:?}"
+            );
+        }
+        for alg in [
+            Algorithm::None,
+            Algorithm::HotpWithoutPrice,
+            Algorithm::HotpWithPrice,
+            Algorithm::TotpWithPrice,
+        ] {
+            assert!(totp_matches(&key, alg, None, 59, 2, "94287082").is_empty());
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Vectors {
+        totp: Vec<TotpVector>,
+        hotp: Vec<HotpVector>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct TotpVector {
+        id: String,
+        key_b32: String,
+        alg: i64,
+        ts: u64,
+        amount: Option<String>,
+        expected: Option<String>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct HotpVector {
+        id: String,
+        key_b32: String,
+        alg: i64,
+        counter: u64,
+        amount: Option<String>,
+        expected: Option<String>,
+    }
+
+    fn vectors() -> Vectors {
+        serde_json::from_str(include_str!("../tests/data/pos-confirmation.json")).unwrap()
+    }
+
+    /// Every code of every TOTP vector (with and without price) is found
+    /// at its step, with the nearest offset that reaches that step.
+    #[test]
+    fn totp_matches_every_confirmation_vector() {
+        let mut checked = 0;
+        for case in vectors().totp {
+            let (Some(expected), Some(amount)) = (
+                case.expected,
+                case.amount.as_deref().map(Amount::parse).transpose().ok(),
+            ) else {
+                continue;
+            };
+            let key = OtpKey::from_base32(&case.key_b32).unwrap();
+            let alg = Algorithm::from_int(case.alg).unwrap();
+            let codes: Vec<&str> = expected.split('\n').collect();
+            for (code, offset) in codes.iter().zip(crate::TOTP_OFFSETS) {
+                let step = totp_counter(case.ts, offset);
+                let found = totp_matches(&key, alg, amount.as_ref(), case.ts, 2, code);
+                let nearest = crate::TOTP_OFFSETS
+                    .into_iter()
+                    .filter(|o| totp_counter(case.ts, *o) == step)
+                    .min_by_key(|o| (o.abs(), *o))
+                    .unwrap();
+                assert!(
+                    found.contains(&(step, i32::try_from(nearest).unwrap())),
+                    "{}: {code} at {offset}: {found:?}",
+                    case.id
+                );
+                checked += 1;
+            }
+            if let Some(amount) = amount {
+                // Bound to the amount: another amount's key finds nothing.
+                let other = Amount::parse(&format!("{}:999", amount.currency())).unwrap();
+                for code in &codes {
+                    assert!(
+                        totp_matches(&key, alg, Some(&other), case.ts, 2, code).is_empty(),
+                        "{}: {code} with another amount",
+                        case.id
+                    );
+                }
+                assert!(totp_matches(&key, alg, None, case.ts, 2, codes[0]).is_empty());
+            }
+        }
+        assert!(checked >= 30, "{checked}");
+    }
+
+    #[test]
+    fn hotp_matches_every_confirmation_vector() {
+        let mut checked = 0;
+        for case in vectors().hotp {
+            let Some(expected) = case.expected else {
+                continue;
+            };
+            let key = OtpKey::from_base32(&case.key_b32).unwrap();
+            // `alg` 1 and 2 here are the derivations of algorithms 3 and 4.
+            let alg = Algorithm::from_int(case.alg + 2).unwrap();
+            let amount = case.amount.as_deref().map(|a| Amount::parse(a).unwrap());
+            let c = case.counter;
+            assert_eq!(
+                hotp_matches(&key, alg, amount.as_ref(), 0, c + 10, &expected),
+                vec![c],
+                "{}",
+                case.id
+            );
+            assert!(hotp_matches(&key, alg, amount.as_ref(), c + 1, c + 10, &expected).is_empty());
+            assert_eq!(
+                hotp_matches(&key, alg, amount.as_ref(), c, c, &expected),
+                vec![c]
+            );
+            checked += 1;
+        }
+        assert!(checked >= 4, "{checked}");
+    }
+
+    #[test]
+    fn hotp_matches_rfc4226_vectors_ascending() {
+        let key = rfc_key();
+        let alg = Algorithm::HotpWithoutPrice;
+        let codes = [
+            "84755224", "94287082", "37359152", "26969429", "40338314", "68254676", "18287922",
+            "82162583", "73399871", "45520489",
+        ];
+        for (counter, code) in (0u64..).zip(codes) {
+            assert_eq!(
+                hotp_matches(&key, alg, None, 0, 9, code),
+                vec![counter],
+                "counter {counter}"
+            );
+            assert_eq!(verify_hotp(&key, alg, None, 0, code, 9), Some(counter));
+        }
+        assert!(hotp_matches(&key, alg, None, 5, 4, "68254676").is_empty());
+        assert!(hotp_matches(&key, alg, None, 0, 9, "00000000").is_empty());
+        assert!(hotp_matches(&key, alg, None, 0, 9, "8475522").is_empty());
+        assert!(hotp_matches(&key, Algorithm::TotpWithoutPrice, None, 0, 9, "84755224").is_empty());
+        assert!(hotp_matches(&key, Algorithm::HotpWithPrice, None, 0, 9, "84755224").is_empty());
+    }
+
+    #[test]
+    fn hotp_matches_stops_at_the_largest_stored_counter() {
+        let key = rfc_key();
+        let alg = Algorithm::HotpWithoutPrice;
+        let max = MAX_STORED_COUNTER;
+        assert_eq!(max, 9_223_372_036_854_775_807);
+        let last = crate::hotp_code(key.as_bytes(), max);
+        assert_eq!(
+            hotp_matches(&key, alg, None, max - 3, u64::MAX, &last),
+            vec![max]
+        );
+        let beyond = crate::hotp_code(key.as_bytes(), max + 1);
+        assert!(hotp_matches(&key, alg, None, max, u64::MAX, &beyond).is_empty());
+        assert!(hotp_matches(&key, alg, None, u64::MAX, u64::MAX, &beyond).is_empty());
     }
 }

@@ -28,6 +28,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;
+pub mod verifications;
 
 pub use error::StoreError;
 pub use ids::{IdError, InstanceId, OtpDeviceId};

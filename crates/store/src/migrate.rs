@@ -32,10 +32,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0005_create_change_notifications.sql",
         include_str!("../../../sql/migrations/0005_create_change_notifications.sql"),
     ),
+    (
+        6,
+        "0006_create_otp_verifications.sql",
+        include_str!("../../../sql/migrations/0006_create_otp_verifications.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 5;
+pub const LATEST_VERSION: i32 = 6;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).

@@ -15,6 +15,7 @@ mod migrations; // The migration runner.
 mod otp_devices; // Device CRUD, idempotent create, counters.
 mod outage; // `Unavailable` within a bounded time, and recovery.
 mod tokens; // Access tokens: hashing, authentication, revocation.
+mod verifications; // Verifying a typed code once: lockout, history, concurrency.
 
 use otp_algo::{Algorithm, OtpKey};
 use otp_store::otp_devices::NewOtpDevice;

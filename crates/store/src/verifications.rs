@@ -1,0 +1,416 @@
+//! Verifying a typed code once (`taler-otp-api.md` §10): the decision, the
+//! lockout and the history of a device's verifications.
+//!
+//! The server computes which TOTP steps or HOTP counters a typed code matches
+//! (the key never reaches SQL, see `otp_algo::{totp_matches, hotp_matches}`);
+//! [`verify`] hands those [`Candidates`] to the database function
+//! `otp_verify` (`sql/migrations/0006_create_otp_verifications.sql`), which
+//! decides in one round trip, under a row lock of the device's verification
+//! state, against the state as stored: of any number of concurrent attempts
+//! with the same valid code, in any number of server processes, exactly one
+//! is [`Outcome::Verified`]. The typed code is never stored.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::error::StoreError;
+use crate::ids::{InstanceId, OtpDeviceId};
+use crate::store::Store;
+
+/// The limits of [`verify`], from the server's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyPolicy {
+    /// F: the F-th consecutive mismatch locks the device, and so does every
+    /// later one until a success or an unlock (`[otp] VERIFY_MAX_FAILURES`).
+    /// Values outside 1..=2^31-1 are clamped into it.
+    pub max_failures: u32,
+    /// D: after D mismatches in one UTC day, attempts are refused until
+    /// 00:00 UTC (`[otp] VERIFY_DAILY_FAILURES`). Clamped into 1..=2^31-1.
+    pub daily_failures: u32,
+    /// L: an HOTP code may match the stored counter S up to S + L
+    /// (`[otp] HOTP_LOOKAHEAD`). Clamped to at most 2^31-1.
+    pub hotp_lookahead: u32,
+}
+
+/// What the typed code matches, as computed by the server from the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Candidates {
+    /// A time-based device (algorithms 1 and 2).
+    Totp {
+        /// TOTP_WITH_PRICE: the amount the code is bound to, in canonical
+        /// form (`otp_algo::Amount`'s `Display`: `EUR:1.5`, never `EUR:1.50`),
+        /// since a step is accepted once per amount; `None` for
+        /// TOTP_WITHOUT_PRICE.
+        amount: Option<String>,
+        /// The matching steps (seconds since the epoch / 30) with their
+        /// offset from the server's current step, nearest first
+        /// (`otp_algo::totp_matches`); empty when the code matches none.
+        steps: Vec<(u64, i32)>,
+    },
+    /// A counter-based device (algorithms 3 and 4).
+    Hotp {
+        /// The matching counters within `range`, ascending
+        /// (`otp_algo::hotp_matches`); empty when the code matches none.
+        counters: Vec<u64>,
+        /// The counters the server computed codes for, both ends included.
+        /// Unless it covers [S, S + L] for the stored counter S, a code that
+        /// matches nothing is [`Outcome::Stale`] rather than a mismatch.
+        range: (u64, u64),
+    },
+}
+
+/// Who makes an attempt, for the history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempt<'a> {
+    /// What the code confirms (an order id), recorded with the outcome and
+    /// answered to later replays of the same code.
+    pub reference: Option<&'a str>,
+    /// The client's address, as the server saw it.
+    pub client: &'a str,
+    /// The serial of the access token used, if any.
+    pub token_serial: Option<i64>,
+}
+
+/// The decision on one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The code matches a step or counter never accepted before; it is now
+    /// accepted, and the lockout counts are reset.
+    Verified {
+        /// HOTP: the counter that matched (the stored counter is now one
+        /// more); `None` for TOTP.
+        otp_ctr: Option<u64>,
+        /// TOTP: the matching step's offset from the server's current step;
+        /// `None` for HOTP.
+        matched_offset: Option<i32>,
+    },
+    /// The code matches nothing: counted, and possibly locking the device.
+    Mismatch,
+    /// The code matches a step or counter that was accepted before.
+    Replayed {
+        /// The reference given by the attempt that was accepted.
+        reference: Option<String>,
+    },
+    /// Refused without checking the code: the device is locked after
+    /// repeated mismatches.
+    Locked {
+        /// The lock's remaining whole seconds, rounded up (at least 1).
+        retry_after_s: u32,
+    },
+    /// Refused without checking the code: the day's mismatches are used up.
+    DailyLimit {
+        /// Whole seconds until 00:00 UTC, rounded up.
+        retry_after_s: u32,
+    },
+    /// HOTP only: the server's range does not cover [S, S + L] for the stored
+    /// counter S, so the code cannot be decided; compute the matches around
+    /// `stored_counter` and call again. Nothing was recorded or counted.
+    Stale {
+        /// The stored counter S.
+        stored_counter: u64,
+    },
+}
+
+/// A recorded outcome, as listed by [`history`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordedOutcome {
+    /// The code was accepted.
+    Verified,
+    /// The code matched nothing.
+    Mismatch,
+    /// The code had been accepted before.
+    Replayed,
+    /// Refused: the device was locked.
+    Locked,
+    /// Refused: the daily limit of mismatches was reached.
+    DailyLimit,
+}
+
+impl RecordedOutcome {
+    /// The name used in the database and on the wire (`verified`,
+    /// `mismatch`, `replayed`, `locked`, `daily_limit`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordedOutcome::Verified => "verified",
+            RecordedOutcome::Mismatch => "mismatch",
+            RecordedOutcome::Replayed => "replayed",
+            RecordedOutcome::Locked => "locked",
+            RecordedOutcome::DailyLimit => "daily_limit",
+        }
+    }
+
+    fn parse(name: &str) -> Option<RecordedOutcome> {
+        Some(match name {
+            "verified" => RecordedOutcome::Verified,
+            "mismatch" => RecordedOutcome::Mismatch,
+            "replayed" => RecordedOutcome::Replayed,
+            "locked" => RecordedOutcome::Locked,
+            "daily_limit" => RecordedOutcome::DailyLimit,
+            _ => return None,
+        })
+    }
+}
+
+/// One attempt in a device's history. It never holds the typed code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    /// The server time of the attempt.
+    pub time: DateTime<Utc>,
+    /// What was decided.
+    pub outcome: RecordedOutcome,
+    /// The reference the attempt gave.
+    pub reference: Option<String>,
+    /// HOTP, verified or replayed: the counter the code matched.
+    pub otp_ctr: Option<u64>,
+    /// TOTP, verified or replayed: the matching step's offset from the
+    /// server's step at the time.
+    pub matched_offset: Option<i32>,
+    /// The client's address.
+    pub client: String,
+    /// The serial of the access token used, if any.
+    pub token_serial: Option<i64>,
+}
+
+/// `otp_verify` kinds.
+const KIND_TOTP: i16 = 1;
+const KIND_HOTP: i16 = 2;
+
+const VERIFY: &str = "
+    SELECT outcome, retry_after_s, matched_ctr, matched_offset, replay_reference, stored_ctr
+      FROM otp_verify($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+fn bigint(value: u64, what: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange(what))
+}
+
+/// A limit as a positive SQL `integer`.
+fn positive(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX).max(1)
+}
+
+fn unsigned(row: &Row, column: &str) -> Result<Option<u64>, StoreError> {
+    row.try_get::<_, Option<i64>>(column)?
+        .map(|value| {
+            u64::try_from(value)
+                .map_err(|_| StoreError::Corrupt(format!("negative {column} from otp_verify")))
+        })
+        .transpose()
+}
+
+fn retry_after(row: &Row) -> Result<u32, StoreError> {
+    let seconds: Option<i32> = row.try_get("retry_after_s")?;
+    Ok(seconds.map_or(1, |seconds| u32::try_from(seconds).unwrap_or(0).max(1)))
+}
+
+/// Decides one attempt at time `now` on device `id` of `instance`, given
+/// what the typed code matches, atomically and in one round trip.
+///
+/// In order: a missing device is `DeviceNotFound`; the day's mismatches used
+/// up ([`Outcome::DailyLimit`]) and a lock ([`Outcome::Locked`]) refuse the
+/// attempt without counting it; TOTP accepts the first of `steps` not
+/// accepted before (per amount for with-price devices), else answers
+/// [`Outcome::Replayed`] if there was one; HOTP accepts the smallest
+/// matching counter C with S ≤ C ≤ S + L for the stored counter S and stores
+/// C + 1, else answers `Replayed` for a matching counter that was accepted
+/// before, [`Outcome::Stale`] when `range` does not cover [S, S + L], and
+/// otherwise [`Outcome::Mismatch`]. A mismatch counts towards the lock and
+/// the daily limit; a success resets the lock and the consecutive count.
+/// Every outcome but `Stale` is recorded in the history.
+///
+/// `OutOfRange` if a step, counter or range end is above 2^63 - 1.
+#[tracing::instrument(skip(store, candidates, attempt))]
+pub async fn verify(
+    store: &Store,
+    instance: &InstanceId,
+    id: &OtpDeviceId,
+    now: DateTime<Utc>,
+    candidates: &Candidates,
+    attempt: &Attempt<'_>,
+    policy: &VerifyPolicy,
+) -> Result<Outcome, StoreError> {
+    let (kind, amount, matches, offsets, range) = match candidates {
+        Candidates::Totp { amount, steps } => {
+            let matches = steps
+                .iter()
+                .map(|(step, _)| bigint(*step, "TOTP step above 2^63 - 1"))
+                .collect::<Result<Vec<i64>, _>>()?;
+            let offsets: Vec<i32> = steps.iter().map(|(_, offset)| *offset).collect();
+            (
+                KIND_TOTP,
+                amount.as_deref().unwrap_or(""),
+                matches,
+                offsets,
+                (0, 0),
+            )
+        }
+        Candidates::Hotp { counters, range } => {
+            let matches = counters
+                .iter()
+                .map(|counter| bigint(*counter, "counter above 2^63 - 1"))
+                .collect::<Result<Vec<i64>, _>>()?;
+            let range = (
+                bigint(range.0, "counter above 2^63 - 1")?,
+                bigint(range.1, "counter above 2^63 - 1")?,
+            );
+            (KIND_HOTP, "", matches, Vec::new(), range)
+        }
+    };
+    let max_failures = positive(policy.max_failures);
+    let daily_failures = positive(policy.daily_failures);
+    let lookahead = i32::try_from(policy.hotp_lookahead).unwrap_or(i32::MAX);
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(VERIFY).await?;
+    let params: [&(dyn ToSql + Sync); 15] = [
+        &instance.as_str(),
+        &id.as_str(),
+        &now,
+        &kind,
+        &amount,
+        &matches,
+        &offsets,
+        &range.0,
+        &range.1,
+        &attempt.reference,
+        &attempt.client,
+        &attempt.token_serial,
+        &max_failures,
+        &daily_failures,
+        &lookahead,
+    ];
+    let row = client.query_one(&stmt, &params).await?;
+    let outcome: String = row.try_get("outcome")?;
+    Ok(match outcome.as_str() {
+        "verified" => Outcome::Verified {
+            otp_ctr: unsigned(&row, "matched_ctr")?,
+            matched_offset: row.try_get("matched_offset")?,
+        },
+        "mismatch" => Outcome::Mismatch,
+        "replayed" => Outcome::Replayed {
+            reference: row.try_get("replay_reference")?,
+        },
+        "locked" => Outcome::Locked {
+            retry_after_s: retry_after(&row)?,
+        },
+        "daily_limit" => Outcome::DailyLimit {
+            retry_after_s: retry_after(&row)?,
+        },
+        "stale" => Outcome::Stale {
+            stored_counter: unsigned(&row, "stored_ctr")?
+                .ok_or_else(|| StoreError::Corrupt("otp_verify: stale without a counter".into()))?,
+        },
+        "no_device" => return Err(StoreError::DeviceNotFound),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "otp_verify: unknown outcome {other:?}"
+            )));
+        }
+    })
+}
+
+const UNLOCK: &str = "
+    WITH device AS (
+        SELECT d.instance_serial, d.otp_device_id
+          FROM otp_devices d
+          JOIN instances i USING (instance_serial)
+         WHERE i.instance_id = $1
+           AND d.otp_device_id = $2
+    ), cleared AS (
+        UPDATE otp_verify_state AS s
+           SET consecutive_failures = 0,
+               lock_count = 0,
+               locked_until = NULL,
+               day_failures = 0
+          FROM device
+         WHERE s.instance_serial = device.instance_serial
+           AND s.otp_device_id = device.otp_device_id
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM device) AS found";
+
+/// Unlocks device `id` of `instance`: clears the lock, the consecutive
+/// mismatches, the lock count and the day's mismatches, in one statement.
+/// The accepted steps and counters stay accepted. `DeviceNotFound` if the
+/// device does not exist there.
+#[tracing::instrument(skip(store))]
+pub async fn unlock(
+    store: &Store,
+    instance: &InstanceId,
+    id: &OtpDeviceId,
+) -> Result<(), StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(UNLOCK).await?;
+    let row = client
+        .query_one(&stmt, &[&instance.as_str(), &id.as_str()])
+        .await?;
+    if row.try_get("found")? {
+        Ok(())
+    } else {
+        Err(StoreError::DeviceNotFound)
+    }
+}
+
+const HISTORY: &str = "
+    WITH device AS (
+        SELECT d.instance_serial, d.otp_device_id
+          FROM otp_devices d
+          JOIN instances i USING (instance_serial)
+         WHERE i.instance_id = $1
+           AND d.otp_device_id = $2
+    )
+    SELECT v.serial, v.time, v.outcome, v.reference, v.otp_ctr, v.matched_offset,
+           v.client, v.token_serial
+      FROM device
+      LEFT JOIN LATERAL (
+            SELECT h.serial, h.time, h.outcome, h.reference, h.otp_ctr, h.matched_offset,
+                   h.client, h.token_serial
+              FROM otp_verifications h
+             WHERE h.instance_serial = device.instance_serial
+               AND h.otp_device_id = device.otp_device_id
+             ORDER BY h.serial DESC
+             LIMIT $3 OFFSET $4
+      ) v ON TRUE
+     ORDER BY v.serial DESC";
+
+/// The verification history of device `id` of `instance`, newest first:
+/// at most `limit` attempts after skipping the `offset` newest. Empty when
+/// there are none; `DeviceNotFound` if the device does not exist there;
+/// `OutOfRange` if `offset` is above 2^63 - 1.
+#[tracing::instrument(skip(store))]
+pub async fn history(
+    store: &Store,
+    instance: &InstanceId,
+    id: &OtpDeviceId,
+    limit: u32,
+    offset: u64,
+) -> Result<Vec<Verification>, StoreError> {
+    let limit = i64::from(limit);
+    let offset = bigint(offset, "offset above 2^63 - 1")?;
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(HISTORY).await?;
+    let params: [&(dyn ToSql + Sync); 4] = [&instance.as_str(), &id.as_str(), &limit, &offset];
+    let rows = client.query(&stmt, &params).await?;
+    if rows.is_empty() {
+        return Err(StoreError::DeviceNotFound);
+    }
+    let mut history = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // The device's row without a match: no history (in this page).
+        if row.try_get::<_, Option<i64>>("serial")?.is_none() {
+            continue;
+        }
+        let outcome: String = row.try_get("outcome")?;
+        history.push(Verification {
+            time: row.try_get("time")?,
+            outcome: RecordedOutcome::parse(&outcome).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown verification outcome {outcome:?}"))
+            })?,
+            reference: row.try_get("reference")?,
+            otp_ctr: unsigned(row, "otp_ctr")?,
+            matched_offset: row.try_get("matched_offset")?,
+            client: row.try_get("client")?,
+            token_serial: row.try_get("token_serial")?,
+        });
+    }
+    Ok(history)
+}

@@ -1,0 +1,1131 @@
+//! Verifying a typed code once: TOTP steps and HOTP counters accepted once,
+//! atomically under concurrency; the lockout and the daily limit; unlock;
+//! the history; isolation between instances.
+
+use chrono::{DateTime, Utc};
+use otp_algo::Algorithm;
+use otp_store::otp_devices;
+use otp_store::testing::TestDb;
+use otp_store::verifications::{
+    self, Attempt, Candidates, Outcome, RecordedOutcome, Verification, VerifyPolicy,
+};
+use otp_store::{InstanceId, OtpDeviceId, Store, StoreError};
+
+use crate::{device_id, given_instance, instance_id, new_device};
+
+/// 2023-11-14T22:13:30Z, the first second of TOTP step 56_666_667.
+const T0: i64 = 1_700_000_010;
+const STEP0: u64 = 56_666_667;
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(seconds, 0).unwrap()
+}
+
+fn at_millis(millis: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(millis).unwrap()
+}
+
+const POLICY: VerifyPolicy = VerifyPolicy {
+    max_failures: 5,
+    daily_failures: 100,
+    hotp_lookahead: 10,
+};
+
+fn attempt(reference: Option<&str>) -> Attempt<'_> {
+    Attempt {
+        reference,
+        client: "192.0.2.7",
+        token_serial: Some(3),
+    }
+}
+
+fn totp(steps: &[(u64, i32)]) -> Candidates {
+    Candidates::Totp {
+        amount: None,
+        steps: steps.to_vec(),
+    }
+}
+
+/// A code that matches nothing (TOTP).
+fn nothing() -> Candidates {
+    totp(&[])
+}
+
+fn hotp(counters: &[u64], range: (u64, u64)) -> Candidates {
+    Candidates::Hotp {
+        counters: counters.to_vec(),
+        range,
+    }
+}
+
+async fn given_device(store: &Store, instance: &InstanceId, id: &str, algorithm: Algorithm) {
+    given_device_at(store, instance, id, algorithm, 0).await;
+}
+
+async fn given_device_at(
+    store: &Store,
+    instance: &InstanceId,
+    id: &str,
+    algorithm: Algorithm,
+    counter: u64,
+) {
+    let mut device = new_device(id);
+    device.algorithm = algorithm;
+    device.counter = counter;
+    otp_devices::create(store, instance, &device).await.unwrap();
+}
+
+async fn stored_counter(store: &Store, instance: &InstanceId, id: &OtpDeviceId) -> u64 {
+    otp_devices::get(store, instance, id).await.unwrap().counter
+}
+
+async fn check(
+    store: &Store,
+    instance: &InstanceId,
+    id: &OtpDeviceId,
+    now: DateTime<Utc>,
+    candidates: &Candidates,
+    policy: &VerifyPolicy,
+) -> Outcome {
+    verifications::verify(
+        store,
+        instance,
+        id,
+        now,
+        candidates,
+        &attempt(Some("order")),
+        policy,
+    )
+    .await
+    .unwrap()
+}
+
+async fn outcomes(store: &Store, instance: &InstanceId, id: &OtpDeviceId) -> Vec<RecordedOutcome> {
+    verifications::history(store, instance, id, 1000, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.outcome)
+        .collect()
+}
+
+fn verified_offset(offset: i32) -> Outcome {
+    Outcome::Verified {
+        otp_ctr: None,
+        matched_offset: Some(offset),
+    }
+}
+
+fn verified_counter(counter: u64) -> Outcome {
+    Outcome::Verified {
+        otp_ctr: Some(counter),
+        matched_offset: None,
+    }
+}
+
+#[tokio::test]
+async fn a_totp_step_is_accepted_once_and_then_answers_its_reference() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+    let pos = device_id("pos");
+    let code = totp(&[(STEP0, 0)]);
+
+    let first = verifications::verify(
+        &store,
+        &shop,
+        &pos,
+        at(T0),
+        &code,
+        &attempt(Some("order-1")),
+        &POLICY,
+    )
+    .await
+    .unwrap();
+    let again = verifications::verify(
+        &store,
+        &shop,
+        &pos,
+        at(T0 + 5),
+        &code,
+        &attempt(Some("order-2")),
+        &POLICY,
+    )
+    .await
+    .unwrap();
+    // Seen from the next step the same step is offset -1: still a replay.
+    let later = verifications::verify(
+        &store,
+        &shop,
+        &pos,
+        at(T0 + 30),
+        &totp(&[(STEP0, -1)]),
+        &attempt(None),
+        &POLICY,
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(first, verified_offset(0));
+    let replay = Outcome::Replayed {
+        reference: Some("order-1".into()),
+    };
+    assert_eq!(again, replay);
+    assert_eq!(later, replay);
+}
+
+#[tokio::test]
+async fn a_code_matching_several_steps_takes_the_first_one_not_accepted() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+    let pos = device_id("pos");
+    let both = totp(&[(STEP0, 0), (STEP0 - 1, -1)]);
+
+    let first = check(&store, &shop, &pos, at(T0), &both, &POLICY).await;
+    let second = check(&store, &shop, &pos, at(T0), &both, &POLICY).await;
+    let third = verifications::verify(&store, &shop, &pos, at(T0), &both, &attempt(None), &POLICY)
+        .await
+        .unwrap();
+
+    assert_eq!(first, verified_offset(0));
+    assert_eq!(second, verified_offset(-1));
+    assert_eq!(
+        third,
+        Outcome::Replayed {
+            reference: Some("order".into())
+        }
+    );
+}
+
+#[tokio::test]
+async fn an_accepted_attempt_without_reference_replays_as_none() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+    let pos = device_id("pos");
+    let code = totp(&[(STEP0, 0)]);
+
+    let anonymous = attempt(None);
+    let outcomes: Vec<Outcome> =
+        futures_util::future::join_all((0..2).map(|_| {
+            verifications::verify(&store, &shop, &pos, at(T0), &code, &anonymous, &POLICY)
+        }))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    assert!(outcomes.contains(&verified_offset(0)), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&Outcome::Replayed { reference: None }),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_price_a_step_is_accepted_once_per_amount() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::TotpWithPrice).await;
+    let pos = device_id("pos");
+    let for_amount = |amount: &str| Candidates::Totp {
+        amount: Some(amount.into()),
+        steps: vec![(STEP0, 0)],
+    };
+
+    let one = check(&store, &shop, &pos, at(T0), &for_amount("EUR:1"), &POLICY).await;
+    let two = check(&store, &shop, &pos, at(T0), &for_amount("EUR:2"), &POLICY).await;
+    let one_again = check(&store, &shop, &pos, at(T0), &for_amount("EUR:1"), &POLICY).await;
+    let two_again = check(&store, &shop, &pos, at(T0), &for_amount("EUR:2"), &POLICY).await;
+
+    assert_eq!(one, verified_offset(0));
+    assert_eq!(two, verified_offset(0));
+    assert!(
+        matches!(one_again, Outcome::Replayed { .. }),
+        "{one_again:?}"
+    );
+    assert!(
+        matches!(two_again, Outcome::Replayed { .. }),
+        "{two_again:?}"
+    );
+}
+
+#[tokio::test]
+async fn hotp_accepts_up_to_the_look_ahead_and_stores_the_next_counter() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "near", Algorithm::HotpWithoutPrice).await;
+    given_device(&store, &shop, "far", Algorithm::HotpWithoutPrice).await;
+    let near = device_id("near");
+    let far = device_id("far");
+
+    // S = 0, L = 10: counter 10 is the last one accepted.
+    let edge = check(&store, &shop, &near, at(T0), &hotp(&[10], (0, 11)), &POLICY).await;
+    let beyond = check(&store, &shop, &far, at(T0), &hotp(&[11], (0, 11)), &POLICY).await;
+
+    assert_eq!(edge, verified_counter(10));
+    assert_eq!(stored_counter(&store, &shop, &near).await, 11);
+    assert_eq!(beyond, Outcome::Mismatch);
+    assert_eq!(stored_counter(&store, &shop, &far).await, 0);
+}
+
+#[tokio::test]
+async fn hotp_takes_the_smallest_match_in_the_window() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device_at(&store, &shop, "pos", Algorithm::HotpWithPrice, 100).await;
+    let pos = device_id("pos");
+
+    let outcome = check(
+        &store,
+        &shop,
+        &pos,
+        at(T0),
+        &hotp(&[95, 103, 107], (90, 110)),
+        &POLICY,
+    )
+    .await;
+
+    assert_eq!(outcome, verified_counter(103));
+    assert_eq!(stored_counter(&store, &shop, &pos).await, 104);
+}
+
+#[tokio::test]
+async fn hotp_below_the_counter_is_a_replay_if_accepted_and_a_mismatch_if_skipped() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::HotpWithoutPrice).await;
+    let pos = device_id("pos");
+    let verified = verifications::verify(
+        &store,
+        &shop,
+        &pos,
+        at(T0),
+        &hotp(&[5], (0, 10)),
+        &attempt(Some("order-5")),
+        &POLICY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(verified, verified_counter(5));
+    assert_eq!(stored_counter(&store, &shop, &pos).await, 6);
+
+    let skipped = check(&store, &shop, &pos, at(T0), &hotp(&[3], (0, 16)), &POLICY).await;
+    let replayed = check(&store, &shop, &pos, at(T0), &hotp(&[5], (0, 16)), &POLICY).await;
+
+    assert_eq!(skipped, Outcome::Mismatch);
+    assert_eq!(
+        replayed,
+        Outcome::Replayed {
+            reference: Some("order-5".into())
+        }
+    );
+    assert_eq!(stored_counter(&store, &shop, &pos).await, 6);
+    assert_eq!(
+        outcomes(&store, &shop, &pos).await,
+        [
+            RecordedOutcome::Replayed,
+            RecordedOutcome::Mismatch,
+            RecordedOutcome::Verified
+        ]
+    );
+}
+
+#[tokio::test]
+async fn hotp_is_stale_when_the_range_does_not_cover_the_window() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device_at(&store, &shop, "pos", Algorithm::HotpWithoutPrice, 6).await;
+    let pos = device_id("pos");
+
+    // [6, 16] is not inside [0, 10]: no match there says nothing.
+    let short = check(&store, &shop, &pos, at(T0), &hotp(&[], (0, 10)), &POLICY).await;
+    // A match at 8, but 6 and 7 were not computed.
+    let late = check(&store, &shop, &pos, at(T0), &hotp(&[8], (7, 20)), &POLICY).await;
+    // Computed around the stored counter: decided.
+    let covered = check(&store, &shop, &pos, at(T0), &hotp(&[8], (0, 16)), &POLICY).await;
+
+    assert_eq!(short, Outcome::Stale { stored_counter: 6 });
+    assert_eq!(late, Outcome::Stale { stored_counter: 6 });
+    assert_eq!(covered, verified_counter(8));
+    // Stale attempts are neither recorded nor counted.
+    assert_eq!(
+        outcomes(&store, &shop, &pos).await,
+        [RecordedOutcome::Verified]
+    );
+}
+
+#[tokio::test]
+async fn hotp_at_the_largest_counter_accepts_it_once() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let max = i64::MAX.unsigned_abs();
+    given_device_at(&store, &shop, "pos", Algorithm::HotpWithoutPrice, max).await;
+    let pos = device_id("pos");
+
+    let first = check(
+        &store,
+        &shop,
+        &pos,
+        at(T0),
+        &hotp(&[max], (max, max)),
+        &POLICY,
+    )
+    .await;
+    let again = check(
+        &store,
+        &shop,
+        &pos,
+        at(T0),
+        &hotp(&[max], (max, max)),
+        &POLICY,
+    )
+    .await;
+    let beyond = verifications::verify(
+        &store,
+        &shop,
+        &pos,
+        at(T0),
+        &hotp(&[max], (max, max + 1)),
+        &attempt(None),
+        &POLICY,
+    )
+    .await;
+
+    assert_eq!(first, verified_counter(max));
+    assert!(matches!(again, Outcome::Replayed { .. }), "{again:?}");
+    assert_eq!(stored_counter(&store, &shop, &pos).await, max);
+    assert!(
+        matches!(beyond, Err(StoreError::OutOfRange(_))),
+        "{beyond:?}"
+    );
+}
+
+/// A store with more connections than the harness's default, so that the
+/// attempts really run concurrently.
+fn wide_store(db: &TestDb) -> Store {
+    let mut config = db.config();
+    config.pool_size = 16;
+    config.wait_timeout = std::time::Duration::from_secs(30);
+    Store::connect(&config).unwrap()
+}
+
+async fn race(
+    store: &Store,
+    shop: &InstanceId,
+    pos: &OtpDeviceId,
+    code: &Candidates,
+) -> Vec<Outcome> {
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let (store, shop, pos, code) = (store.clone(), shop.clone(), pos.clone(), code.clone());
+            tokio::spawn(async move {
+                let reference = format!("order-{i}");
+                verifications::verify(
+                    &store,
+                    &shop,
+                    &pos,
+                    at(T0),
+                    &code,
+                    &attempt(Some(&reference)),
+                    &POLICY,
+                )
+                .await
+                .map(|outcome| (outcome, reference))
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    let mut winners = Vec::new();
+    for task in futures_util::future::join_all(tasks).await {
+        let (outcome, reference) = task.unwrap().unwrap();
+        if matches!(outcome, Outcome::Verified { .. }) {
+            winners.push(reference);
+        }
+        outcomes.push(outcome);
+    }
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let replay = Outcome::Replayed {
+        reference: winners.pop(),
+    };
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == replay).count(),
+        31,
+        "{outcomes:?}"
+    );
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_32_concurrent_totp_attempts_with_one_code_exactly_one_is_verified() {
+    let db = TestDb::new().await;
+    let store = wide_store(&db);
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+    let pos = device_id("pos");
+
+    let outcomes = race(&store, &shop, &pos, &totp(&[(STEP0, 0)])).await;
+
+    assert!(outcomes.contains(&verified_offset(0)));
+    let recorded = outcomes_of(&store, &shop, &pos).await;
+    assert_eq!(recorded, (1, 31));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_32_concurrent_hotp_attempts_with_one_code_exactly_one_is_verified() {
+    let db = TestDb::new().await;
+    let store = wide_store(&db);
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::HotpWithoutPrice).await;
+    let pos = device_id("pos");
+
+    // Every attempt computed its codes around the counter it read (0).
+    let outcomes = race(&store, &shop, &pos, &hotp(&[3], (0, 10))).await;
+
+    assert!(outcomes.contains(&verified_counter(3)));
+    assert_eq!(stored_counter(&store, &shop, &pos).await, 4);
+    assert_eq!(outcomes_of(&store, &shop, &pos).await, (1, 31));
+}
+
+/// (verified, replayed) in the history.
+async fn outcomes_of(store: &Store, instance: &InstanceId, id: &OtpDeviceId) -> (usize, usize) {
+    let all = outcomes(store, instance, id).await;
+    let count = |wanted| all.iter().filter(|o| **o == wanted).count();
+    assert_eq!(all.len(), 32);
+    (
+        count(RecordedOutcome::Verified),
+        count(RecordedOutcome::Replayed),
+    )
+}
+
+#[tokio::test]
+async fn the_fth_mismatch_locks_until_the_step_ends_then_every_next_one_locks_longer() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+    let pos = device_id("pos");
+    let now = T0 + 5; // the step ends at T0 + 30
+
+    for i in 0..5 {
+        let outcome = check(&store, &shop, &pos, at(now + i), &nothing(), &POLICY).await;
+        assert_eq!(outcome, Outcome::Mismatch, "mismatch {i}");
+    }
+    // Locked until T0 + 30, even for a valid code, which stays unused.
+    let valid = totp(&[(STEP0, 0)]);
+    assert_eq!(
+        check(&store, &shop, &pos, at(now + 5), &valid, &POLICY).await,
+        Outcome::Locked { retry_after_s: 20 }
+    );
+    assert_eq!(
+        check(
+            &store,
+            &shop,
+            &pos,
+            at_millis((T0 + 29) * 1000 + 1),
+            &nothing(),
+            &POLICY
+        )
+        .await,
+        Outcome::Locked { retry_after_s: 1 }
+    );
+
+    // After each lock ends, the next mismatch locks again, for 60, 120, ...
+    // seconds from that mismatch, at most 900.
+    let mut t = T0 + 30;
+    for expected in [60, 120, 240, 480, 900, 900] {
+        t += 1000; // however late
+        assert_eq!(
+            check(&store, &shop, &pos, at(t), &nothing(), &POLICY).await,
+            Outcome::Mismatch,
+            "the mismatch before the {expected}-s lock"
+        );
+        assert_eq!(
+            check(&store, &shop, &pos, at(t), &nothing(), &POLICY).await,
+            Outcome::Locked {
+                retry_after_s: expected
+            }
+        );
+        assert_eq!(
+            check(
+                &store,
+                &shop,
+                &pos,
+                at(t + i64::from(expected) - 1),
+                &nothing(),
+                &POLICY
+            )
+            .await,
+            Outcome::Locked { retry_after_s: 1 }
+        );
+    }
+
+    // A success resets: F - 1 mismatches lock nothing, the F-th locks until
+    // the step ends again.
+    t += 1000;
+    let step = u64::try_from(t / 30).unwrap();
+    assert_eq!(
+        check(&store, &shop, &pos, at(t), &totp(&[(step, 0)]), &POLICY).await,
+        verified_offset(0)
+    );
+    let start = (t / 30 + 1) * 30; // the next step's first second
+    for i in 0..4 {
+        assert_eq!(
+            check(&store, &shop, &pos, at(start + i), &nothing(), &POLICY).await,
+            Outcome::Mismatch
+        );
+    }
+    assert_eq!(
+        check(&store, &shop, &pos, at(start + 10), &nothing(), &POLICY).await,
+        Outcome::Mismatch
+    );
+    assert_eq!(
+        check(&store, &shop, &pos, at(start + 10), &nothing(), &POLICY).await,
+        Outcome::Locked { retry_after_s: 20 }
+    );
+}
+
+#[tokio::test]
+async fn refused_attempts_and_replays_do_not_count() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+    let pos = device_id("pos");
+    let policy = VerifyPolicy {
+        max_failures: 2,
+        daily_failures: 3,
+        hotp_lookahead: 10,
+    };
+    let code = totp(&[(STEP0, 0)]);
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0), &code, &policy).await,
+        verified_offset(0)
+    );
+
+    // One mismatch, then replays: the second mismatch is the F-th.
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0), &nothing(), &policy).await,
+        Outcome::Mismatch
+    );
+    for _ in 0..5 {
+        assert!(matches!(
+            check(&store, &shop, &pos, at(T0), &code, &policy).await,
+            Outcome::Replayed { .. }
+        ));
+    }
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0), &nothing(), &policy).await,
+        Outcome::Mismatch
+    );
+    // Refused while locked: not counted towards the daily limit (3).
+    for _ in 0..5 {
+        assert_eq!(
+            check(&store, &shop, &pos, at(T0 + 1), &nothing(), &policy).await,
+            Outcome::Locked { retry_after_s: 29 }
+        );
+    }
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0 + 30), &nothing(), &policy).await,
+        Outcome::Mismatch
+    );
+    assert!(matches!(
+        check(&store, &shop, &pos, at(T0 + 31), &nothing(), &policy).await,
+        Outcome::DailyLimit { .. }
+    ));
+}
+
+#[tokio::test]
+async fn the_daily_limit_refuses_until_midnight_utc_and_a_success_does_not_reset_it() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+    let pos = device_id("pos");
+    let policy = VerifyPolicy {
+        max_failures: 1000,
+        daily_failures: 3,
+        hotp_lookahead: 10,
+    };
+    let midnight = 1_700_006_400; // 2023-11-15T00:00:00Z
+    assert_eq!(at(midnight).to_rfc3339(), "2023-11-15T00:00:00+00:00");
+
+    for _ in 0..2 {
+        assert_eq!(
+            check(&store, &shop, &pos, at(T0), &nothing(), &policy).await,
+            Outcome::Mismatch
+        );
+    }
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0), &totp(&[(STEP0, 0)]), &policy).await,
+        verified_offset(0)
+    );
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0), &nothing(), &policy).await,
+        Outcome::Mismatch
+    );
+    let valid_later = totp(&[(STEP0 + 1, 0)]);
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0 + 30), &valid_later, &policy).await,
+        Outcome::DailyLimit {
+            retry_after_s: u32::try_from(midnight - T0 - 30).unwrap()
+        }
+    );
+    assert_eq!(
+        check(
+            &store,
+            &shop,
+            &pos,
+            at_millis(midnight * 1000 - 1500),
+            &nothing(),
+            &policy
+        )
+        .await,
+        Outcome::DailyLimit { retry_after_s: 2 }
+    );
+
+    // A new UTC day starts with a clean count.
+    for i in 0..3 {
+        assert_eq!(
+            check(&store, &shop, &pos, at(midnight + i), &nothing(), &policy).await,
+            Outcome::Mismatch
+        );
+    }
+    assert!(matches!(
+        check(&store, &shop, &pos, at(midnight + 3), &nothing(), &policy).await,
+        Outcome::DailyLimit { .. }
+    ));
+}
+
+#[tokio::test]
+async fn unlock_clears_the_lock_and_both_counts() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+    let pos = device_id("pos");
+    let policy = VerifyPolicy {
+        max_failures: 2,
+        daily_failures: 4,
+        hotp_lookahead: 10,
+    };
+    // Two locks in a row, 4 mismatches today: locked and at the daily limit.
+    for t in [T0, T0, T0 + 100, T0 + 200] {
+        assert_eq!(
+            check(&store, &shop, &pos, at(t), &nothing(), &policy).await,
+            Outcome::Mismatch
+        );
+    }
+    assert!(matches!(
+        check(&store, &shop, &pos, at(T0 + 201), &nothing(), &policy).await,
+        Outcome::DailyLimit { .. }
+    ));
+
+    verifications::unlock(&store, &shop, &pos).await.unwrap();
+
+    // One mismatch (F - 1) locks nothing; the F-th is the first lock again,
+    // until the step ends.
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0 + 210), &nothing(), &policy).await,
+        Outcome::Mismatch
+    );
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0 + 211), &nothing(), &policy).await,
+        Outcome::Mismatch
+    );
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0 + 211), &nothing(), &policy).await,
+        Outcome::Locked { retry_after_s: 29 }
+    );
+    // Unlocking a device that never verified, or twice, is fine.
+    verifications::unlock(&store, &shop, &pos).await.unwrap();
+    verifications::unlock(&store, &shop, &pos).await.unwrap();
+    given_device(&store, &shop, "fresh", Algorithm::TotpWithoutPrice).await;
+    verifications::unlock(&store, &shop, &device_id("fresh"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_history_lists_newest_first_with_limit_and_offset() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "totp", Algorithm::TotpWithoutPrice).await;
+    given_device(&store, &shop, "hotp", Algorithm::HotpWithoutPrice).await;
+    let totp_dev = device_id("totp");
+    let hotp_dev = device_id("hotp");
+    assert!(
+        verifications::history(&store, &shop, &totp_dev, 100, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut expected = Vec::new();
+    for (i, (candidates, outcome, otp_ctr, matched_offset)) in [
+        (
+            totp(&[(STEP0 - 1, -1)]),
+            RecordedOutcome::Verified,
+            None,
+            Some(-1),
+        ),
+        (nothing(), RecordedOutcome::Mismatch, None, None),
+        (
+            totp(&[(STEP0 - 1, -1)]),
+            RecordedOutcome::Replayed,
+            None,
+            Some(-1),
+        ),
+        (
+            totp(&[(STEP0 + 2, 2)]),
+            RecordedOutcome::Verified,
+            None,
+            Some(2),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reference = format!("order-{i}");
+        let offset = i64::try_from(i).unwrap();
+        let client = format!("198.51.100.{i}");
+        verifications::verify(
+            &store,
+            &shop,
+            &totp_dev,
+            at(T0 + offset),
+            &candidates,
+            &Attempt {
+                reference: (i != 1).then_some(reference.as_str()),
+                client: &client,
+                token_serial: (i != 2).then_some(offset + 10),
+            },
+            &POLICY,
+        )
+        .await
+        .unwrap();
+        expected.push(Verification {
+            time: at(T0 + offset),
+            outcome,
+            reference: (i != 1).then_some(reference),
+            otp_ctr,
+            matched_offset,
+            client,
+            token_serial: (i != 2).then_some(offset + 10),
+        });
+    }
+    expected.reverse();
+
+    let all = verifications::history(&store, &shop, &totp_dev, 100, 0)
+        .await
+        .unwrap();
+    let page = verifications::history(&store, &shop, &totp_dev, 2, 1)
+        .await
+        .unwrap();
+    let past_the_end = verifications::history(&store, &shop, &totp_dev, 2, 4)
+        .await
+        .unwrap();
+
+    assert_eq!(all, expected);
+    assert_eq!(page, expected[1..3]);
+    assert!(past_the_end.is_empty(), "{past_the_end:?}");
+    for (outcome, name) in [
+        (RecordedOutcome::Verified, "verified"),
+        (RecordedOutcome::Mismatch, "mismatch"),
+        (RecordedOutcome::Replayed, "replayed"),
+        (RecordedOutcome::Locked, "locked"),
+        (RecordedOutcome::DailyLimit, "daily_limit"),
+    ] {
+        assert_eq!(outcome.as_str(), name);
+    }
+
+    // HOTP records the counter; refusals are recorded too.
+    check(
+        &store,
+        &shop,
+        &hotp_dev,
+        at(T0),
+        &hotp(&[2], (0, 10)),
+        &POLICY,
+    )
+    .await;
+    let strict = VerifyPolicy {
+        max_failures: 1,
+        ..POLICY
+    };
+    check(
+        &store,
+        &shop,
+        &hotp_dev,
+        at(T0),
+        &hotp(&[], (0, 13)),
+        &strict,
+    )
+    .await;
+    check(
+        &store,
+        &shop,
+        &hotp_dev,
+        at(T0),
+        &hotp(&[], (0, 13)),
+        &strict,
+    )
+    .await;
+    let hotp_history = verifications::history(&store, &shop, &hotp_dev, 10, 0)
+        .await
+        .unwrap();
+    let summary: Vec<_> = hotp_history
+        .iter()
+        .map(|v| (v.outcome, v.otp_ctr, v.matched_offset))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (RecordedOutcome::Locked, None, None),
+            (RecordedOutcome::Mismatch, None, None),
+            (RecordedOutcome::Verified, Some(2), None),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_typed_code_is_never_stored() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let client = store.pool().get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT table_name::text AS t, column_name::text AS c
+               FROM information_schema.columns
+              WHERE table_schema = current_schema()
+                AND table_name IN ('otp_verify_state', 'otp_verify_accepted', 'otp_verifications')
+              ORDER BY table_name, ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap();
+    let columns: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            format!(
+                "{}.{}",
+                row.get::<_, String>("t"),
+                row.get::<_, String>("c")
+            )
+        })
+        .collect();
+
+    // The store's API never receives the code; the schema has no place for it.
+    assert!(columns.iter().all(|c| !c.contains("code")), "{columns:?}");
+    assert_eq!(columns.len(), 7 + 7 + 10, "{columns:?}");
+}
+
+#[tokio::test]
+async fn old_accepted_steps_and_counters_are_pruned() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "totp", Algorithm::TotpWithoutPrice).await;
+    given_device(&store, &shop, "hotp", Algorithm::HotpWithoutPrice).await;
+    let totp_dev = device_id("totp");
+    let hotp_dev = device_id("hotp");
+    let accepted = |kind: i16| {
+        let store = store.clone();
+        async move {
+            let client = store.pool().get().await.unwrap();
+            let row = client
+                .query_one(
+                    "SELECT count(*) AS n FROM otp_verify_accepted WHERE kind = $1",
+                    &[&kind],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>("n")
+        }
+    };
+
+    check(
+        &store,
+        &shop,
+        &totp_dev,
+        at(T0),
+        &totp(&[(STEP0, 0)]),
+        &POLICY,
+    )
+    .await;
+    // Still reachable by a window of 10 steps (and 10 more of clock skew).
+    check(
+        &store,
+        &shop,
+        &totp_dev,
+        at(T0 + 20 * 30),
+        &nothing(),
+        &POLICY,
+    )
+    .await;
+    assert_eq!(accepted(1).await, 1);
+    check(
+        &store,
+        &shop,
+        &totp_dev,
+        at(T0 + 21 * 30),
+        &nothing(),
+        &POLICY,
+    )
+    .await;
+    assert_eq!(accepted(1).await, 0);
+
+    // HOTP keeps at least the last look-ahead + 10 accepted counters.
+    for counter in 0u64..25 {
+        let range = (counter.saturating_sub(30), counter + 10);
+        let outcome = check(
+            &store,
+            &shop,
+            &hotp_dev,
+            at(T0),
+            &hotp(&[counter], range),
+            &POLICY,
+        )
+        .await;
+        assert_eq!(outcome, verified_counter(counter));
+    }
+    // Stored 25: counters below 25 - 10 - 10 = 5 are gone at the next call.
+    check(
+        &store,
+        &shop,
+        &hotp_dev,
+        at(T0),
+        &hotp(&[], (0, 35)),
+        &POLICY,
+    )
+    .await;
+    assert_eq!(accepted(2).await, 20);
+    assert!(matches!(
+        check(
+            &store,
+            &shop,
+            &hotp_dev,
+            at(T0),
+            &hotp(&[5], (0, 35)),
+            &POLICY
+        )
+        .await,
+        Outcome::Replayed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn instances_are_isolated() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let alpha = given_instance(&store, "alpha").await;
+    let beta = given_instance(&store, "beta").await;
+    given_device(&store, &alpha, "pos", Algorithm::TotpWithoutPrice).await;
+    given_device(&store, &beta, "pos", Algorithm::TotpWithoutPrice).await;
+    let pos = device_id("pos");
+    let code = totp(&[(STEP0, 0)]);
+    let strict = VerifyPolicy {
+        max_failures: 1,
+        ..POLICY
+    };
+
+    assert_eq!(
+        check(&store, &alpha, &pos, at(T0), &code, &POLICY).await,
+        verified_offset(0)
+    );
+    assert_eq!(
+        check(&store, &beta, &pos, at(T0), &code, &POLICY).await,
+        verified_offset(0)
+    );
+    // Locking alpha's device leaves beta's alone, and unlocking beta's
+    // leaves alpha's locked.
+    check(&store, &alpha, &pos, at(T0), &nothing(), &strict).await;
+    verifications::unlock(&store, &beta, &pos).await.unwrap();
+    assert!(matches!(
+        check(&store, &alpha, &pos, at(T0), &nothing(), &strict).await,
+        Outcome::Locked { .. }
+    ));
+    assert_eq!(
+        check(&store, &beta, &pos, at(T0), &nothing(), &strict).await,
+        Outcome::Mismatch
+    );
+
+    assert_eq!(
+        outcomes(&store, &alpha, &pos).await,
+        [
+            RecordedOutcome::Locked,
+            RecordedOutcome::Mismatch,
+            RecordedOutcome::Verified
+        ]
+    );
+    assert_eq!(
+        outcomes(&store, &beta, &pos).await,
+        [RecordedOutcome::Mismatch, RecordedOutcome::Verified]
+    );
+}
+
+#[tokio::test]
+async fn a_missing_device_is_not_found_and_a_deleted_one_forgets_its_state() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+    let pos = device_id("pos");
+    let code = totp(&[(STEP0, 0)]);
+
+    for (instance, device) in [
+        (shop.clone(), device_id("nope")),
+        (instance_id("nope"), pos.clone()),
+    ] {
+        let verified = verifications::verify(
+            &store,
+            &instance,
+            &device,
+            at(T0),
+            &code,
+            &attempt(None),
+            &POLICY,
+        )
+        .await;
+        let unlocked = verifications::unlock(&store, &instance, &device).await;
+        let history = verifications::history(&store, &instance, &device, 10, 0).await;
+        assert!(
+            matches!(verified, Err(StoreError::DeviceNotFound)),
+            "{verified:?}"
+        );
+        assert!(
+            matches!(unlocked, Err(StoreError::DeviceNotFound)),
+            "{unlocked:?}"
+        );
+        assert!(
+            matches!(history, Err(StoreError::DeviceNotFound)),
+            "{history:?}"
+        );
+    }
+
+    let strict = VerifyPolicy {
+        max_failures: 1,
+        ..POLICY
+    };
+    check(&store, &shop, &pos, at(T0), &code, &strict).await;
+    check(&store, &shop, &pos, at(T0), &nothing(), &strict).await;
+    otp_devices::delete(&store, &shop, &pos).await.unwrap();
+    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+
+    assert!(outcomes(&store, &shop, &pos).await.is_empty());
+    assert_eq!(
+        check(&store, &shop, &pos, at(T0), &code, &strict).await,
+        verified_offset(0)
+    );
+}
