@@ -340,6 +340,28 @@ async fn default_instance_prefix_redirects_permanently() {
 }
 
 #[tokio::test]
+async fn the_default_instance_redirect_never_leaves_this_server() {
+    let app = spawn_app().await;
+    for (path, expected) in [
+        ("/instances/default//evil.example/x", "/evil.example/x"),
+        ("/instances/default/%5Cevil.example/x", "/evil.example/x"),
+        ("/instances/default/%2F%2Fevil.example", "/evil.example"),
+        ("/instances/default/\\/evil.example", "/evil.example"),
+        ("/instances/default", "/"),
+    ] {
+        let reply = app.get(path).await;
+        assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT, "{path}");
+        let location = reply.headers["location"].to_str().unwrap();
+        assert_eq!(location, expected, "{path}");
+        assert!(
+            location.starts_with('/') && !location.starts_with("//") && !location.contains('\\'),
+            "{path} → {location}"
+        );
+    }
+}
+
+
+#[tokio::test]
 async fn config_is_served_with_and_without_prefix() {
     let app = spawn_app().await;
     for path in ["/config", "/instances/admin/config"] {
