@@ -332,9 +332,12 @@ if [ "$OURS" != skip ]; then
     done
     curl -fs "$URL/config" >/dev/null || die "the server did not come up"
     "$BIN" -c "$CONF" instance create bench --name "Benchmark" >/dev/null
-    TOKEN="$("$BIN" -c "$CONF" token create --instance bench --scope write --description verify-bench)"
+    WRITE_TOKEN="$("$BIN" -c "$CONF" token create --instance bench --scope write --description verify-bench-seed)"
+    # Verifications use what a point of sale holds: a token of scope order-pos (docs/api.md §7).
+    TOKEN="$("$BIN" -c "$CONF" token create --instance bench --scope order-pos --description verify-bench)" ||
+        die "could not create an order-pos token"
     log "seeding $(( 4 * DEVICES + DEVICES + 1 )) HOTP devices"
-    timeout 600 python3 "$PY" seed "$URL" "$TOKEN" bench "$WORK"/vb{c,cw,p,pw,x,s}.json
+    timeout 600 python3 "$PY" seed "$URL" "$WRITE_TOKEN" bench "$WORK"/vb{c,cw,p,pw,x,s}.json
     # Sanity: a wrong code, the right one, the same again.
     verify() {
         curl -sS -m 30 -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
