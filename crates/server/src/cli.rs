@@ -5,6 +5,7 @@
 
 mod admin;
 mod code;
+mod password;
 mod serve;
 
 use std::path::PathBuf;
@@ -71,6 +72,12 @@ enum InstanceCommand {
     List,
     /// Delete an instance with its devices and tokens.
     Delete {
+        /// Instance id.
+        id: String,
+    },
+    /// Set the password for logging in at /private/token (read from the terminal without echo,
+    /// or as one line from standard input; never from an argument).
+    SetPassword {
         /// Instance id.
         id: String,
     },

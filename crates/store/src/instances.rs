@@ -104,3 +104,44 @@ pub async fn delete(store: &Store, instance: &InstanceId) -> Result<(), StoreErr
         _ => Ok(()),
     }
 }
+
+const SET_PASSWORD_HASH: &str = "
+    UPDATE instances
+       SET password_hash = $2
+     WHERE instance_id = $1";
+
+/// Sets (or, with `None`, clears) the password hash of `instance`: an Argon2 PHC string,
+/// computed by the caller; `InstanceNotFound` if the instance does not exist.
+#[tracing::instrument(skip(store, hash))]
+pub async fn set_password_hash(
+    store: &Store,
+    instance: &InstanceId,
+    hash: Option<&str>,
+) -> Result<(), StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(SET_PASSWORD_HASH).await?;
+    match client.execute(&stmt, &[&instance.as_str(), &hash]).await? {
+        0 => Err(StoreError::InstanceNotFound),
+        _ => Ok(()),
+    }
+}
+
+const SELECT_PASSWORD_HASH: &str = "
+    SELECT password_hash
+      FROM instances
+     WHERE instance_id = $1";
+
+/// The password hash of `instance` (`None`: no password is set); `InstanceNotFound` if the
+/// instance does not exist.
+#[tracing::instrument(skip(store))]
+pub async fn password_hash(
+    store: &Store,
+    instance: &InstanceId,
+) -> Result<Option<String>, StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(SELECT_PASSWORD_HASH).await?;
+    let row = client.query_opt(&stmt, &[&instance.as_str()]).await?;
+    Ok(row
+        .ok_or(StoreError::InstanceNotFound)?
+        .try_get("password_hash")?)
+}

@@ -37,10 +37,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0006_create_otp_verifications.sql",
         include_str!("../../../sql/migrations/0006_create_otp_verifications.sql"),
     ),
+    (
+        7,
+        "0007_add_instance_passwords.sql",
+        include_str!("../../../sql/migrations/0007_add_instance_passwords.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 6;
+pub const LATEST_VERSION: i32 = 7;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).

@@ -210,6 +210,34 @@ pub async fn revoke(store: &Store, instance: &InstanceId, serial: i64) -> Result
     }
 }
 
+const DELETE_BY_HASH: &str = "
+    DELETE FROM access_tokens t
+     USING instances i
+     WHERE i.instance_id = $1
+       AND t.instance_serial = i.instance_serial
+       AND t.token_hash = $2";
+
+/// Revokes the token whose secret is `secret` (`secret-token:XYZ` or just `XYZ`) in
+/// `instance`, as `DELETE …/private/token` does for the token a request came with;
+/// `TokenNotFound` if `instance` has no such token.
+#[tracing::instrument(skip(store, secret))]
+pub async fn revoke_by_secret(
+    store: &Store,
+    instance: &InstanceId,
+    secret: &str,
+) -> Result<(), StoreError> {
+    let hash = hash_secret(secret);
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(DELETE_BY_HASH).await?;
+    match client
+        .execute(&stmt, &[&instance.as_str(), &hash.as_slice()])
+        .await?
+    {
+        0 => Err(StoreError::TokenNotFound),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

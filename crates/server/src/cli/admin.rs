@@ -67,6 +67,14 @@ pub async fn instance(settings: &Settings, command: InstanceCommand) -> Result<(
                     .map_err(not_found(format!("instance '{instance}'")))?;
                 println!("deleted instance '{instance}' with its devices and tokens");
             }
+            InstanceCommand::SetPassword { id } => {
+                let instance = parse_instance(&id)?;
+                instances::get(&store, &instance)
+                    .await
+                    .map_err(not_found(format!("instance '{instance}'")))?;
+                super::password::set_password(&store, &instance).await?;
+                println!("set the password of instance '{instance}'");
+            }
         }
         Ok(())
     })

@@ -14,6 +14,7 @@ mod isolation; // No operation of one instance reaches another's rows.
 mod migrations; // The migration runner.
 mod otp_devices; // Device CRUD, idempotent create, counters.
 mod outage; // `Unavailable` within a bounded time, and recovery.
+mod passwords; // Instance password hashes; revoking a token by its secret.
 mod tokens; // Access tokens: hashing, authentication, revocation.
 mod verifications; // Verifying a typed code once: lockout, history, concurrency.
 

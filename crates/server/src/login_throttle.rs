@@ -1,0 +1,285 @@
+//! Failed-login throttling (contract §12): failed Basic logins count for a sliding window
+//! (60 s) per client address and instance; while `max_failures` or more count, logins from
+//! there are refused without checking the password, until fewer remain.
+//!
+//! Refused attempts and successful logins change no count. The clock is a parameter: nothing
+//! here reads the time. Memory is bounded: each key keeps at most `max_failures` times, and the
+//! map at most `capacity` keys (expired keys are dropped first, then the least recently failed).
+//! IPv6 clients count per /64 network, since one host commonly holds a whole /64; IPv4-mapped
+//! IPv6 addresses count as their IPv4 address.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use otp_store::InstanceId;
+
+/// How long a failure counts.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Failures that throttle an address and instance by default (`[otp] LOGIN_MAX_FAILURES`).
+pub const DEFAULT_MAX_FAILURES: u32 = 5;
+/// Keys the throttle keeps at most by default.
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+/// Counts failed logins per (client network, instance).
+#[derive(Debug)]
+pub struct LoginThrottle {
+    max_failures: usize,
+    window: Duration,
+    capacity: usize,
+    /// The times of the last failures of each key, oldest first, at most `max_failures`.
+    failures: HashMap<(IpAddr, InstanceId), VecDeque<Instant>>,
+}
+
+impl LoginThrottle {
+    /// A throttle refusing logins while `max_failures` (at least 1) failures count within
+    /// [`WINDOW`], keeping at most [`DEFAULT_CAPACITY`] keys.
+    pub fn new(max_failures: u32) -> LoginThrottle {
+        LoginThrottle::with_limits(max_failures, WINDOW, DEFAULT_CAPACITY)
+    }
+
+    /// A throttle with its own window and capacity (at least one key).
+    pub fn with_limits(max_failures: u32, window: Duration, capacity: usize) -> LoginThrottle {
+        LoginThrottle {
+            max_failures: usize::try_from(max_failures.max(1)).unwrap_or(usize::MAX),
+            window,
+            capacity: capacity.max(1),
+            failures: HashMap::new(),
+        }
+    }
+
+    /// `Ok` if a login from `addr` on `instance` may be checked at `now`; otherwise the whole
+    /// seconds (at least 1, rounded up) until fewer than `max_failures` failures count.
+    pub fn check(&mut self, addr: IpAddr, instance: &InstanceId, now: Instant) -> Result<(), u64> {
+        let key = (network_of(addr), instance.clone());
+        let Some(times) = self.failures.get_mut(&key) else {
+            return Ok(());
+        };
+        let window = self.window;
+        while times
+            .front()
+            .is_some_and(|&failed| expired(failed, now, window))
+        {
+            times.pop_front();
+        }
+        if times.is_empty() {
+            self.failures.remove(&key);
+            return Ok(());
+        }
+        if times.len() < self.max_failures {
+            return Ok(());
+        }
+        // Fewer than `max_failures` count once this many of the oldest have expired.
+        let index = times.len() - self.max_failures;
+        let until = times
+            .get(index)
+            .map_or(now, |&failed| failed + window)
+            .saturating_duration_since(now);
+        Err(whole_seconds_up(until).max(1))
+    }
+
+    /// Counts a failed login from `addr` on `instance` at `now`.
+    pub fn record_failure(&mut self, addr: IpAddr, instance: &InstanceId, now: Instant) {
+        let key = (network_of(addr), instance.clone());
+        if !self.failures.contains_key(&key) && self.failures.len() >= self.capacity {
+            self.make_room(now);
+        }
+        let times = self.failures.entry(key).or_default();
+        times.push_back(now);
+        while times.len() > self.max_failures {
+            times.pop_front();
+        }
+    }
+
+    /// Keys currently kept.
+    pub fn len(&self) -> usize {
+        self.failures.len()
+    }
+
+    /// Whether no key is kept.
+    pub fn is_empty(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// Drops the keys whose failures have all expired; if none has, the least recently failed.
+    fn make_room(&mut self, now: Instant) {
+        let window = self.window;
+        self.failures.retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|&last| !expired(last, now, window))
+        });
+        if self.failures.len() >= self.capacity {
+            let oldest = self
+                .failures
+                .iter()
+                .min_by_key(|(_, times)| times.back().copied())
+                .map(|(key, _)| key.clone());
+            if let Some(key) = oldest {
+                self.failures.remove(&key);
+            }
+        }
+    }
+}
+
+/// Whether a failure at `failed` no longer counts at `now`.
+fn expired(failed: Instant, now: Instant, window: Duration) -> bool {
+    now.saturating_duration_since(failed) >= window
+}
+
+fn whole_seconds_up(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// The network an address counts for: IPv4 as is, IPv4-mapped IPv6 as IPv4, other IPv6 by /64.
+pub fn network_of(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn shop() -> InstanceId {
+        InstanceId::parse("shop").unwrap()
+    }
+
+    fn addr(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    #[test]
+    fn refuses_from_the_fifth_failure_until_the_oldest_expires() {
+        let mut throttle = LoginThrottle::new(5);
+        let t0 = Instant::now();
+        for second in 0..4 {
+            let now = t0 + Duration::from_secs(second);
+            assert_eq!(throttle.check(addr(1), &shop(), now), Ok(()));
+            throttle.record_failure(addr(1), &shop(), now);
+        }
+        assert_eq!(
+            throttle.check(addr(1), &shop(), t0 + Duration::from_secs(4)),
+            Ok(())
+        );
+        throttle.record_failure(addr(1), &shop(), t0 + Duration::from_secs(4));
+
+        // Five failures at 0..=4 s: refused until the one at 0 s expires at 60 s.
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(throttle.check(addr(1), &shop(), at(5)), Err(55));
+        assert_eq!(
+            throttle.check(addr(1), &shop(), at(5) + Duration::from_millis(500)),
+            Err(55)
+        );
+        assert_eq!(throttle.check(addr(1), &shop(), at(59)), Err(1));
+        assert_eq!(throttle.check(addr(1), &shop(), at(60)), Ok(()));
+        // Four still count; one more failure throttles again, until the one at 1 s expires.
+        throttle.record_failure(addr(1), &shop(), at(60));
+        assert_eq!(throttle.check(addr(1), &shop(), at(60)), Err(1));
+        assert_eq!(throttle.check(addr(1), &shop(), at(61)), Ok(()));
+    }
+
+    #[test]
+    fn refused_attempts_and_successes_change_no_count() {
+        let mut throttle = LoginThrottle::new(2);
+        let t0 = Instant::now();
+        throttle.record_failure(addr(1), &shop(), t0);
+        throttle.record_failure(addr(1), &shop(), t0 + Duration::from_secs(30));
+        // Refused, many times: only checks, nothing recorded, so the wait does not grow.
+        for s in 31..59 {
+            assert!(
+                throttle
+                    .check(addr(1), &shop(), t0 + Duration::from_secs(s))
+                    .is_err()
+            );
+        }
+        assert_eq!(
+            throttle.check(addr(1), &shop(), t0 + Duration::from_secs(60)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn counts_per_address_and_instance() {
+        let mut throttle = LoginThrottle::new(1);
+        let now = Instant::now();
+        let other = InstanceId::parse("other").unwrap();
+        throttle.record_failure(addr(1), &shop(), now);
+        assert!(throttle.check(addr(1), &shop(), now).is_err());
+        assert_eq!(throttle.check(addr(2), &shop(), now), Ok(()));
+        assert_eq!(throttle.check(addr(1), &other, now), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let mut throttle = LoginThrottle::new(1);
+        let now = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        throttle.record_failure(a, &shop(), now);
+        assert!(throttle.check(same_64, &shop(), now).is_err());
+        assert_eq!(throttle.check(other_64, &shop(), now), Ok(()));
+
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        throttle.record_failure(mapped, &shop(), now);
+        assert!(throttle.check(addr(7), &shop(), now).is_err());
+    }
+
+    #[test]
+    fn memory_is_bounded_expired_keys_go_first_then_the_least_recent() {
+        let mut throttle = LoginThrottle::with_limits(3, Duration::from_secs(60), 3);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let kept = |t: &LoginThrottle, last: u8| t.failures.contains_key(&(addr(last), shop()));
+        throttle.record_failure(addr(1), &shop(), at(0));
+        throttle.record_failure(addr(2), &shop(), at(10));
+        throttle.record_failure(addr(3), &shop(), at(20));
+        assert_eq!(throttle.len(), 3);
+
+        // Full, nothing expired: the least recently failed key (address 1) makes room.
+        throttle.record_failure(addr(4), &shop(), at(30));
+        assert_eq!(throttle.len(), 3);
+        assert!(!kept(&throttle, 1));
+        assert!(kept(&throttle, 2) && kept(&throttle, 3) && kept(&throttle, 4));
+
+        // Later, the expired keys (addresses 2 and 3) go and the recent ones stay.
+        throttle.record_failure(addr(5), &shop(), at(85));
+        assert_eq!(throttle.len(), 2);
+        assert!(kept(&throttle, 4) && kept(&throttle, 5));
+        // A key that already exists is counted without eviction.
+        throttle.record_failure(addr(5), &shop(), at(86));
+        throttle.record_failure(addr(6), &shop(), at(86));
+        assert_eq!(throttle.len(), 3);
+    }
+
+    #[test]
+    fn each_key_keeps_at_most_max_failures() {
+        let mut throttle = LoginThrottle::new(3);
+        let now = Instant::now();
+        for _ in 0..1000 {
+            throttle.record_failure(addr(1), &shop(), now);
+        }
+        let times = throttle.failures.values().next().unwrap();
+        assert_eq!(times.len(), 3);
+        assert_eq!(throttle.check(addr(1), &shop(), now), Err(60));
+    }
+
+    #[test]
+    fn zero_max_failures_means_one() {
+        let mut throttle = LoginThrottle::new(0);
+        let now = Instant::now();
+        assert_eq!(throttle.check(addr(1), &shop(), now), Ok(()));
+        throttle.record_failure(addr(1), &shop(), now);
+        assert_eq!(throttle.check(addr(1), &shop(), now), Err(60));
+    }
+}
