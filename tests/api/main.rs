@@ -6,7 +6,11 @@
 mod auth; // §7: tokens, scopes, order of checks, instance isolation.
 mod codes; // §5: otp_code equals every public vector; faketime/price validation.
 mod confirmations; // §9: the confirmations extension, counter advance under concurrency.
+mod enrolment; // §11: generated keys, provisioning URI, QR codes decoded back.
 mod errors; // §8: Taler error bodies for framework failures.
+mod login; // §12: logging in with a password or a refreshable token; revocation; throttling.
 mod openapi; // The committed document, its drift test, responses validated against it.
 mod otp_devices; // §1–§3: CRUD, idempotency, null handling, algorithms, ids.
 mod outage; // Database down: 503 with Retry-After, recovery without restart.
+mod verifications; // §10: a typed code verified once, limits, history, permissions.
+mod webui; // §13 with §11: the operator page in headless Chromium (WebDriver).

@@ -224,3 +224,19 @@ pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) 
 
 /// The RFC test key, `12345678901234567890` in base32.
 pub const RFC_KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+impl TestApp {
+    /// A new token of `scope` for the default instance.
+    pub async fn token(&self, scope: &str) -> String {
+        let admin = InstanceId::parse("admin").expect("id");
+        let (_, secret) = tokens::create(&self.store, &admin, scope, None, "test")
+            .await
+            .expect("token");
+        secret.expose().to_owned()
+    }
+
+    /// `method path` with `token` and a JSON body, as that token's holder sends it.
+    pub async fn send_as(&self, token: &str, method: Method, path: &str, body: &Value) -> Reply {
+        self.request(method, path, Some(token), Some(body)).await
+    }
+}

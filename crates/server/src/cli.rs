@@ -7,6 +7,7 @@ mod admin;
 mod code;
 mod password;
 mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -130,8 +131,11 @@ enum DeviceCommand {
         #[arg(long)]
         id: String,
         /// Base32 key.
-        #[arg(long)]
-        key: String,
+        #[arg(long, required_unless_present = "generate_key")]
+        key: Option<String>,
+        /// Generate a random 20-byte key and print it, its otpauth:// URI and a QR code, once.
+        #[arg(long, conflicts_with = "key")]
+        generate_key: bool,
         /// Algorithm: 0-4 or a name such as TOTP_WITHOUT_PRICE.
         #[arg(long)]
         algorithm: String,
@@ -167,7 +171,31 @@ enum DeviceCommand {
         /// Device id.
         id: String,
     },
+    /// Check a typed code once, as `POST …/verifications` does (exit 0 verified, 1 otherwise).
+    Verify {
+        #[command(flatten)]
+        instance: InstanceArg,
+        /// Device id.
+        id: String,
+        /// The code as the device shows it (8 digits).
+        #[arg(long)]
+        code: String,
+        /// Price for with-price algorithms.
+        #[arg(long)]
+        price: Option<String>,
+        /// What the code confirms (an order id), recorded with the outcome.
+        #[arg(long)]
+        reference: Option<String>,
+    },
+    /// Clear a device's verification lock and its counts of mismatches.
+    Unlock {
+        #[command(flatten)]
+        instance: InstanceArg,
+        /// Device id.
+        id: String,
+    },
 }
+
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {

@@ -101,6 +101,27 @@ pub enum ApiError {
     /// The counter cannot be advanced any further.
     #[error("the otp device counter is exhausted")]
     CounterExhausted,
+    /// Verification refused: the device is locked after repeated mismatches.
+    #[error("{retry_after}")]
+    VerificationLocked {
+        /// Whole seconds until the lock ends.
+        retry_after: u32,
+    },
+    /// Verification refused until midnight UTC: the day's mismatches are used up.
+    #[error("{retry_after}")]
+    VerificationDailyLimit {
+        /// Whole seconds until 00:00 UTC.
+        retry_after: u32,
+    },
+    /// Basic logins from this client on this instance are throttled after failures.
+    #[error("{retry_after}")]
+    LoginThrottled {
+        /// Whole seconds until fewer failed logins count.
+        retry_after: u64,
+    },
+    /// Too many password checks at once: the client should retry shortly.
+    #[error("too many password checks at once")]
+    LoginBusy,
     /// No route matches the path.
     #[error("no endpoint at this path")]
     EndpointUnknown,
@@ -165,11 +186,15 @@ impl ApiError {
             ApiError::InstanceUnknown => taler_ec::MERCHANT_GENERIC_INSTANCE_UNKNOWN,
             ApiError::Unauthorized => taler_ec::MERCHANT_GENERIC_UNAUTHORIZED,
             ApiError::Forbidden(_) => taler_ec::GENERIC_TOKEN_PERMISSION_INSUFFICIENT,
+            ApiError::VerificationLocked { .. } => taler_ec::OTP_VERIFICATION_LOCKED,
+            ApiError::VerificationDailyLimit { .. } => taler_ec::OTP_VERIFICATION_DAILY_LIMIT,
             ApiError::DeviceUnknown => taler_ec::MERCHANT_GENERIC_OTP_DEVICE_UNKNOWN,
             ApiError::TokenUnknown => taler_ec::MERCHANT_GENERIC_ACCESS_TOKEN_UNKNOWN,
             ApiError::DeviceExists => {
                 taler_ec::MERCHANT_PRIVATE_POST_OTP_DEVICES_CONFLICT_OTP_DEVICE_EXISTS
             }
+            ApiError::LoginThrottled { .. } => taler_ec::LOGIN_THROTTLED,
+            ApiError::LoginBusy => taler_ec::LOGIN_BUSY,
             ApiError::EndpointUnknown => taler_ec::GENERIC_ENDPOINT_UNKNOWN,
             ApiError::MethodInvalid => taler_ec::GENERIC_METHOD_INVALID,
             ApiError::UriTooLong => taler_ec::GENERIC_URI_TOO_LONG,
@@ -205,6 +230,12 @@ impl ApiError {
             ApiError::Forbidden(_) => {
                 "The token does not grant the permission required for this operation."
             }
+            ApiError::VerificationLocked { .. } => {
+                "The OTP device is locked after repeated wrong codes; retry after the given seconds."
+            }
+            ApiError::VerificationDailyLimit { .. } => {
+                "The OTP device has reached its daily limit of wrong codes; retry after midnight UTC."
+            }
             ApiError::DeviceUnknown => "The requested OTP device is unknown.",
             ApiError::TokenUnknown => "The requested access token is unknown.",
             ApiError::DeviceExists => {
@@ -216,6 +247,10 @@ impl ApiError {
             ApiError::CounterExhausted => {
                 "The counter of this OTP device cannot be advanced any further."
             }
+            ApiError::LoginThrottled { .. } => {
+                "Too many failed logins from this address; retry after the given seconds."
+            }
+            ApiError::LoginBusy => "Too many password checks at once; retry shortly.",
             ApiError::EndpointUnknown => "There is no endpoint defined for this URL.",
             ApiError::MethodInvalid => "The HTTP method is not allowed for this endpoint.",
             ApiError::UriTooLong => "The URI is longer than the server accepts.",
@@ -236,6 +271,9 @@ impl ApiError {
             | ApiError::HeaderMalformed(_)
             | ApiError::UnsupportedMediaType(_)
             | ApiError::PayloadTooLarge(_)
+            | ApiError::LoginThrottled { .. }
+            | ApiError::VerificationLocked { .. }
+            | ApiError::VerificationDailyLimit { .. }
             | ApiError::Forbidden(_) => Some(self.to_string()),
             _ => None,
         }
@@ -261,6 +299,11 @@ impl ResponseError for ApiError {
             ApiError::DeviceExists | ApiError::NoConfirmations | ApiError::CounterExhausted => {
                 StatusCode::CONFLICT
             }
+            ApiError::VerificationLocked { .. } | ApiError::VerificationDailyLimit { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::LoginBusy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodInvalid => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -291,6 +334,17 @@ impl ResponseError for ApiError {
                 response
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
+            ApiError::LoginThrottled { retry_after } => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
+            }
+            ApiError::LoginBusy => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(1u32)));
+            }
+            ApiError::VerificationLocked { retry_after }
+            | ApiError::VerificationDailyLimit { retry_after } => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
+            }
+
             _ => {}
         }
         response.json(body)

@@ -12,6 +12,7 @@ use utoipa::{Modify, OpenApi};
 use crate::api;
 use crate::error::ErrorDetail;
 use crate::routes;
+use crate::routes::tokens::BasicAuth;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,24 +33,46 @@ Every non-2xx answer carries a Taler `ErrorDetail` body.",
         routes::otp_devices::update_otp_device,
         routes::otp_devices::delete_otp_device,
         routes::confirmations::create_confirmation,
+        routes::verifications::create_verification,
+        routes::verifications::list_verifications,
+        routes::verifications::unlock_device,
+        routes::tokens::create_token,
+        routes::tokens::delete_own_token,
+        routes::tokens::list_tokens,
+        routes::tokens::delete_token_by_serial,
+        routes::tokens::set_auth,
     ),
     components(schemas(
         ErrorDetail,
         api::OtpDeviceAddDetails,
+        api::OtpDeviceEnrolment,
         api::OtpDevicePatchDetails,
         api::OtpDeviceSummaryResponse,
         api::OtpDeviceEntry,
         api::OtpDeviceDetails,
         api::ConfirmationRequest,
         api::ConfirmationResponse,
+        api::VerificationRequest,
+        api::VerificationResponse,
+        api::VerificationEntry,
+        api::VerificationsResponse,
+
         api::VersionResponse,
         api::CurrencySpecification,
+        api::LoginTokenRequest,
+        api::LoginTokenSuccessResponse,
+        api::RelativeTime,
+        api::Timestamp,
+        api::TokenInfo,
+        api::TokenInfos,
+        api::InstanceAuthConfigurationMessage,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &BasicAuth),
     tags(
         (name = "otp-devices", description = "OTP devices of a merchant instance"),
         (name = "otp-devices (extension)", description = "Payment confirmations: an extension beyond upstream GNU Taler"),
         (name = "config", description = "Backend version and currencies"),
+        (name = "tokens", description = "Logging in: access tokens from the instance password or a refreshable token, their list and revocation, and the password"),
     )
 )]
 struct ApiDoc;
@@ -82,7 +105,10 @@ pub const EXTENSION_MARKER: &str = "x-taler-otp-extension";
 pub fn api_doc() -> OpenApiDoc {
     let mut doc = ApiDoc::openapi();
     for (path, item) in doc.paths.paths.iter_mut() {
-        if path.ends_with("/confirmations") {
+        if ["/confirmations", "/verifications", "/unlock"]
+            .iter()
+            .any(|suffix| path.ends_with(suffix))
+        {
             for operation in operations(item) {
                 let marker = utoipa::openapi::extensions::ExtensionsBuilder::new()
                     .add(EXTENSION_MARKER, serde_json::Value::Bool(true))

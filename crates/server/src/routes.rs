@@ -8,6 +8,9 @@ pub mod bench;
 pub mod config;
 pub mod confirmations;
 pub mod otp_devices;
+pub mod tokens;
+pub mod verifications;
+
 
 use std::borrow::Cow;
 
@@ -104,6 +107,36 @@ pub static ENDPOINTS: &[Endpoint] = &[
         route: || web::get().to(config::get_config),
     },
     Endpoint {
+        scope: "",
+        path: "/private/token",
+        verb: Verb::Post,
+        route: || web::post().to(tokens::create_token),
+    },
+    Endpoint {
+        scope: "",
+        path: "/private/token",
+        verb: Verb::Delete,
+        route: || web::delete().to(tokens::delete_own_token),
+    },
+    Endpoint {
+        scope: "",
+        path: "/private/tokens",
+        verb: Verb::Get,
+        route: || web::get().to(tokens::list_tokens),
+    },
+    Endpoint {
+        scope: "",
+        path: "/private/tokens/{serial}",
+        verb: Verb::Delete,
+        route: || web::delete().to(tokens::delete_token_by_serial),
+    },
+    Endpoint {
+        scope: "",
+        path: "/private/auth",
+        verb: Verb::Post,
+        route: || web::post().to(tokens::set_auth),
+    },
+    Endpoint {
         scope: "/private/otp-devices",
         path: "",
         verb: Verb::Get,
@@ -138,6 +171,24 @@ pub static ENDPOINTS: &[Endpoint] = &[
         path: "/{device_id}/confirmations",
         verb: Verb::Post,
         route: || web::post().to(confirmations::create_confirmation),
+    },
+    Endpoint {
+        scope: "/private/otp-devices",
+        path: "/{device_id}/verifications",
+        verb: Verb::Post,
+        route: || web::post().to(verifications::create_verification),
+    },
+    Endpoint {
+        scope: "/private/otp-devices",
+        path: "/{device_id}/verifications",
+        verb: Verb::Get,
+        route: || web::get().to(verifications::list_verifications),
+    },
+    Endpoint {
+        scope: "/private/otp-devices",
+        path: "/{device_id}/unlock",
+        verb: Verb::Post,
+        route: || web::post().to(verifications::unlock_device),
     },
 ];
 

@@ -12,6 +12,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{Listen, Settings};
 use crate::error::error_chain;
+use crate::login_throttle::LoginGuard;
 use crate::state::AppState;
 use crate::{body, middleware, openapi, routes, version, webui};
 
@@ -93,12 +94,15 @@ impl Application {
         drop(checker);
         let store =
             Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;
-        let state = web::Data::new(AppState::new(
+        let mut state = AppState::new(
             store,
             settings.default_instance.clone(),
             version::config_response(&settings.currency),
             settings.cache_ttl,
-        ));
+        );
+        state.verify = settings.verify.into();
+        let state = web::Data::new(state);
+
         let change_listener = if settings.cache_ttl.is_zero() {
             None
         } else {
@@ -109,6 +113,8 @@ impl Application {
         let worker_store_config = worker_store_config(store_config, settings.workers);
         let currency = settings.currency.clone();
         let benchmark_route = settings.benchmark_route;
+        // One failed-login throttle and one bound on password checks for all workers.
+        let login_guard = web::Data::new(LoginGuard::new(settings.login_max_failures));
         let in_flight_requests = Arc::new(AtomicUsize::new(0));
         let in_flight_counter = in_flight_requests.clone();
         let server = HttpServer::new(move || {
@@ -127,6 +133,7 @@ impl Application {
             App::new()
                 .app_data(worker_state)
                 .app_data(body::payload_config())
+                .app_data(login_guard.clone())
                 .wrap_fn(move |req, srv| middleware::observe(req, srv, &in_flight))
                 // First, so that the ceiling it measures includes none of the API's routing.
                 .configure(|cfg| {

@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use otp_store::changes::Change;
 use otp_store::otp_devices::{OtpDevice, OtpDevicePatch};
+use otp_store::verifications::{Attempt, Outcome};
+
 use otp_store::tokens::{self, AuthOutcome};
 use otp_store::{InstanceId, OtpDeviceId, Store, StoreError, otp_devices};
 
 use crate::api::VersionResponse;
 use crate::cache::TtlCache;
 use crate::clock;
+use crate::verify::{self, Typed, VerifySettings};
 use crate::error::ApiError;
 
 /// A validated token as cached: who it is and when it expires.
@@ -47,6 +50,8 @@ pub struct AppState {
     pub default_instance: InstanceId,
     /// The `/config` answer.
     pub config: VersionResponse,
+    /// The TOTP window and the limits of verification.
+    pub verify: VerifySettings,
     caches: Arc<Caches>,
 }
 
@@ -71,6 +76,7 @@ impl AppState {
             store,
             default_instance,
             config,
+            verify: VerifySettings::default(),
             caches: Arc::new(Caches {
                 tokens: TtlCache::new(cache_ttl, None, CACHE_CAPACITY),
                 devices: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), CACHE_CAPACITY),
@@ -84,6 +90,7 @@ impl AppState {
             store,
             default_instance: self.default_instance.clone(),
             config,
+            verify: self.verify,
             caches: Arc::clone(&self.caches),
         }
     }
@@ -201,6 +208,32 @@ impl AppState {
         let result = otp_devices::advance_counter(&self.store, instance, id).await;
         self.forget_device(instance, id);
         result
+    }
+
+    /// Decides a typed code for device `id` (see [`verify::decide`]); the device comes from
+    /// the cache, the decision from the database. An accepted HOTP code moves the counter, so
+    /// the cached device is forgotten.
+    pub async fn verify_code(
+        &self,
+        instance: &InstanceId,
+        device: &OtpDevice,
+        typed: Typed<'_>,
+        attempt: &Attempt<'_>,
+    ) -> Result<Outcome, StoreError> {
+        let outcome = verify::decide(
+            &self.store,
+            instance,
+            device,
+            clock::now(),
+            typed,
+            attempt,
+            &self.verify,
+        )
+        .await?;
+        if matches!(outcome, Outcome::Verified { otp_ctr: Some(_), .. }) {
+            self.forget_device(instance, &device.id);
+        }
+        Ok(outcome)
     }
 
     /// Forgets the cached device.

@@ -45,3 +45,11 @@ pub const MERCHANT_GENERIC_OTP_DEVICE_UNKNOWN: TalerErrorCode = 2021;
 pub const MERCHANT_PRIVATE_POST_OTP_DEVICES_CONFLICT_OTP_DEVICE_EXISTS: TalerErrorCode = 2851;
 /// Extension (not in GNU Taler's registry): the access token serial is unknown in this instance.
 pub const MERCHANT_GENERIC_ACCESS_TOKEN_UNKNOWN: TalerErrorCode = 9904;
+/// Extension (`docs/api.md` §10): the device is locked after repeated mismatches.
+pub const OTP_VERIFICATION_LOCKED: TalerErrorCode = 9901;
+/// Extension (`docs/api.md` §10): the device's daily limit of mismatches is reached.
+pub const OTP_VERIFICATION_DAILY_LIMIT: TalerErrorCode = 9902;
+/// Extension (`docs/api.md` §12): too many failed logins from this address for this instance.
+pub const LOGIN_THROTTLED: TalerErrorCode = 9903;
+/// Extension (`docs/api.md` §12): too many password checks at once; retry shortly.
+pub const LOGIN_BUSY: TalerErrorCode = 9905;

@@ -265,3 +265,41 @@ async fn sixty_four_confirmations_across_two_processes_are_distinct() {
     .unwrap();
     assert_eq!(device.counter, 74);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_verifications_of_one_code_across_two_processes_verify_once() {
+    let Setup { db: _db, write, a, b, client, .. } = setup(
+        "v",
+        json!({"otp_device_id": "till", "otp_device_description": "t", "otp_key": OLD_KEY, "otp_algorithm": 3, "otp_ctr": 7}),
+    )
+    .await;
+    let key = otp_algo::OtpKey::from_base32(OLD_KEY).unwrap();
+    let code = otp_algo::hotp_code(key.as_bytes(), 9);
+    let calls = (0..32).map(|i| {
+        let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+        let (client, write, code) = (client.clone(), write.clone(), code.clone());
+        async move {
+            let response = client
+                .post(format!("{base}/private/otp-devices/till/verifications"))
+                .bearer_auth(write)
+                .json(&json!({"code": code, "reference": format!("order-{i}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let verified: Vec<&Value> = answers.iter().filter(|a| a["verified"] == true).collect();
+    assert_eq!(verified.len(), 1, "{answers:?}");
+    assert_eq!(verified[0]["otp_ctr"], 9);
+    let winner = answers
+        .iter()
+        .position(|a| a["verified"] == true)
+        .unwrap();
+    for answer in answers.iter().filter(|a| a["verified"] != true) {
+        assert_eq!(answer["reason"], "replayed", "{answer}");
+        assert_eq!(answer["reference"], format!("order-{winner}"));
+    }
+}

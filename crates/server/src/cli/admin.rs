@@ -13,6 +13,7 @@ use crate::cli::code::{parse_counter, parse_time};
 use crate::clock::now_seconds;
 use crate::config::Settings;
 use crate::database::Database;
+use crate::enrolment;
 use crate::error::error_chain;
 
 /// Runs `taler-otp dbinit`.
@@ -148,21 +149,39 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                 instance,
                 id,
                 key,
+                generate_key,
                 algorithm,
                 counter,
                 description,
             } => {
                 let instance = instance_or_default(&instance, settings)?;
-                let device = NewOtpDevice {
-                    id: parse_device_id(&id)
-                        .map_err(|why| Failure::usage(format!("--id: {why}")))?,
-                    description,
-                    key: OtpKey::from_base32(&key)
+                let id =
+                    parse_device_id(&id).map_err(|why| Failure::usage(format!("--id: {why}")))?;
+                let algorithm = algorithm
+                    .parse::<Algorithm>()
+                    .map_err(|err| Failure::usage(format!("--algorithm: {err}")))?;
+                let counter = parse_counter(&counter)?;
+                let key = match (key, generate_key) {
+                    (Some(key), _) => OtpKey::from_base32(&key)
                         .map_err(|err| Failure::usage(format!("--key: {err}")))?,
-                    algorithm: algorithm
-                        .parse::<Algorithm>()
-                        .map_err(|err| Failure::usage(format!("--algorithm: {err}")))?,
-                    counter: parse_counter(&counter)?,
+                    (None, _) => {
+                        let device = NewOtpDevice {
+                            id,
+                            description,
+                            key: enrolment::generate_key()
+                                .map_err(|err| Failure::failed(err.to_string()))?,
+                            algorithm,
+                            counter,
+                        };
+                        return add_with_generated_key(&store, &instance, device).await;
+                    }
+                };
+                let device = NewOtpDevice {
+                    id,
+                    description,
+                    key,
+                    algorithm,
+                    counter,
                 };
                 match otp_devices::create(&store, &instance, &device).await {
                     Ok(Created::Inserted) => println!("added device '{}'", device.id),
@@ -241,10 +260,94 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                     .map_err(not_found(format!("device '{id}' of instance '{instance}'")))?;
                 println!("deleted device '{id}'");
             }
+            DeviceCommand::Verify {
+                instance,
+                id,
+                code,
+                price,
+                reference,
+            } => {
+                let instance = instance_or_default(&instance, settings)?;
+                let id =
+                    parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
+                let args = super::verify::VerifyArgs {
+                    code,
+                    price,
+                    reference,
+                };
+                super::verify::verify(&store, settings, &instance, &id, args).await?;
+            }
+            DeviceCommand::Unlock { instance, id } => {
+                let instance = instance_or_default(&instance, settings)?;
+                let id =
+                    parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
+                otp_store::verifications::unlock(&store, &instance, &id)
+                    .await
+                    .map_err(not_found(format!("device '{id}' of instance '{instance}'")))?;
+                println!("unlocked device '{id}'");
+            }
         }
         Ok(())
+
     })
     .await
+}
+
+/// `device add --generate-key`: stores `device` (whose key was just generated) and prints its
+/// key, its provisioning URI and the URI as a QR code, once (`docs/api.md` §11). Nothing is
+/// printed unless the device was stored.
+async fn add_with_generated_key(
+    store: &Store,
+    instance: &InstanceId,
+    device: NewOtpDevice,
+) -> Result<(), Failure> {
+    if device.algorithm == Algorithm::None {
+        return Err(Failure::usage(
+            "--generate-key: algorithm NONE has no codes, so there is no key to generate; give --key or another --algorithm",
+        ));
+    }
+    let found = instances::get(store, instance)
+        .await
+        .map_err(not_found(format!("instance '{instance}'")))?;
+    let issuer = if found.name.is_empty() {
+        found.id.as_str()
+    } else {
+        found.name.as_str()
+    };
+    let uri = enrolment::otpauth_uri(
+        issuer,
+        device.id.as_str(),
+        &device.key,
+        device.algorithm,
+        device.counter,
+    )
+    .ok_or_else(|| Failure::failed("no provisioning URI for algorithm NONE"))?;
+    let qr = enrolment::qr_terminal(&uri).map_err(|err| Failure::failed(err.to_string()))?;
+    match otp_devices::create(store, instance, &device).await {
+        Ok(_) => {}
+        Err(StoreError::DeviceExists) => {
+            return Err(Failure::failed(format!(
+                "device '{}' already exists (a generated key never matches it)",
+                device.id
+            )));
+        }
+        Err(err) => return Err(not_found(format!("instance '{instance}'"))(err)),
+    }
+    let key = zeroize::Zeroizing::new(device.key.to_base32());
+    println!("added device '{}' with a generated key", device.id);
+    println!("key: {}", key.as_str());
+    println!("uri: {}", uri.as_str());
+    if device.algorithm.uses_price() {
+        println!(
+            "note: with-price codes (taler_algorithm={}) need a GNU Taler-aware device; generic authenticator apps cannot compute them",
+            device.algorithm.as_int()
+        );
+    }
+    println!("{}", qr.as_str());
+    eprintln!(
+        "warning: the key is shown only this once and cannot be read back; enrol the device or store the key safely now"
+    );
+    Ok(())
 }
 
 /// Opens the database and runs `f` on it, whatever the schema version (for `dbinit`).
@@ -293,7 +396,7 @@ fn instance_or_default(arg: &InstanceArg, settings: &Settings) -> Result<Instanc
     }
 }
 
-fn db_failure(err: StoreError) -> Failure {
+pub(super) fn db_failure(err: StoreError) -> Failure {
     if err.is_unavailable() {
         Failure::failed(format!(
             "database unreachable (check [merchantdb-postgres] CONFIG): {}",
@@ -306,7 +409,7 @@ fn db_failure(err: StoreError) -> Failure {
 
 /// Maps a store error of an operation on `what`: a missing record is named, anything else is a
 /// database failure.
-fn not_found(what: String) -> impl FnOnce(StoreError) -> Failure {
+pub(super) fn not_found(what: String) -> impl FnOnce(StoreError) -> Failure {
     move |err| match err {
         StoreError::InstanceNotFound => {
             Failure::failed(format!("{what} not found (no such instance)"))
