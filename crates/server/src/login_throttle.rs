@@ -10,9 +10,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use otp_store::InstanceId;
+use zeroize::Zeroizing;
+
+use crate::password::{PasswordError, PasswordWork, verify_password};
 
 /// How long a failure counts.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -120,6 +124,86 @@ impl LoginThrottle {
             }
         }
     }
+}
+
+/// What a Basic login's password check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginCheck {
+    /// The password is right.
+    Valid,
+    /// The password is wrong; the failure was counted.
+    Invalid,
+    /// Refused without checking: too many failures count; retry after these seconds.
+    Throttled(u64),
+}
+
+/// The failed-login throttle and the bounded password checks, shared by every worker of a
+/// server. It reads the monotonic clock for the throttle.
+#[derive(Debug, Clone)]
+pub struct LoginGuard {
+    throttle: Arc<Mutex<LoginThrottle>>,
+    work: PasswordWork,
+}
+
+impl LoginGuard {
+    /// A guard throttling after `max_failures` failures, with the default password work bounds.
+    pub fn new(max_failures: u32) -> LoginGuard {
+        LoginGuard::with_parts(LoginThrottle::new(max_failures), PasswordWork::default())
+    }
+
+    /// A guard over `throttle` and `work`.
+    pub fn with_parts(throttle: LoginThrottle, work: PasswordWork) -> LoginGuard {
+        LoginGuard {
+            throttle: Arc::new(Mutex::new(throttle)),
+            work,
+        }
+    }
+
+    /// The bounded password work (for hashing a new password).
+    pub fn work(&self) -> &PasswordWork {
+        &self.work
+    }
+
+    /// `Err(seconds)` while logins from `addr` on `instance` are throttled.
+    pub fn check(&self, addr: IpAddr, instance: &InstanceId) -> Result<(), u64> {
+        lock(&self.throttle).check(addr, instance, Instant::now())
+    }
+
+    /// Counts a failed login that needed no password check (wrong user, no password set).
+    pub fn record_failure(&self, addr: IpAddr, instance: &InstanceId) {
+        lock(&self.throttle).record_failure(addr, instance, Instant::now());
+    }
+
+    /// Checks `password` against the PHC string `phc` once a permit is free, counting a wrong
+    /// password as a failure. The throttle is consulted again just before the check, so that
+    /// attempts that waited for a permit meanwhile do not exceed the limit.
+    pub async fn check_password(
+        &self,
+        addr: IpAddr,
+        instance: &InstanceId,
+        password: Zeroizing<String>,
+        phc: String,
+    ) -> Result<LoginCheck, PasswordError> {
+        let throttle = Arc::clone(&self.throttle);
+        let instance = instance.clone();
+        self.work
+            .run(move || {
+                if let Err(seconds) = lock(&throttle).check(addr, &instance, Instant::now()) {
+                    return LoginCheck::Throttled(seconds);
+                }
+                if verify_password(&password, &phc) {
+                    LoginCheck::Valid
+                } else {
+                    lock(&throttle).record_failure(addr, &instance, Instant::now());
+                    LoginCheck::Invalid
+                }
+            })
+            .await
+    }
+}
+
+fn lock(throttle: &Mutex<LoginThrottle>) -> std::sync::MutexGuard<'_, LoginThrottle> {
+    throttle.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Whether a failure at `failed` no longer counts at `now`.
@@ -272,6 +356,31 @@ mod tests {
         let times = throttle.failures.values().next().unwrap();
         assert_eq!(times.len(), 3);
         assert_eq!(throttle.check(addr(1), &shop(), now), Err(60));
+    }
+
+    #[tokio::test]
+    async fn the_guard_counts_wrong_passwords_and_then_refuses_even_the_right_one() {
+        let guard = LoginGuard::new(2);
+        let phc = crate::password::hash_password("right").unwrap();
+        let instance = shop();
+        let check = |password: &str| {
+            guard.check_password(
+                addr(1),
+                &instance,
+                Zeroizing::new(password.to_owned()),
+                phc.clone(),
+            )
+        };
+        assert_eq!(check("right").await, Ok(LoginCheck::Valid));
+        assert_eq!(check("wrong").await, Ok(LoginCheck::Invalid));
+        assert_eq!(guard.check(addr(1), &shop()), Ok(()));
+        guard.record_failure(addr(1), &shop());
+        assert!(matches!(
+            check("right").await,
+            Ok(LoginCheck::Throttled(59 | 60))
+        ));
+        assert!(guard.check(addr(1), &shop()).is_err());
+        assert_eq!(guard.check(addr(2), &shop()), Ok(()));
     }
 
     #[test]
