@@ -42,10 +42,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0007_add_instance_passwords.sql",
         include_str!("../../../sql/migrations/0007_add_instance_passwords.sql"),
     ),
+    (
+        8,
+        "0008_add_instance_data_keys.sql",
+        include_str!("../../../sql/migrations/0008_add_instance_data_keys.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 7;
+pub const LATEST_VERSION: i32 = 8;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).
