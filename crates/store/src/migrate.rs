@@ -47,10 +47,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0008_add_instance_data_keys.sql",
         include_str!("../../../sql/migrations/0008_add_instance_data_keys.sql"),
     ),
+    (
+        9,
+        "0009_notify_device_changes_without_counter.sql",
+        include_str!("../../../sql/migrations/0009_notify_device_changes_without_counter.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 8;
+pub const LATEST_VERSION: i32 = 9;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).
