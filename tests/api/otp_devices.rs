@@ -1,6 +1,6 @@
 //! CRUD on OTP devices, with and without the instance prefix.
 
-use otp_tests::{RFC_KEY, assert_taler_error, spawn_app};
+use otp_tests::{RFC_KEY, assert_taler_error, spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -242,7 +242,6 @@ async fn bad_fields_are_400_naming_the_field_and_store_nothing() {
         ("otp_key", json!("GEZD GNBVGY3TQOJQGEZDGNBVGY3TQOJQ"), 26),
         ("otp_key", json!("GEZDGNBV=GY3TQOJQGEZDGNBVGY3TQOJQ"), 26),
         ("otp_key", json!("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJ1"), 26),
-        ("otp_key", json!(null), 25),
         ("otp_ctr", json!(-1), 26),
         ("otp_ctr", json!(1.5), 26),
         ("otp_ctr", json!("3"), 26),
@@ -262,8 +261,10 @@ async fn bad_fields_are_400_naming_the_field_and_store_nothing() {
             reply.text
         );
     }
+    // Without a key the server generates one (§11), except for algorithm NONE.
     let mut missing = good.clone();
     missing.as_object_mut().unwrap().remove("otp_key");
+    missing["otp_algorithm"] = json!(0);
     assert_taler_error(
         &app.post("/private/otp-devices", &missing).await,
         StatusCode::BAD_REQUEST,
@@ -360,7 +361,6 @@ async fn the_default_instance_redirect_never_leaves_this_server() {
     }
 }
 
-
 #[tokio::test]
 async fn config_is_served_with_and_without_prefix() {
     let app = spawn_app().await;
@@ -379,4 +379,45 @@ async fn config_is_served_with_and_without_prefix() {
         .request(reqwest::Method::GET, "/instances/nope/config", None, None)
         .await;
     assert_taler_error(&unknown, StatusCode::NOT_FOUND, 2000);
+}
+
+#[tokio::test]
+async fn config_carries_every_field_strict_clients_require() {
+    let app = spawn_app_with(|settings| {
+        settings.exchanges = vec![otp_server::config::ExchangeConfig {
+            base_url: "https://exchange.example/".to_owned(),
+            currency: "KUDOS".to_owned(),
+            master_pub: "A".repeat(52),
+        }];
+    })
+    .await;
+    let reply = app
+        .request(reqwest::Method::GET, "/config", None, None)
+        .await;
+    let config = &reply.json;
+    assert_eq!(config["version"], "32:0:22");
+    for field in ["have_self_provisioning", "have_donau"] {
+        assert_eq!(config[field], false, "{field}");
+    }
+    assert_eq!(config["payment_target_types"], "");
+    assert!(config["default_persona"].is_string());
+    assert_eq!(
+        config["exchanges"][0]["base_url"],
+        "https://exchange.example/"
+    );
+    assert_eq!(config["exchanges"][0]["currency"], "KUDOS");
+    let currency = config["currency"].as_str().unwrap();
+    assert_eq!(
+        config["currencies"][currency]["common_amounts"],
+        serde_json::json!([])
+    );
+    let unconfigured = spawn_app().await;
+    let reply = unconfigured
+        .request(reqwest::Method::GET, "/config", None, None)
+        .await;
+    assert_eq!(
+        reply.json["exchanges"],
+        serde_json::json!([]),
+        "none by default"
+    );
 }

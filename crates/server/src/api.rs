@@ -181,10 +181,12 @@ pub struct CurrencySpecification {
     pub num_fractional_trailing_zero_digits: u32,
     /// Names for powers of ten; key `"0"` is the base unit.
     pub alt_unit_names: BTreeMap<String, String>,
+    /// Amounts a wallet may offer as shortcuts: none.
+    pub common_amounts: Vec<String>,
 }
 
 /// Answer of `GET /config`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct VersionResponse {
     /// Always `taler-merchant`.
     pub name: String,
@@ -196,6 +198,41 @@ pub struct VersionResponse {
     pub currencies: BTreeMap<String, CurrencySpecification>,
     /// Implementation URN.
     pub implementation: String,
+    /// Exchanges the backend announces (`[otp] EXCHANGES`, `[merchant-exchange-*]`); empty by
+    /// default: this module runs and trusts no exchange.
+    pub exchanges: Vec<ExchangeEntry>,
+    /// Whether instances can be created by self-provisioning: never here.
+    pub have_self_provisioning: bool,
+    /// Whether a Donau (donation authority) is supported: never here.
+    pub have_donau: bool,
+    /// Wire methods the backend accepts for bank accounts: none (empty).
+    pub payment_target_types: String,
+    /// Default pay delay for new instances (none here: zero).
+    #[schema(value_type = Object)]
+    pub default_pay_delay: serde_json::Value,
+    /// Default refund delay for new instances (none here: zero).
+    #[schema(value_type = Object)]
+    pub default_refund_delay: serde_json::Value,
+    /// Default wire transfer delay for new instances (none here: zero).
+    #[schema(value_type = Object)]
+    pub default_wire_transfer_delay: serde_json::Value,
+    /// Rounding of wire transfer deadlines: `NONE`.
+    pub default_wire_transfer_rounding_interval: String,
+    /// The persona the merchant SPA starts in.
+    pub default_persona: String,
+    /// Report generators by section name: none.
+    pub report_generators: BTreeMap<String, String>,
+}
+
+/// An exchange in `/config`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExchangeEntry {
+    /// The exchange's base URL.
+    pub base_url: String,
+    /// Its currency.
+    pub currency: String,
+    /// Its master public key.
+    pub master_pub: String,
 }
 
 fn otp_algorithm_schema() -> utoipa::openapi::schema::Schema {
@@ -394,7 +431,6 @@ pub fn parse_price_value(value: Option<Value>) -> Result<Option<otp_algo::Amount
 }
 
 pub(crate) fn kind(value: &Value) -> &'static str {
-
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -412,3 +448,7 @@ pub use login::{
     LoginTokenSuccessResponse, RelativeTime, Timestamp, TokenInfo, TokenInfos, TokenToIssue,
     parse_scope,
 };
+
+mod operations;
+
+pub use operations::{AuditEntryResponse, AuditLogResponse, HealthStatus};

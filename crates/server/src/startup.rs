@@ -13,6 +13,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::{Listen, Settings};
 use crate::error::error_chain;
 use crate::login_throttle::LoginGuard;
+use crate::metrics::{self, Metrics};
 use crate::state::AppState;
 use crate::{body, middleware, openapi, routes, version, webui};
 
@@ -94,10 +95,12 @@ impl Application {
         drop(checker);
         let store =
             Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;
+        let metrics = settings.metrics.then(|| web::Data::new(Metrics::new()));
+        let store = metrics::observed(metrics.as_ref(), store);
         let mut state = AppState::new(
             store,
             settings.default_instance.clone(),
-            version::config_response(&settings.currency),
+            version::config_response(settings),
             settings.cache_ttl,
         );
         state.verify = settings.verify.into();
@@ -111,12 +114,16 @@ impl Application {
         let doc = openapi::api_doc();
         let app_state = state.clone();
         let worker_store_config = worker_store_config(store_config, settings.workers);
-        let currency = settings.currency.clone();
+        let config_answer = version::config_response(settings);
         let benchmark_route = settings.benchmark_route;
         // One failed-login throttle and one bound on password checks for all workers.
         let login_guard = web::Data::new(LoginGuard::new(settings.login_max_failures));
         let in_flight_requests = Arc::new(AtomicUsize::new(0));
         let in_flight_counter = in_flight_requests.clone();
+        if let Some(metrics) = &metrics {
+            metrics.watch_state(state.clone());
+            metrics.watch_in_flight(in_flight_requests.clone());
+        }
         let server = HttpServer::new(move || {
             let in_flight = in_flight_counter.clone();
             // Each worker gets its own pool: a connection's I/O then runs on the thread whose
@@ -124,11 +131,8 @@ impl Application {
             let worker_state = worker_store_config
                 .as_ref()
                 .and_then(|config| Store::connect(config).ok())
-                .map(|store| {
-                    web::Data::new(
-                        app_state.sharing_caches(store, version::config_response(&currency)),
-                    )
-                })
+                .map(|store| metrics::observed(metrics.as_ref(), store))
+                .map(|store| web::Data::new(app_state.sharing_caches(store, config_answer.clone())))
                 .unwrap_or_else(|| app_state.clone());
             App::new()
                 .app_data(worker_state)
@@ -139,6 +143,12 @@ impl Application {
                 .configure(|cfg| {
                     if benchmark_route {
                         routes::bench::configure(cfg);
+                    }
+                })
+                .configure(|cfg| {
+                    if let Some(metrics) = &metrics {
+                        cfg.app_data(metrics.clone());
+                        routes::operations::configure_metrics(cfg);
                     }
                 })
                 .configure(routes::configure)
