@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+use tokio_postgres::{AsyncMessage, Client, Notification};
 
 use crate::error::StoreError;
 use crate::ids::{InstanceId, OtpDeviceId};
 use crate::store::StoreConfig;
+use crate::tls::Connector;
 
 /// The `LISTEN`/`NOTIFY` channel the triggers notify.
 pub const CHANNEL: &str = "taler_otp_changes";
@@ -60,10 +61,10 @@ pub enum Change {
 /// whenever the connection is lost, sending `Resync` on the loss and after
 /// every reconnect. The task ends when the receiver is dropped.
 pub async fn subscribe(cfg: &StoreConfig) -> Result<mpsc::Receiver<Change>, StoreError> {
-    let pg = cfg.pg_config()?;
-    let listener = Listener::connect(&pg).await?;
+    let (pg, tls) = cfg.pg_config()?;
+    let listener = Listener::connect(&pg, &tls).await?;
     let (changes, receiver) = mpsc::channel(BUFFER);
-    tokio::spawn(run(pg, listener, changes));
+    tokio::spawn(run(pg, tls, listener, changes));
     Ok(receiver)
 }
 
@@ -74,7 +75,7 @@ struct Listener {
 }
 
 impl Listener {
-    async fn connect(pg: &tokio_postgres::Config) -> Result<Listener, StoreError> {
+    async fn connect(pg: &tokio_postgres::Config, tls: &Connector) -> Result<Listener, StoreError> {
         // The driver's connect_timeout covers only the TCP connect; bound the
         // start-up and the LISTEN too.
         let limit = pg
@@ -82,14 +83,17 @@ impl Listener {
             .copied()
             .unwrap_or(Duration::from_secs(2))
             * 2;
-        match tokio::time::timeout(limit, Listener::connect_unbounded(pg)).await {
+        match tokio::time::timeout(limit, Listener::connect_unbounded(pg, tls)).await {
             Ok(result) => result,
             Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
         }
     }
 
-    async fn connect_unbounded(pg: &tokio_postgres::Config) -> Result<Listener, StoreError> {
-        let (client, mut connection) = pg.connect(NoTls).await?;
+    async fn connect_unbounded(
+        pg: &tokio_postgres::Config,
+        tls: &Connector,
+    ) -> Result<Listener, StoreError> {
+        let (client, mut connection) = pg.connect(tls.clone()).await?;
         let (forward, notifications) = mpsc::unbounded_channel();
         // Drives the connection; ends when the client is dropped or the
         // connection fails, which closes `notifications`.
@@ -123,7 +127,12 @@ enum Stopped {
     ConnectionLost,
 }
 
-async fn run(pg: tokio_postgres::Config, mut listener: Listener, changes: mpsc::Sender<Change>) {
+async fn run(
+    pg: tokio_postgres::Config,
+    tls: Connector,
+    mut listener: Listener,
+    changes: mpsc::Sender<Change>,
+) {
     loop {
         if changes.send(Change::Resync).await.is_err() {
             return;
@@ -142,7 +151,7 @@ async fn run(pg: tokio_postgres::Config, mut listener: Listener, changes: mpsc::
                 () = changes.closed() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
-            match Listener::connect(&pg).await {
+            match Listener::connect(&pg, &tls).await {
                 Ok(listener) => break listener,
                 Err(err) => {
                     tracing::debug!(error = %err, "change listener reconnect failed");

@@ -7,6 +7,8 @@ use std::error::Error as StdError;
 
 use tokio_postgres::error::SqlState;
 
+pub use crate::key_check::KeyMismatch;
+
 /// What can go wrong in a store operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +50,14 @@ pub enum StoreError {
     /// tampered ciphertext, or no key-encryption key configured.
     #[error("otp key decryption failed: {0}")]
     Crypto(&'static str),
+    /// The configured key-encryption key does not fit the database's device keys (see
+    /// [`KeyMismatch`]); nothing was read or written with it.
+    #[error("device keys at rest: {0}")]
+    KeyMismatch(#[from] KeyMismatch),
+    /// The connection settings cannot be used (an unknown `sslmode`, an unreadable
+    /// `sslrootcert`).
+    #[error("invalid database configuration: {0}")]
+    InvalidConfig(String),
     /// A stored value violates an invariant (an unknown algorithm number, a
     /// short key, a negative counter, an edited migration).
     #[error("stored data is corrupt: {0}")]

@@ -12,21 +12,28 @@
 //! - SQL is static, with bind parameters, through `prepare_cached`; rows are
 //!   read by column name.
 //! - Secrets: token secrets are stored as SHA-256 only; OTP keys are
-//!   encrypted at rest when a key-encryption key is configured.
+//!   encrypted at rest, each instance's under a data key of its own wrapped
+//!   by the key-encryption key, when one is configured ([`key_check`] tells
+//!   whether it fits the database, [`rekey`] encrypts and rotates).
+//! - Every connection honours `sslmode` and `sslrootcert` (TLS with rustls).
 //! - Outcomes callers branch on are [`StoreError`] variants; an unreachable
 //!   database is `Unavailable` within a bounded time.
 //! - The schema comes from `sql/migrations`, applied by [`migrate()`].
 
 pub mod changes;
 mod crypto;
+mod data_keys;
 mod error;
 pub mod ids;
 pub mod instances;
+pub mod key_check;
 pub mod migrate;
 pub mod otp_devices;
+pub mod rekey;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 pub mod tokens;
 pub mod verifications;
 

@@ -9,7 +9,7 @@ use otp_algo::{Algorithm, OtpKey};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::crypto;
+use crate::data_keys;
 use crate::error::StoreError;
 use crate::ids::{InstanceId, OtpDeviceId};
 use crate::store::Store;
@@ -83,15 +83,7 @@ pub enum Created {
 impl OtpDevice {
     fn from_row(store: &Store, instance: &InstanceId, row: &Row) -> Result<OtpDevice, StoreError> {
         let id = device_id(row)?;
-        let stored_key: Vec<u8> = row.try_get("otp_key")?;
-        let stored_key = zeroize::Zeroizing::new(stored_key);
-        let key = crypto::open(
-            store.cipher(),
-            instance,
-            &id,
-            &stored_key,
-            row.try_get("otp_key_encrypted")?,
-        )?;
+        let key = data_keys::open_row(store, instance, &id, row)?;
         let algorithm: i16 = row.try_get("otp_algorithm")?;
         let counter: i64 = row.try_get("otp_ctr")?;
         Ok(OtpDevice {
@@ -123,14 +115,14 @@ const CREATE: &str = "
     ), upsert AS (
         INSERT INTO otp_devices AS d
                (instance_serial, otp_device_id, description, otp_key, otp_key_encrypted,
-                otp_key_digest, otp_algorithm, otp_ctr)
+                otp_key_digest, otp_algorithm, otp_ctr, otp_key_data_key)
         SELECT instance_serial, $2::text, $3::text, $4::bytea, $5::boolean,
-               $6::bytea, $7::smallint, $8::bigint
+               $6::bytea, $7::smallint, $8::bigint, $10::boolean
           FROM instance
         ON CONFLICT (instance_serial, otp_device_id) DO UPDATE
            SET otp_device_id = EXCLUDED.otp_device_id
          WHERE d.description = EXCLUDED.description
-           AND d.otp_key_digest IN (EXCLUDED.otp_key_digest, $9::bytea)
+           AND d.otp_key_digest IN (EXCLUDED.otp_key_digest, $9::bytea, $11::bytea)
            AND d.otp_algorithm = EXCLUDED.otp_algorithm
            AND d.otp_ctr = EXCLUDED.otp_ctr
         RETURNING (d.xmax = 0) AS inserted
@@ -152,12 +144,12 @@ pub async fn create(
     device: &NewOtpDevice,
 ) -> Result<Created, StoreError> {
     let counter = counter_param(device.counter)?;
-    let stored_key = crypto::seal(store.cipher(), instance, &device.id, &device.key)?;
-    let (_, plain_digest) = crypto::digests(store.cipher(), &device.key)?;
     let algorithm = i16::from(device.algorithm.as_int());
     let client = store.client().await?;
+    let (stored_key, [_, plain_digest, first_form_digest]) =
+        data_keys::seal(store, &client, instance, &device.id, &device.key).await?;
     let stmt = client.prepare_cached(CREATE).await?;
-    let params: [&(dyn ToSql + Sync); 9] = [
+    let params: [&(dyn ToSql + Sync); 11] = [
         &instance.as_str(),
         &device.id.as_str(),
         &device.description,
@@ -167,6 +159,8 @@ pub async fn create(
         &algorithm,
         &counter,
         &plain_digest.as_slice(),
+        &stored_key.data_key,
+        &first_form_digest.as_slice(),
     ];
     let row = client.query_one(&stmt, &params).await?;
     if !row.try_get::<_, bool>("instance_found")? {
@@ -208,6 +202,7 @@ pub async fn list(
 
 const SELECT_ONE: &str = "
     SELECT d.otp_device_id, d.description, d.otp_key, d.otp_key_encrypted,
+           d.otp_key_data_key, i.data_key_wrapped,
            d.otp_algorithm, d.otp_ctr, d.created_at, d.updated_at
       FROM otp_devices d
       JOIN instances i USING (instance_serial)
@@ -234,6 +229,7 @@ const UPDATE: &str = "
        SET description = $3,
            otp_key = COALESCE($4::bytea, d.otp_key),
            otp_key_encrypted = COALESCE($5::boolean, d.otp_key_encrypted),
+           otp_key_data_key = COALESCE($9::boolean, d.otp_key_data_key),
            otp_key_digest = COALESCE($6::bytea, d.otp_key_digest),
            otp_algorithm = COALESCE($7::smallint, d.otp_algorithm),
            otp_ctr = COALESCE($8::bigint, d.otp_ctr),
@@ -253,19 +249,20 @@ pub async fn update(
     patch: &OtpDevicePatch,
 ) -> Result<(), StoreError> {
     let counter = patch.counter.map(counter_param).transpose()?;
+    let client = store.client().await?;
     let stored_key = match &patch.key {
-        Some(key) => Some(crypto::seal(store.cipher(), instance, id, key)?),
+        Some(key) => Some(data_keys::seal(store, &client, instance, id, key).await?.0),
         None => None,
     };
+    let key_data_key: Option<bool> = stored_key.as_ref().map(|key| key.data_key);
     let key_bytes: Option<&[u8]> = stored_key.as_ref().map(|key| key.bytes.as_slice());
     let key_encrypted: Option<bool> = stored_key.as_ref().map(|key| key.encrypted);
     let key_digest: Option<&[u8]> = stored_key.as_ref().map(|key| key.digest.as_slice());
     let algorithm: Option<i16> = patch
         .algorithm
         .map(|algorithm| i16::from(algorithm.as_int()));
-    let client = store.client().await?;
     let stmt = client.prepare_cached(UPDATE).await?;
-    let params: [&(dyn ToSql + Sync); 8] = [
+    let params: [&(dyn ToSql + Sync); 9] = [
         &instance.as_str(),
         &id.as_str(),
         &patch.description,
@@ -274,6 +271,7 @@ pub async fn update(
         &key_digest,
         &algorithm,
         &counter,
+        &key_data_key,
     ];
     match client.execute(&stmt, &params).await? {
         0 => Err(StoreError::DeviceNotFound),
@@ -316,6 +314,7 @@ const ADVANCE: &str = "
        AND d.otp_device_id = $2
        AND d.otp_ctr < 9223372036854775807
     RETURNING d.otp_device_id, d.description, d.otp_key, d.otp_key_encrypted,
+              d.otp_key_data_key, i.data_key_wrapped,
               d.otp_algorithm, d.otp_ctr - 1 AS otp_ctr, d.created_at, d.updated_at";
 
 const EXISTS: &str = "

@@ -9,11 +9,11 @@ use deadpool_postgres::{
     ClientWrapper, Hook, HookError, Manager, ManagerConfig, Metrics, Object, Pool, QueueMode,
     RecyclingMethod, Runtime,
 };
-use tokio_postgres::NoTls;
 use zeroize::Zeroizing;
 
 use crate::crypto::KeyCipher;
 use crate::error::StoreError;
+use crate::tls::{self, Connector, TlsSettings};
 
 /// How to reach the database.
 ///
@@ -21,7 +21,9 @@ use crate::error::StoreError;
 #[derive(Clone)]
 pub struct StoreConfig {
     /// A `postgres://` URL or a libpq `key=value` string; `host=/a/dir`
-    /// selects a Unix socket directory.
+    /// selects a Unix socket directory. `sslmode` (`disable`, `allow`, `prefer`,
+    /// `require`, `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file, or
+    /// `system`) are read as libpq reads them (see `tls.rs`).
     pub url: String,
     /// The most connections the pool opens (default 16).
     pub pool_size: usize,
@@ -47,9 +49,11 @@ impl StoreConfig {
         }
     }
 
-    /// The driver configuration: the URL plus our timeouts and keepalives.
-    pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config, StoreError> {
-        let mut pg = tokio_postgres::Config::from_str(&self.url).map_err(StoreError::Db)?;
+    /// The driver configuration (the URL without `sslmode` and `sslrootcert`, plus our
+    /// timeouts and keepalives) and the TLS connector those two ask for.
+    pub(crate) fn pg_config(&self) -> Result<(tokio_postgres::Config, Connector), StoreError> {
+        let (url, tls) = tls::split(&self.url)?;
+        let mut pg = tokio_postgres::Config::from_str(&url).map_err(StoreError::Db)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(self.connect_timeout);
         }
@@ -63,16 +67,20 @@ impl StoreConfig {
             .keepalives_interval(Duration::from_secs(5))
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(15));
-        Ok(pg)
+        let connector = tls.apply(&mut pg)?;
+        Ok((pg, connector))
     }
 }
 
 impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The driver's Debug redacts the password; an unparsable URL is not shown at all.
-        let url: &dyn fmt::Debug = match tokio_postgres::Config::from_str(&self.url) {
-            Ok(pg) => &DebugPg(pg),
-            Err(_) => &"<unparsable url>",
+        let parsed = tls::split(&self.url).ok().and_then(|(url, tls)| {
+            Some(DebugPg(tokio_postgres::Config::from_str(&url).ok()?, tls))
+        });
+        let url: &dyn fmt::Debug = match &parsed {
+            Some(pg) => pg,
+            None => &"<unparsable url>",
         };
         f.debug_struct("StoreConfig")
             .field("url", url)
@@ -87,7 +95,7 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
-struct DebugPg(tokio_postgres::Config);
+struct DebugPg(tokio_postgres::Config, TlsSettings);
 
 impl fmt::Debug for DebugPg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -97,6 +105,8 @@ impl fmt::Debug for DebugPg {
             .field("dbname", &self.0.get_dbname())
             .field("hosts", &self.0.get_hosts())
             .field("ports", &self.0.get_ports())
+            .field("sslmode", &self.1.mode.as_str())
+            .field("sslrootcert", &self.1.root_cert)
             .finish()
     }
 }
@@ -112,9 +122,9 @@ pub struct Store {
 
 impl Store {
     /// Builds the pool. No connection is opened yet, so this fails only for a
-    /// malformed URL.
+    /// malformed URL or unusable TLS settings (an unreadable `sslrootcert`).
     pub fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
-        let pg = cfg.pg_config()?;
+        let (pg, connector) = cfg.pg_config()?;
         let connect_timeout = pg
             .get_connect_timeout()
             .copied()
@@ -125,7 +135,7 @@ impl Store {
         // within milliseconds and checkouts cost no round trip.
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

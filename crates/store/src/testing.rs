@@ -22,12 +22,12 @@ use std::time::Duration;
 use otp_embedded_pg::{Cluster, ClusterOptions};
 use rand::Rng;
 use tokio::sync::OnceCell;
-use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
 pub use proxy::TcpProxy;
 
 use crate::store::{Store, StoreConfig};
+use crate::tls::TlsSettings;
 
 /// How old a leftover test database must be to be swept.
 const STALE_AFTER_SECS: i64 = 3600;
@@ -38,6 +38,8 @@ struct Server {
     base: tokio_postgres::Config,
     /// Its TCP address, when it has one.
     tcp_addr: Option<SocketAddr>,
+    /// `sslmode` and `sslrootcert` of `DATABASE_URL`.
+    tls: TlsSettings,
 }
 
 static SERVER: OnceCell<Server> = OnceCell::const_new();
@@ -81,8 +83,8 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .await
             .expect("create test database");
-        let store = Store::connect(&small_pool(conn_string(&server.base, None, &name)))
-            .expect("test store");
+        let store =
+            Store::connect(&small_pool(server.conn_string(None, &name))).expect("test store");
         TestDb {
             name,
             server,
@@ -98,12 +100,12 @@ impl TestDb {
     /// A connection string for this database (over TCP for the private
     /// cluster).
     pub fn url(&self) -> String {
-        conn_string(&self.server.base, None, &self.name)
+        self.server.conn_string(None, &self.name)
     }
 
     /// The same database reached through `addr` (a [`TcpProxy`]).
     pub fn url_via(&self, addr: SocketAddr) -> String {
-        conn_string(&self.server.base, Some(addr), &self.name)
+        self.server.conn_string(Some(addr), &self.name)
     }
 
     /// The database server's TCP address, to put a [`TcpProxy`] in front of.
@@ -162,7 +164,9 @@ impl Server {
     }
 
     fn from_url(url: &str) -> Server {
-        let base = tokio_postgres::Config::from_str(url)
+        let (url, tls) =
+            crate::tls::split(url).expect("DATABASE_URL has valid sslmode and sslrootcert");
+        let base = tokio_postgres::Config::from_str(&url)
             .expect("DATABASE_URL is a valid connection string");
         let port = base.get_ports().first().copied().unwrap_or(5432);
         let tcp_addr = match base.get_hosts().first() {
@@ -172,7 +176,11 @@ impl Server {
                 .and_then(|mut a| a.next()),
             _ => None,
         };
-        Server { base, tcp_addr }
+        Server {
+            base,
+            tcp_addr,
+            tls,
+        }
     }
 
     fn start_private_cluster() -> Server {
@@ -265,13 +273,46 @@ impl Server {
             .expect("connect to the test database server")
     }
 
+    /// A libpq connection string for `dbname` on this server, or through `via`.
+    fn conn_string(&self, via: Option<SocketAddr>, dbname: &str) -> String {
+        let mut url = conn_string(&self.base, via, dbname);
+        if self.tls != TlsSettings::default() {
+            url.push_str(&format!(" sslmode={}", self.tls.mode.as_str()));
+        }
+        if let Some(root) = &self.tls.root_cert {
+            url.push_str(&format!(
+                " sslrootcert='{}'",
+                root.replace('\\', "\\\\").replace('\'', "\\'")
+            ));
+        }
+        url
+    }
+
     async fn try_admin(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let mut config = self.base.clone();
         config.connect_timeout(Duration::from_secs(10));
-        let (client, connection) = config.connect(NoTls).await?;
+        let tls = self
+            .tls
+            .apply(&mut config)
+            .expect("DATABASE_URL's sslrootcert is readable");
+        let (client, connection) = config.connect(tls).await?;
         tokio::spawn(connection);
         Ok(client)
     }
+}
+
+/// `key` encrypted as a binary before migration 8 stored it with the key-encryption key `kek`
+/// (the first form, directly under a subkey of `kek`), for tests of the upgrade path.
+pub fn first_form_ciphertext(
+    kek: &[u8; 32],
+    instance: &crate::InstanceId,
+    device: &crate::OtpDeviceId,
+    key: &otp_algo::OtpKey,
+) -> Vec<u8> {
+    crate::crypto::KeyCipher::new(kek)
+        .and_then(|cipher| cipher.seal_first_form(instance, device, key))
+        .expect("encrypt in the first form")
+        .to_vec()
 }
 
 fn small_pool(url: String) -> StoreConfig {

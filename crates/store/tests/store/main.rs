@@ -11,10 +11,12 @@ mod embedded; // A cluster from the machine's binaries, on a Unix socket.
 mod encryption; // OTP keys at rest with a key-encryption key.
 mod instances; // Instance CRUD and cascading deletes.
 mod isolation; // No operation of one instance reaches another's rows.
+mod keys_at_rest; // The key-encryption check, per-instance data keys, rekey.
 mod migrations; // The migration runner.
 mod otp_devices; // Device CRUD, idempotent create, counters.
 mod outage; // `Unavailable` within a bounded time, and recovery.
 mod passwords; // Instance password hashes; revoking a token by its secret.
+mod tls; // sslmode and sslrootcert against a cluster with TLS.
 mod tokens; // Access tokens: hashing, authentication, revocation.
 mod verifications; // Verifying a typed code once: lockout, history, concurrency.
 
