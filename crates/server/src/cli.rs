@@ -6,6 +6,7 @@
 mod admin;
 mod code;
 mod password;
+mod rekey;
 mod serve;
 mod verify;
 
@@ -57,6 +58,9 @@ enum Command {
     /// Show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Encrypt device keys stored in plaintext and rotate to the configured key-encryption key
+    /// (the old one from --old-key-file), in batches of one transaction each.
+    Rekey(rekey::RekeyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,6 +299,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Instance(command) => admin::instance(&settings, command).await,
             Command::Token(command) => admin::token(&settings, command).await,
             Command::Device(command) => admin::device(&settings, command).await,
+            Command::Rekey(args) => rekey::run(&settings, &args).await,
             Command::Serve { .. } | Command::Code(_) | Command::Config(_) => Ok(()),
         }
     })

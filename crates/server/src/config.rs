@@ -86,6 +86,9 @@ pub struct Settings {
     pub default_instance: InstanceId,
     /// Key encrypting device keys at rest.
     pub key_encryption_key: Option<Zeroizing<[u8; 32]>>,
+    /// Start although device keys are stored in plaintext beside a key-encryption key (while
+    /// `taler-otp rekey` encrypts them).
+    pub accept_plaintext_keys: bool,
     /// Currency announced in `/config`.
     pub currency: String,
     /// Staleness bound of the caches.
@@ -210,6 +213,7 @@ impl Settings {
             db_timeout: Duration::from_millis(values.integer("otp", "DB_TIMEOUT_MS")?),
             default_instance,
             key_encryption_key,
+            accept_plaintext_keys: values.bool("otp", "ACCEPT_PLAINTEXT_KEYS")?,
             currency: values
                 .text("taler", "CURRENCY")
                 .unwrap_or_default()

@@ -19,6 +19,7 @@ pub mod database;
 pub mod enrolment;
 pub mod error;
 pub mod extract;
+pub mod keys_at_rest;
 pub mod login_throttle;
 pub mod middleware;
 pub mod openapi;

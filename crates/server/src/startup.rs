@@ -43,6 +43,10 @@ pub enum StartupError {
         /// Version this binary knows.
         latest: i32,
     },
+    /// The key-encryption key does not fit the database's device keys, or keys are stored in
+    /// plaintext beside one (one line naming the problem and the remedy).
+    #[error("{0}")]
+    Keys(String),
     /// Binding the listener failed.
     #[error("cannot listen on {0}")]
     Bind(String),
@@ -92,6 +96,15 @@ impl Application {
         let checker =
             Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;
         check_schema(&checker).await?;
+        crate::keys_at_rest::check(&checker, settings.accept_plaintext_keys)
+            .await
+            .map_err(|err| match err {
+                err @ otp_store::StoreError::KeyMismatch(_) => {
+                    StartupError::Keys(crate::keys_at_rest::explain(&err))
+                }
+                err if err.is_unavailable() => StartupError::DatabaseUnreachable(error_chain(&err)),
+                err => StartupError::Store(error_chain(&err)),
+            })?;
         drop(checker);
         let store =
             Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;

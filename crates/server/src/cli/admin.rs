@@ -380,6 +380,15 @@ where
                 status.current, status.latest
             )));
         }
+        // A missing or wrong key-encryption key stops every command, as it stops `serve`.
+        crate::keys_at_rest::check(&store, true)
+            .await
+            .map_err(|err| match err {
+                err @ StoreError::KeyMismatch(_) => {
+                    Failure::failed(crate::keys_at_rest::explain(&err))
+                }
+                err => db_failure(err),
+            })?;
         f(store).await
     })
     .await

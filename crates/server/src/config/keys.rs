@@ -224,6 +224,15 @@ pub const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         section: "otp",
+        key: "ACCEPT_PLAINTEXT_KEYS",
+        default: DefaultValue::Value("no"),
+        kind: Kind::Bool,
+        secret: Secret::No,
+        meaning: "start although device keys are stored in plaintext beside KEY_ENCRYPTION_KEY",
+        show: |s| Some(if s.accept_plaintext_keys { "yes" } else { "no" }.to_owned()),
+    },
+    KeySpec {
+        section: "otp",
         key: "DATA_DIR",
         default: DefaultValue::Computed(
             "/var/lib/taler-otp (root), else $XDG_DATA_HOME/taler-otp or ~/.local/share/taler-otp",
