@@ -20,6 +20,7 @@
 //!   database is `Unavailable` within a bounded time.
 //! - The schema comes from `sql/migrations`, applied by [`migrate()`].
 
+pub mod audit;
 pub mod changes;
 mod crypto;
 mod data_keys;
@@ -28,6 +29,7 @@ pub mod ids;
 pub mod instances;
 pub mod key_check;
 pub mod migrate;
+pub mod observe;
 pub mod otp_devices;
 pub mod rekey;
 mod store;

@@ -52,10 +52,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0009_notify_device_changes_without_counter.sql",
         include_str!("../../../sql/migrations/0009_notify_device_changes_without_counter.sql"),
     ),
+    (
+        10,
+        "0010_create_audit_log.sql",
+        include_str!("../../../sql/migrations/0010_create_audit_log.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 9;
+pub const LATEST_VERSION: i32 = 10;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).
@@ -138,6 +143,16 @@ pub async fn require_latest(store: &Store) -> Result<(), StoreError> {
             latest: status.latest,
         })
     }
+}
+
+const CURRENT_VERSION: &str = "SELECT coalesce(max(version), 0) AS version FROM schema_version";
+
+/// The database's schema version in one cheap query, for readiness probes: fails when the
+/// database does not answer or has no `schema_version` table yet.
+pub async fn current_version(store: &Store) -> Result<i32, StoreError> {
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(CURRENT_VERSION).await?;
+    Ok(client.query_one(&stmt, &[]).await?.try_get("version")?)
 }
 
 async fn apply_pending(

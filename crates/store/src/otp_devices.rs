@@ -9,6 +9,7 @@ use otp_algo::{Algorithm, OtpKey};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use crate::audit;
 use crate::data_keys;
 use crate::error::StoreError;
 use crate::ids::{InstanceId, OtpDeviceId};
@@ -117,18 +118,24 @@ const CREATE: &str = "
                (instance_serial, otp_device_id, description, otp_key, otp_key_encrypted,
                 otp_key_digest, otp_algorithm, otp_ctr, otp_key_data_key)
         SELECT instance_serial, $2::text, $3::text, $4::bytea, $5::boolean,
-               $6::bytea, $7::smallint, $8::bigint, $10::boolean
+               $6::bytea, $7::smallint, $8::bigint, $12::boolean
           FROM instance
         ON CONFLICT (instance_serial, otp_device_id) DO UPDATE
            SET otp_device_id = EXCLUDED.otp_device_id
          WHERE d.description = EXCLUDED.description
-           AND d.otp_key_digest IN (EXCLUDED.otp_key_digest, $9::bytea, $11::bytea)
+           AND d.otp_key_digest IN (EXCLUDED.otp_key_digest, $9::bytea, $13::bytea)
            AND d.otp_algorithm = EXCLUDED.otp_algorithm
            AND d.otp_ctr = EXCLUDED.otp_ctr
         RETURNING (d.xmax = 0) AS inserted
+    ), audit AS (
+        SELECT audit_append($1, 'device_created', $2, $10, $11,
+                   jsonb_build_object('otp_algorithm', $7::smallint, 'otp_ctr', $8::bigint)::text)
+          FROM upsert
+         WHERE inserted
     )
     SELECT EXISTS (SELECT 1 FROM instance) AS instance_found,
-           (SELECT inserted FROM upsert) AS inserted";
+           (SELECT inserted FROM upsert) AS inserted,
+           (SELECT count(*) FROM audit) AS audited";
 
 /// Creates `device` in `instance`.
 ///
@@ -137,6 +144,7 @@ const CREATE: &str = "
 /// it is `DeviceExists`. The decision is taken inside the database by one
 /// statement (keys are compared by their digest), so concurrent identical
 /// requests never conflict. `InstanceNotFound` if the instance does not exist.
+/// A new device is audited (`device_created`) in the same statement.
 #[tracing::instrument(skip(store, device), fields(device = %device.id))]
 pub async fn create(
     store: &Store,
@@ -145,11 +153,12 @@ pub async fn create(
 ) -> Result<Created, StoreError> {
     let counter = counter_param(device.counter)?;
     let algorithm = i16::from(device.algorithm.as_int());
+    let actor = audit::current_actor();
     let client = store.client().await?;
     let (stored_key, [_, plain_digest, first_form_digest]) =
         data_keys::seal(store, &client, instance, &device.id, &device.key).await?;
     let stmt = client.prepare_cached(CREATE).await?;
-    let params: [&(dyn ToSql + Sync); 11] = [
+    let params: [&(dyn ToSql + Sync); 13] = [
         &instance.as_str(),
         &device.id.as_str(),
         &device.description,
@@ -159,6 +168,8 @@ pub async fn create(
         &algorithm,
         &counter,
         &plain_digest.as_slice(),
+        &actor.token_serial,
+        &actor.client,
         &stored_key.data_key,
         &first_form_digest.as_slice(),
     ];
@@ -225,22 +236,42 @@ pub async fn get(
 }
 
 const UPDATE: &str = "
+    WITH target AS (
+        SELECT d.instance_serial, d.otp_device_id, d.description, d.otp_key_digest,
+               d.otp_algorithm, d.otp_ctr
+          FROM otp_devices d
+          JOIN instances i USING (instance_serial)
+         WHERE i.instance_id = $1
+           AND d.otp_device_id = $2
+           FOR NO KEY UPDATE OF d
+    ), updated AS (
     UPDATE otp_devices AS d
        SET description = $3,
            otp_key = COALESCE($4::bytea, d.otp_key),
            otp_key_encrypted = COALESCE($5::boolean, d.otp_key_encrypted),
-           otp_key_data_key = COALESCE($9::boolean, d.otp_key_data_key),
+           otp_key_data_key = COALESCE($11::boolean, d.otp_key_data_key),
            otp_key_digest = COALESCE($6::bytea, d.otp_key_digest),
            otp_algorithm = COALESCE($7::smallint, d.otp_algorithm),
            otp_ctr = COALESCE($8::bigint, d.otp_ctr),
            updated_at = now()
-      FROM instances i
-     WHERE i.instance_id = $1
-       AND d.instance_serial = i.instance_serial
-       AND d.otp_device_id = $2";
+      FROM target t
+     WHERE d.instance_serial = t.instance_serial
+       AND d.otp_device_id = t.otp_device_id
+    RETURNING jsonb_build_object('fields', to_jsonb(array_remove(ARRAY[
+        CASE WHEN d.description IS DISTINCT FROM t.description THEN 'otp_device_description' END,
+        CASE WHEN d.otp_key_digest IS DISTINCT FROM t.otp_key_digest THEN 'otp_key' END,
+        CASE WHEN d.otp_algorithm IS DISTINCT FROM t.otp_algorithm THEN 'otp_algorithm' END,
+        CASE WHEN d.otp_ctr IS DISTINCT FROM t.otp_ctr THEN 'otp_ctr' END]::text[], NULL)))::text
+        AS details
+    ), audit AS (
+        SELECT audit_append($1, 'device_changed', $2, $9, $10, details) FROM updated
+    )
+    SELECT (SELECT count(*) FROM updated) AS updated, (SELECT count(*) FROM audit) AS audited";
 
 /// Applies `patch` to device `id` of `instance` in one statement and bumps
-/// `updated_at`; `DeviceNotFound` if the device does not exist there.
+/// `updated_at`; `DeviceNotFound` if the device does not exist there. The change is
+/// audited (`device_changed`, naming the fields whose values changed, never a key) in the
+/// same statement.
 #[tracing::instrument(skip(store, patch))]
 pub async fn update(
     store: &Store,
@@ -261,8 +292,9 @@ pub async fn update(
     let algorithm: Option<i16> = patch
         .algorithm
         .map(|algorithm| i16::from(algorithm.as_int()));
+    let actor = audit::current_actor();
     let stmt = client.prepare_cached(UPDATE).await?;
-    let params: [&(dyn ToSql + Sync); 9] = [
+    let params: [&(dyn ToSql + Sync); 11] = [
         &instance.as_str(),
         &id.as_str(),
         &patch.description,
@@ -271,34 +303,49 @@ pub async fn update(
         &key_digest,
         &algorithm,
         &counter,
+        &actor.token_serial,
+        &actor.client,
         &key_data_key,
     ];
-    match client.execute(&stmt, &params).await? {
+    let updated: i64 = client.query_one(&stmt, &params).await?.try_get("updated")?;
+    match updated {
         0 => Err(StoreError::DeviceNotFound),
         _ => Ok(()),
     }
 }
 
 const DELETE: &str = "
-    DELETE FROM otp_devices d
-     USING instances i
-     WHERE i.instance_id = $1
-       AND d.instance_serial = i.instance_serial
-       AND d.otp_device_id = $2";
+    WITH deleted AS (
+        DELETE FROM otp_devices d
+         USING instances i
+         WHERE i.instance_id = $1
+           AND d.instance_serial = i.instance_serial
+           AND d.otp_device_id = $2
+        RETURNING d.otp_device_id
+    ), audit AS (
+        SELECT audit_append($1, 'device_deleted', $2, $3, $4, '{}') FROM deleted
+    )
+    SELECT (SELECT count(*) FROM deleted) AS deleted, (SELECT count(*) FROM audit) AS audited";
 
-/// Deletes device `id` of `instance`; `DeviceNotFound` if it does not exist there.
+/// Deletes device `id` of `instance`; `DeviceNotFound` if it does not exist there. The
+/// deletion is audited (`device_deleted`) in the same statement.
 #[tracing::instrument(skip(store))]
 pub async fn delete(
     store: &Store,
     instance: &InstanceId,
     id: &OtpDeviceId,
 ) -> Result<(), StoreError> {
+    let actor = audit::current_actor();
     let client = store.client().await?;
     let stmt = client.prepare_cached(DELETE).await?;
-    match client
-        .execute(&stmt, &[&instance.as_str(), &id.as_str()])
-        .await?
-    {
+    let params: [&(dyn ToSql + Sync); 4] = [
+        &instance.as_str(),
+        &id.as_str(),
+        &actor.token_serial,
+        &actor.client,
+    ];
+    let deleted: i64 = client.query_one(&stmt, &params).await?.try_get("deleted")?;
+    match deleted {
         0 => Err(StoreError::DeviceNotFound),
         _ => Ok(()),
     }

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::KeyCipher;
 use crate::error::StoreError;
+use crate::observe::StoreObserver;
 use crate::tls::{self, Connector, TlsSettings};
 
 /// How to reach the database.
@@ -118,6 +119,7 @@ pub struct Store {
     pool: Pool,
     cipher: Option<Arc<KeyCipher>>,
     checkout_limit: Duration,
+    observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl Store {
@@ -162,7 +164,19 @@ impl Store {
             pool,
             cipher,
             checkout_limit,
+            observer: None,
         })
+    }
+
+    /// This store, reporting its checkouts and verifications to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn StoreObserver>) -> Store {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The observer, if one is installed.
+    pub(crate) fn observer(&self) -> Option<&dyn StoreObserver> {
+        self.observer.as_deref()
     }
 
     /// Checks that the database answers.
@@ -180,6 +194,16 @@ impl Store {
     /// Takes a connection from the pool, failing as `Unavailable` within a
     /// bounded time.
     pub(crate) async fn client(&self) -> Result<Object, StoreError> {
+        let Some(observer) = self.observer() else {
+            return self.checkout().await;
+        };
+        let started = std::time::Instant::now();
+        let client = self.checkout().await;
+        observer.checkout(started.elapsed(), client.is_ok());
+        client
+    }
+
+    async fn checkout(&self) -> Result<Object, StoreError> {
         match tokio::time::timeout(self.checkout_limit, self.pool.get()).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(err)) => Err(StoreError::from_pool(err)),

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 use tokio_postgres::Row;
 use zeroize::Zeroizing;
 
+use crate::audit;
 use crate::error::StoreError;
 use crate::ids::InstanceId;
 use crate::store::Store;
@@ -84,14 +85,24 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
 }
 
 const INSERT: &str = "
-    INSERT INTO access_tokens (instance_serial, token_hash, scope, expires_at, description)
-    SELECT instance_serial, $2, $3, $4, $5
-      FROM instances
-     WHERE instance_id = $1
-    RETURNING token_serial, scope, expires_at, description, created_at";
+    WITH created AS (
+        INSERT INTO access_tokens (instance_serial, token_hash, scope, expires_at, description)
+        SELECT instance_serial, $2, $3, $4, $5
+          FROM instances
+         WHERE instance_id = $1
+        RETURNING token_serial, scope, expires_at, description, created_at
+    ), audit AS (
+        SELECT audit_append($1, 'token_created', NULL, $6, $7, jsonb_build_object(
+                   'serial', c.token_serial,
+                   'scope', c.scope,
+                   'expires', floor(extract(epoch FROM c.expires_at))::bigint)::text)
+          FROM created c
+    )
+    SELECT c.*, (SELECT count(*) FROM audit) AS audited FROM created c";
 
 /// Creates a token for `instance` and returns its one-time secret;
-/// `InstanceNotFound` if the instance does not exist.
+/// `InstanceNotFound` if the instance does not exist. The creation is audited
+/// (`token_created`: serial, scope, expiry; never the secret) in the same statement.
 #[tracing::instrument(skip(store))]
 pub async fn create(
     store: &Store,
@@ -102,14 +113,17 @@ pub async fn create(
 ) -> Result<(AccessToken, SecretToken), StoreError> {
     let secret = SecretToken::generate()?;
     let hash = hash_secret(secret.expose());
+    let actor = audit::current_actor();
     let client = store.client().await?;
     let stmt = client.prepare_cached(INSERT).await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
         &instance.as_str(),
         &hash.as_slice(),
         &scope,
         &expires_at,
         &description,
+        &actor.token_serial,
+        &actor.client,
     ];
     let row = client.query_opt(&stmt, &params).await?;
     let token = AccessToken::from_row(&row.ok_or(StoreError::InstanceNotFound)?, instance)?;
@@ -188,34 +202,72 @@ pub async fn list(store: &Store, instance: &InstanceId) -> Result<Vec<AccessToke
         .collect()
 }
 
-const DELETE: &str = "
-    DELETE FROM access_tokens t
-     USING instances i
-     WHERE i.instance_id = $1
-       AND t.instance_serial = i.instance_serial
-       AND t.token_serial = $2";
+/// Deletes the tokens a `revoked` CTE returns and audits each (`token_revoked`); `$1` is the
+/// instance id, `$3` and `$4` the actor's token serial and client.
+macro_rules! revoke_audited {
+    ($revoked:literal) => {
+        concat!(
+            "WITH revoked AS (",
+            $revoked,
+            "), audit AS (
+                SELECT audit_append($1, 'token_revoked', NULL, $3, $4,
+                           jsonb_build_object('serial', r.token_serial)::text)
+                  FROM revoked r
+            )
+            SELECT (SELECT count(*) FROM revoked) AS revoked,
+                   (SELECT count(*) FROM audit) AS audited"
+        )
+    };
+}
 
-/// Revokes token `serial` of `instance`; `TokenNotFound` if `instance` has no
-/// such token (also when the serial belongs to another instance).
-#[tracing::instrument(skip(store))]
-pub async fn revoke(store: &Store, instance: &InstanceId, serial: i64) -> Result<(), StoreError> {
+const DELETE: &str = revoke_audited!(
+    "DELETE FROM access_tokens t
+      USING instances i
+      WHERE i.instance_id = $1
+        AND t.instance_serial = i.instance_serial
+        AND t.token_serial = $2
+     RETURNING t.token_serial"
+);
+
+/// Runs a [`revoke_audited!`] statement; `TokenNotFound` when it revoked nothing.
+async fn run_revoke(
+    store: &Store,
+    statement: &str,
+    instance: &InstanceId,
+    token: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> Result<(), StoreError> {
+    let actor = audit::current_actor();
     let client = store.client().await?;
-    let stmt = client.prepare_cached(DELETE).await?;
-    match client
-        .execute(&stmt, &[&instance.as_str(), &serial])
-        .await?
-    {
+    let stmt = client.prepare_cached(statement).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+        &instance.as_str(),
+        token,
+        &actor.token_serial,
+        &actor.client,
+    ];
+    let revoked: i64 = client.query_one(&stmt, &params).await?.try_get("revoked")?;
+    match revoked {
         0 => Err(StoreError::TokenNotFound),
         _ => Ok(()),
     }
 }
 
-const DELETE_BY_HASH: &str = "
-    DELETE FROM access_tokens t
-     USING instances i
-     WHERE i.instance_id = $1
-       AND t.instance_serial = i.instance_serial
-       AND t.token_hash = $2";
+/// Revokes token `serial` of `instance`; `TokenNotFound` if `instance` has no
+/// such token (also when the serial belongs to another instance). The revocation is
+/// audited (`token_revoked`) in the same statement.
+#[tracing::instrument(skip(store))]
+pub async fn revoke(store: &Store, instance: &InstanceId, serial: i64) -> Result<(), StoreError> {
+    run_revoke(store, DELETE, instance, &serial).await
+}
+
+const DELETE_BY_HASH: &str = revoke_audited!(
+    "DELETE FROM access_tokens t
+      USING instances i
+      WHERE i.instance_id = $1
+        AND t.instance_serial = i.instance_serial
+        AND t.token_hash = $2
+     RETURNING t.token_serial"
+);
 
 /// Revokes the token whose secret is `secret` (`secret-token:XYZ` or just `XYZ`) in
 /// `instance`, as `DELETE …/private/token` does for the token a request came with;
@@ -227,15 +279,7 @@ pub async fn revoke_by_secret(
     secret: &str,
 ) -> Result<(), StoreError> {
     let hash = hash_secret(secret);
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(DELETE_BY_HASH).await?;
-    match client
-        .execute(&stmt, &[&instance.as_str(), &hash.as_slice()])
-        .await?
-    {
-        0 => Err(StoreError::TokenNotFound),
-        _ => Ok(()),
-    }
+    run_revoke(store, DELETE_BY_HASH, instance, &hash.as_slice()).await
 }
 
 #[cfg(test)]

@@ -176,9 +176,12 @@ pub struct Verification {
 const KIND_TOTP: i16 = 1;
 const KIND_HOTP: i16 = 2;
 
+// `otp_verify_observed` is `otp_verify` plus whether the attempt locked the device; the
+// outcome is audited by a trigger on `otp_verifications` (migration 0010).
 const VERIFY: &str = "
-    SELECT outcome, retry_after_s, matched_ctr, matched_offset, replay_reference, stored_ctr
-      FROM otp_verify($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+    SELECT outcome, retry_after_s, matched_ctr, matched_offset, replay_reference, stored_ctr,
+           locked
+      FROM otp_verify_observed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
 fn bigint(value: u64, what: &'static str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::OutOfRange(what))
@@ -216,7 +219,8 @@ fn retry_after(row: &Row) -> Result<u32, StoreError> {
 /// before, [`Outcome::Stale`] when `range` does not cover [S, S + L], and
 /// otherwise [`Outcome::Mismatch`]. A mismatch counts towards the lock and
 /// the daily limit; a success resets the lock and the consecutive count.
-/// Every outcome but `Stale` is recorded in the history.
+/// Every outcome but `Stale` is recorded in the history and in the audit trail
+/// (`verification`), and reported to the store's observer.
 ///
 /// `OutOfRange` if a step, counter or range end is above 2^63 - 1.
 #[tracing::instrument(skip(store, candidates, attempt))]
@@ -280,6 +284,11 @@ pub async fn verify(
     ];
     let row = client.query_one(&stmt, &params).await?;
     let outcome: String = row.try_get("outcome")?;
+    if let Some(observer) = store.observer() {
+        if RecordedOutcome::parse(&outcome).is_some() {
+            observer.verification(&outcome, row.try_get("locked")?);
+        }
+    }
     Ok(match outcome.as_str() {
         "verified" => Outcome::Verified {
             otp_ctr: unsigned(&row, "matched_ctr")?,

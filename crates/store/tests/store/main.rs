@@ -6,6 +6,7 @@
 // Test helpers panic on failure, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit; // The audit trail: appended by every audited write, a hash chain, append-only.
 mod changes; // The NOTIFY triggers and `changes::subscribe`.
 mod embedded; // A cluster from the machine's binaries, on a Unix socket.
 mod encryption; // OTP keys at rest with a key-encryption key.

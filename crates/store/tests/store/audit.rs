@@ -1,0 +1,410 @@
+//! The audit trail: every audited write appends one row with its actor, in an intact hash
+//! chain that Rust recomputes; the log refuses changes; tampering is found and named.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use otp_algo::Algorithm;
+use otp_store::audit::{self, AuditEntry, Break, BrokenLink, Event};
+use otp_store::observe::StoreObserver;
+use otp_store::otp_devices::{self, OtpDevicePatch};
+use otp_store::testing::TestDb;
+use otp_store::verifications::{self, Attempt, Candidates, Outcome, VerifyPolicy};
+use otp_store::{InstanceId, Store, tokens};
+
+use crate::{device_id, given_instance, key, new_device};
+
+async fn trail(store: &Store, instance: &InstanceId) -> Vec<AuditEntry> {
+    audit::list(store, instance, 0, 1000).await.unwrap()
+}
+
+fn events(entries: &[AuditEntry]) -> Vec<&str> {
+    entries.iter().map(|entry| entry.event.as_str()).collect()
+}
+
+fn details(entry: &AuditEntry) -> serde_json::Value {
+    serde_json::from_str(&entry.details).unwrap()
+}
+
+async fn execute(store: &Store, sql: &str) -> Result<u64, tokio_postgres::Error> {
+    let client = store.pool().get().await.unwrap();
+    client.execute(sql, &[]).await
+}
+
+#[tokio::test]
+async fn device_and_token_writes_append_one_row_each_with_their_actor() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let device = new_device("pos");
+    // As the operator (no request scope).
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+    // The identical repeat changes nothing and is not audited.
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+    // As a request of token 42 from 192.0.2.9.
+    let client = "192.0.2.9".parse().ok();
+    let (token, secret) = audit::acting(client, async {
+        audit::record_token(Some(42));
+        let patch = OtpDevicePatch {
+            description: device.description.clone(),
+            key: Some(key(2)),
+            algorithm: None,
+            counter: Some(5),
+        };
+        otp_devices::update(&store, &shop, &device.id, &patch)
+            .await
+            .unwrap();
+        let created = tokens::create(&store, &shop, "readonly", None, "t")
+            .await
+            .unwrap();
+        otp_devices::delete(&store, &shop, &device.id)
+            .await
+            .unwrap();
+        created
+    })
+    .await;
+    tokens::revoke_by_secret(&store, &shop, secret.expose())
+        .await
+        .unwrap();
+
+    let entries = trail(&store, &shop).await;
+    assert_eq!(
+        events(&entries),
+        [
+            "device_created",
+            "device_changed",
+            "token_created",
+            "device_deleted",
+            "token_revoked"
+        ]
+    );
+    let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    let [created, changed, token_created, deleted, revoked] = &entries[..] else {
+        panic!("{entries:?}");
+    };
+    assert_eq!(created.device.as_deref(), Some("pos"));
+    assert_eq!(
+        (created.token_serial, created.client.as_deref()),
+        (None, Some("local"))
+    );
+    assert_eq!(
+        details(created),
+        serde_json::json!({"otp_algorithm": 3, "otp_ctr": 0})
+    );
+    for entry in [changed, token_created, deleted] {
+        assert_eq!(entry.token_serial, Some(42), "{entry:?}");
+        assert_eq!(entry.client.as_deref(), Some("192.0.2.9"), "{entry:?}");
+    }
+    assert_eq!(
+        details(changed),
+        serde_json::json!({"fields": ["otp_key", "otp_ctr"]}),
+        "the description did not change"
+    );
+    assert_eq!(details(token_created)["serial"], token.serial);
+    assert_eq!(details(token_created)["scope"], "readonly");
+    assert_eq!(
+        details(revoked),
+        serde_json::json!({"serial": token.serial})
+    );
+    assert_eq!(deleted.device.as_deref(), Some("pos"));
+    // No key and no secret anywhere in the trail.
+    for entry in &entries {
+        assert!(!entry.details.contains("otp_key\":"), "{entry:?}");
+        assert!(!entry.details.contains(secret.expose()), "{entry:?}");
+    }
+    let report = audit::verify_chain(&store, &shop).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.rows, 5);
+    assert_eq!(report.head.map(|(seq, _)| seq), Some(5));
+}
+
+#[tokio::test]
+async fn instances_have_chains_of_their_own_and_concurrent_appends_never_fork() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let alpha = given_instance(&store, "alpha").await;
+    let beta = given_instance(&store, "beta").await;
+    let appends = (0..24).map(|n| {
+        let store = store.clone();
+        let instance = if n % 3 == 0 {
+            beta.clone()
+        } else {
+            alpha.clone()
+        };
+        async move {
+            audit::append(&store, &instance, Event::LoginFailure, None, "{}")
+                .await
+                .unwrap()
+        }
+    });
+    futures_util::future::join_all(appends).await;
+    for (instance, rows) in [(&alpha, 16), (&beta, 8)] {
+        let entries = trail(&store, instance).await;
+        let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=rows).collect::<Vec<i64>>());
+        let report = audit::verify_chain(&store, instance).await.unwrap();
+        assert!(report.is_intact(), "{report:?}");
+    }
+    // Paging: since and limit.
+    let page = audit::list(&store, &alpha, 10, 3).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [11, 12, 13]);
+    // An instance without a trail has an intact, empty chain.
+    let none = audit::verify_chain(&store, &crate::instance_id("none"))
+        .await
+        .unwrap();
+    assert!(none.is_intact() && none.rows == 0 && none.head.is_none());
+}
+
+#[tokio::test]
+async fn the_log_refuses_updates_deletes_and_truncation_and_outlives_its_instance() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    otp_devices::create(&store, &shop, &new_device("pos"))
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE audit_log SET details = '{}'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "DELETE FROM audit_heads",
+        "TRUNCATE audit_heads",
+        "UPDATE audit_heads SET seq = seq + 1",
+    ] {
+        let refused = execute(&store, sql).await;
+        assert!(refused.is_err(), "{sql} was allowed");
+    }
+    otp_store::instances::delete(&store, &shop).await.unwrap();
+    assert_eq!(events(&trail(&store, &shop).await), ["device_created"]);
+    // An instance created again under the same id continues the chain.
+    let shop = given_instance(&store, "shop").await;
+    otp_devices::create(&store, &shop, &new_device("pos"))
+        .await
+        .unwrap();
+    let report = audit::verify_chain(&store, &shop).await.unwrap();
+    assert!(report.is_intact() && report.rows == 2, "{report:?}");
+}
+
+/// Runs `sql` with the log's protecting triggers disabled, as an owner could.
+async fn tamper(store: &Store, sql: &str) {
+    let mut client = store.pool().get().await.unwrap();
+    let transaction = client.transaction().await.unwrap();
+    transaction
+        .batch_execute(&format!(
+            "ALTER TABLE audit_log DISABLE TRIGGER USER;
+             ALTER TABLE audit_heads DISABLE TRIGGER USER;
+             {sql};
+             ALTER TABLE audit_log ENABLE TRIGGER USER;
+             ALTER TABLE audit_heads ENABLE TRIGGER USER;"
+        ))
+        .await
+        .unwrap();
+    transaction.commit().await.unwrap();
+}
+
+async fn five_rows(db: &TestDb) -> (Store, InstanceId) {
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    for _ in 0..5 {
+        audit::append(
+            &store,
+            &shop,
+            Event::LoginSuccess,
+            None,
+            "{\"method\":\"basic\"}",
+        )
+        .await
+        .unwrap();
+    }
+    assert!(
+        audit::verify_chain(&store, &shop)
+            .await
+            .unwrap()
+            .is_intact()
+    );
+    (store, shop)
+}
+
+async fn first_broken(store: &Store, shop: &InstanceId) -> Option<BrokenLink> {
+    audit::verify_chain(store, shop).await.unwrap().first_broken
+}
+
+#[tokio::test]
+async fn an_altered_row_is_named() {
+    let db = TestDb::new().await;
+    let (store, shop) = five_rows(&db).await;
+    tamper(
+        &store,
+        "UPDATE audit_log SET client = '203.0.113.1' WHERE seq = 3",
+    )
+    .await;
+    assert_eq!(
+        first_broken(&store, &shop).await,
+        Some(BrokenLink {
+            seq: 3,
+            reason: Break::Hash
+        })
+    );
+}
+
+#[tokio::test]
+async fn an_altered_row_with_a_recomputed_hash_breaks_the_next_link() {
+    let db = TestDb::new().await;
+    let (store, shop) = five_rows(&db).await;
+    tamper(
+        &store,
+        "UPDATE audit_log
+            SET event = 'login_failure',
+                hash = audit_hash(instance_id, seq, time, 'login_failure', device_id,
+                                  token_serial, client, details, prev_hash)
+          WHERE seq = 2",
+    )
+    .await;
+    assert_eq!(
+        first_broken(&store, &shop).await,
+        Some(BrokenLink {
+            seq: 3,
+            reason: Break::Link
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_row_is_named_by_the_row_after_it() {
+    let db = TestDb::new().await;
+    let (store, shop) = five_rows(&db).await;
+    tamper(&store, "DELETE FROM audit_log WHERE seq = 2").await;
+    assert_eq!(
+        first_broken(&store, &shop).await,
+        Some(BrokenLink {
+            seq: 3,
+            reason: Break::Missing { from: 2 }
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_last_row_is_found_by_the_head() {
+    let db = TestDb::new().await;
+    let (store, shop) = five_rows(&db).await;
+    tamper(&store, "DELETE FROM audit_log WHERE seq = 5").await;
+    assert_eq!(
+        first_broken(&store, &shop).await,
+        Some(BrokenLink {
+            seq: 5,
+            reason: Break::Head
+        })
+    );
+}
+
+/// Counts what the store reports.
+#[derive(Default)]
+struct Seen {
+    checkouts: AtomicU64,
+    mismatches: AtomicU64,
+    locks: AtomicU64,
+}
+
+impl StoreObserver for Seen {
+    fn checkout(&self, waited: Duration, obtained: bool) {
+        assert!(obtained && waited < Duration::from_secs(5));
+        self.checkouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn verification(&self, outcome: &str, locked: bool) {
+        if outcome == "mismatch" {
+            self.mismatches.fetch_add(1, Ordering::Relaxed);
+        }
+        if locked {
+            self.locks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test]
+async fn verifications_are_audited_and_the_locking_mismatch_is_reported() {
+    let db = TestDb::new().await;
+    let seen = Arc::new(Seen::default());
+    let store = db.store().with_observer(seen.clone());
+    let shop = given_instance(&store, "shop").await;
+    let mut device = new_device("pos");
+    device.algorithm = Algorithm::TotpWithoutPrice;
+    otp_devices::create(&store, &shop, &device).await.unwrap();
+    let policy = VerifyPolicy {
+        max_failures: 2,
+        daily_failures: 100,
+        hotp_lookahead: 10,
+    };
+    let now: DateTime<Utc> = DateTime::from_timestamp(1_700_000_010, 0).unwrap();
+    let nothing = Candidates::Totp {
+        amount: None,
+        steps: Vec::new(),
+    };
+    let attempt = Attempt {
+        reference: Some("order-1"),
+        client: "192.0.2.7",
+        token_serial: Some(3),
+    };
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        outcomes.push(
+            verifications::verify(
+                &store,
+                &shop,
+                &device_id("pos"),
+                now,
+                &nothing,
+                &attempt,
+                &policy,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    assert!(matches!(
+        outcomes[..],
+        [Outcome::Mismatch, Outcome::Mismatch, Outcome::Locked { .. }]
+    ));
+    assert_eq!(seen.mismatches.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        seen.locks.load(Ordering::Relaxed),
+        1,
+        "the second mismatch locked"
+    );
+    assert!(seen.checkouts.load(Ordering::Relaxed) >= 4);
+
+    let entries = trail(&store, &shop).await;
+    assert_eq!(
+        events(&entries),
+        [
+            "device_created",
+            "verification",
+            "verification",
+            "verification"
+        ]
+    );
+    let [_, first, second, third] = &entries[..] else {
+        panic!("{entries:?}");
+    };
+    for entry in [first, second, third] {
+        assert_eq!(entry.token_serial, Some(3));
+        assert_eq!(entry.client.as_deref(), Some("192.0.2.7"));
+        assert_eq!(entry.device.as_deref(), Some("pos"));
+    }
+    assert_eq!(
+        details(first),
+        serde_json::json!({"outcome": "mismatch", "reference": "order-1"})
+    );
+    assert_eq!(details(second)["outcome"], "mismatch");
+    assert!(details(second)["locked_until"].as_i64().unwrap() > now.timestamp());
+    assert_eq!(details(third)["outcome"], "locked");
+    assert!(
+        audit::verify_chain(&store, &shop)
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}
