@@ -755,3 +755,159 @@ async fn embedded_cluster_is_shared_by_serve_and_commands_and_stopped_by_its_las
     assert!(!pid_file.exists(), "serve left the cluster running");
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// Reads the terminal QR code of `device add --generate-key` back into an image: each
+/// character is one module wide and two high; blocks are light modules and blanks dark ones
+/// (drawn for light text on a dark background).
+fn terminal_qr_image(lines: &[&str]) -> image::GrayImage {
+    const SCALE: u32 = 4;
+    let width = lines.iter().map(|l| l.chars().count()).max().unwrap() as u32;
+    let height = 2 * lines.len() as u32;
+    let mut image = image::GrayImage::new(width * SCALE, height * SCALE);
+    for (row, line) in lines.iter().enumerate() {
+        for (column, character) in line.chars().enumerate() {
+            let (top_light, bottom_light) = match character {
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                ' ' => (false, false),
+                other => panic!("unexpected {other:?} in the QR code"),
+            };
+            for (half, light) in [(0, top_light), (1, bottom_light)] {
+                let shade = image::Luma([if light { 255 } else { 0 }]);
+                for dy in 0..SCALE {
+                    for dx in 0..SCALE {
+                        let x = column as u32 * SCALE + dx;
+                        let y = (2 * row as u32 + half) * SCALE + dy;
+                        image.put_pixel(x, y, shade);
+                    }
+                }
+            }
+        }
+    }
+    image
+}
+
+#[tokio::test]
+async fn device_add_generate_key_prints_the_key_uri_and_a_terminal_qr_code_once() {
+    let db = TestDb::new_empty().await;
+    let conf = db_config(&db.url(), "");
+    let c = conf.arg();
+    assert!(run(&["-c", c, "dbinit"], &[]).status.success());
+
+    let added = run(
+        &[
+            "-c",
+            c,
+            "device",
+            "add",
+            "--id",
+            "phone 1",
+            "--algorithm",
+            "HOTP_WITH_PRICE",
+            "--counter",
+            "7",
+            "--generate-key",
+        ],
+        &[],
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let out = stdout(&added);
+    assert!(
+        stderr(&added).contains("shown only this once"),
+        "{}",
+        stderr(&added)
+    );
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .unwrap_or_else(|| panic!("no key line: {out}"));
+    let decoded = data_encoding::BASE32_NOPAD.decode(key.as_bytes()).unwrap();
+    assert_eq!(decoded.len(), 20, "{key}");
+    let uri = out
+        .lines()
+        .find_map(|l| l.strip_prefix("uri: "))
+        .unwrap_or_else(|| panic!("no uri line: {out}"));
+    assert_eq!(
+        uri,
+        format!(
+            "otpauth://hotp/admin:phone%201?secret={key}&issuer=admin&algorithm=SHA1&digits=8&counter=7&taler_algorithm=4"
+        )
+    );
+
+    // The terminal QR code decodes to exactly the URI.
+    let qr_lines: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty() && l.chars().all(|c| " █▀▄".contains(c)))
+        .collect();
+    assert!(qr_lines.len() > 10, "no QR code in: {out}");
+    let mut prepared = rqrr::PreparedImage::prepare(terminal_qr_image(&qr_lines));
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "{out}");
+    assert_eq!(grids[0].decode().unwrap().1, uri);
+
+    // The stored key is the printed one: `device show` gives its code.
+    let shown = stdout(&run(
+        &[
+            "-c", c, "device", "show", "phone 1", "--time", "100", "--price", "EUR:2",
+        ],
+        &[],
+    ));
+    let expected = otp_algo::confirmation(
+        &otp_algo::OtpKey::from_base32(key).unwrap(),
+        otp_algo::Algorithm::HotpWithPrice,
+        Some(&otp_algo::Amount::parse("EUR:2").unwrap()),
+        100,
+        7,
+    )
+    .unwrap();
+    assert!(shown.contains(&format!("code:\n{expected}")), "{shown}");
+    assert!(!shown.contains(key), "{shown}");
+
+    // A repeat finds the device: a failure, and no key is printed.
+    let again = run(
+        &[
+            "-c",
+            c,
+            "device",
+            "add",
+            "--id",
+            "phone 1",
+            "--algorithm",
+            "4",
+            "--generate-key",
+        ],
+        &[],
+    );
+    assert_one_line_failure(&again, 1, "already exists");
+    assert!(stdout(&again).is_empty(), "{}", stdout(&again));
+
+    // Usage errors: both or neither of --key and --generate-key, and NONE.
+    for args in [
+        &[
+            "--generate-key",
+            "--key",
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
+            "--algorithm",
+            "1",
+        ][..],
+        &["--algorithm", "1"][..],
+        &["--generate-key", "--algorithm", "NONE"][..],
+    ] {
+        let mut full = vec!["-c", c, "device", "add", "--id", "x"];
+        full.extend_from_slice(args);
+        let output = run(&full, &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(stdout(&output).is_empty(), "{args:?}");
+    }
+    let listed = stdout(&run(&["-c", c, "device", "list"], &[]));
+    assert!(
+        !listed.lines().any(|l| l.starts_with("x\t")),
+        "a refused device was stored: {listed}"
+    );
+}

@@ -2,14 +2,16 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use otp_store::instances;
 use otp_store::otp_devices::{self, Created};
 
 use crate::api::{
-    OtpDeviceAddDetails, OtpDeviceDetails, OtpDeviceEntry, OtpDevicePatchDetails,
-    OtpDeviceSummaryResponse,
+    DeviceToAdd, OtpDeviceAddDetails, OtpDeviceDetails, OtpDeviceEnrolment, OtpDeviceEntry,
+    OtpDevicePatchDetails, OtpDeviceSummaryResponse,
 };
 use crate::body::read_json;
 use crate::clock;
+use crate::enrolment::{self, Enrolment};
 use crate::error::{ApiError, ErrorDetail, PrivateEndpointErrors};
 use crate::extract::{Authorized, DeviceRequest, Read, Write};
 use crate::query::CodeQuery;
@@ -40,7 +42,9 @@ pub async fn list_otp_devices(auth: Authorized<Read>) -> Result<HttpResponse, Ap
 }
 
 /// Registers an OTP device. Repeating the request with identical details succeeds again (204);
-/// the same ID with different details is a conflict (409, code 2851).
+/// the same ID with different details is a conflict (409, code 2851). Without `otp_key`
+/// (extension, `docs/api.md` §11) the server generates the key and answers 200 with it, its
+/// provisioning URI and QR codes, once.
 #[utoipa::path(
     post,
     path = "/instances/{instance}/private/otp-devices",
@@ -49,8 +53,9 @@ pub async fn list_otp_devices(auth: Authorized<Read>) -> Result<HttpResponse, Ap
     request_body(content = OtpDeviceAddDetails, content_type = "application/json"),
     security(("bearer" = [])),
     responses(
+        (status = 200, description = "Device created with a generated key (extension, `otp_key` absent or null): the key, shown this once, its provisioning URI and QR codes", body = OtpDeviceEnrolment),
         (status = 204, description = "Device created (or identical device already present)"),
-        (status = 400, description = "Malformed body or field, codes 22, 25, 26", body = ErrorDetail),
+        (status = 400, description = "Malformed body or field, codes 22, 25, 26 (25 also for algorithm NONE without otp_key)", body = ErrorDetail),
         (status = 404, description = "Instance unknown, code 2000", body = ErrorDetail),
         (status = 409, description = "Device exists with different details, code 2851", body = ErrorDetail),
         (status = 413, description = "Body over 64 KiB, code 32", body = ErrorDetail),
@@ -62,15 +67,47 @@ pub async fn create_otp_device(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let device = read_json::<OtpDeviceAddDetails>(&req, payload, false)
+    let mut device = read_json::<OtpDeviceAddDetails>(&req, payload, false)
         .await?
         .validate()?;
-    match otp_devices::create(&auth.state.store, &auth.instance, &device)
+    let Some(key) = device.key.take() else {
+        return enrol_otp_device(&auth, device).await;
+    };
+    match otp_devices::create(&auth.state.store, &auth.instance, &device.with_key(key))
         .await
         .map_err(ApiError::store)?
     {
         Created::Inserted | Created::Unchanged => Ok(HttpResponse::NoContent().finish()),
     }
+}
+
+/// Creates `device` with a generated key and answers 200 with its enrolment (`docs/api.md`
+/// §11). The URI and QR codes are made before the device is stored, so a device is never stored
+/// with a key nobody was shown. A repeat finds the device with another key: 409, code 2851.
+async fn enrol_otp_device(
+    auth: &Authorized<Write>,
+    device: DeviceToAdd,
+) -> Result<HttpResponse, ApiError> {
+    let instance = instances::get(&auth.state.store, &auth.instance).await?;
+    let issuer = if instance.name.is_empty() {
+        instance.id.as_str()
+    } else {
+        instance.name.as_str()
+    };
+    let key = enrolment::generate_key().map_err(|err| ApiError::Internal(err.to_string()))?;
+    let enrolment = Enrolment::new(
+        issuer,
+        device.id.as_str(),
+        &key,
+        device.algorithm,
+        device.counter,
+    )
+    .map_err(|err| ApiError::Internal(err.to_string()))?
+    .ok_or_else(|| ApiError::Internal("no enrolment for algorithm NONE".to_owned()))?;
+    otp_devices::create(&auth.state.store, &auth.instance, &device.with_key(key))
+        .await
+        .map_err(ApiError::store)?;
+    Ok(HttpResponse::Ok().json(OtpDeviceEnrolment::from(enrolment)))
 }
 
 /// Returns a device and, when it can be computed, the confirmation code for `faketime` (or the
