@@ -649,7 +649,23 @@ async fn sigterm_lets_an_in_flight_request_finish() {
         .await
         .unwrap();
     let mut first_response = Vec::new();
-    while !String::from_utf8_lossy(&first_response).ends_with(":taler-otp\"}") {
+    // Read until the whole first answer is in: its headers, then Content-Length bytes.
+    let complete = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            return false;
+        };
+        head.lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())
+                    .flatten()
+            })
+            .is_some_and(|length| body.len() >= length)
+    };
+    while !complete(&first_response) {
+
         let mut buffer = [0u8; 4096];
         let n = stream.read(&mut buffer).await.unwrap();
         assert!(n > 0, "connection closed early");
