@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark of taler-otp: the real server (release build) on a temporary embedded
-# PostgreSQL, seeded with 2 instances, tokens and 10,000 devices, driven by wrk from a second
-# process. See README "Benchmarks".
+# PostgreSQL, seeded with 2 instances, tokens and 11,500 devices, driven by wrk from a second
+# process; the write scenarios beside pgbench on the same database. See README "Benchmarks".
 #
 #   contrib/loadtest.sh
 #
@@ -14,7 +14,11 @@
 #
 # Scenarios: (a) the constant-JSON ceiling route, (b) GET one device of algorithm 1 with
 # faketime, (c) GET one of algorithm 2 with faketime and price, (d) the device list of an
-# instance with 20 devices, (e) 80% GET one / 20% POST confirmations on HOTP devices.
+# instance with 20 devices, (e) 80% GET one / 20% POST confirmations on HOTP devices;
+# then the write ceiling, pgbench (the PostgreSQL binaries' own) running a one-statement
+# prepared UPDATE ... RETURNING of the counter of 1,000 HOTP devices at the same connection
+# count, and (f) POST confirmations spread over those 1,000 devices, (g) POST confirmations of
+# one device (the hot-row rate; pgbench on that one row is shown beside it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +31,7 @@ THREADS="${THREADS:-2}"
 OUT="${LOADTEST_DIR:-$ROOT/target/loadtest}"
 DEVICES_PER_ALG=5000   # a1-0000 … a1-4999 (algorithm 1), a2-0000 … a2-4999 (algorithm 2)
 HOTP_DEVICES=500       # h3-000 … h3-499 (algorithm 3), for the write mix
+CONFIRM_DEVICES=1000   # c3-0000 … c3-0999 (algorithm 3), for the confirmations; g3-0, the hot row
 SMALL_DEVICES=20       # s-00 … s-19 in the instance "small", for the list scenario
 WRITE_SHARE=20         # percent of writes in the mix
 LUA="$ROOT/contrib/loadtest/requests.lua"
@@ -162,9 +167,10 @@ curl -fs "$URL/config" >/dev/null || die "the server did not come up"
 BENCH_TOKEN="$("$BIN" -c "$CONF" token create --instance bench --scope write --description loadtest)"
 SMALL_TOKEN="$("$BIN" -c "$CONF" token create --instance small --scope readonly --description loadtest)"
 SMALL_WRITE="$("$BIN" -c "$CONF" token create --instance small --scope write --description seed)"
-log "seeding $((2 * DEVICES_PER_ALG)) TOTP + $HOTP_DEVICES HOTP devices in 'bench', $SMALL_DEVICES in 'small'"
+log "seeding $((2 * DEVICES_PER_ALG)) TOTP + $((HOTP_DEVICES + CONFIRM_DEVICES + 1)) HOTP devices in 'bench', $SMALL_DEVICES in 'small'"
 python3 contrib/loadtest/seed.py "$URL" "$BENCH_TOKEN" bench \
-    "a1:1:$DEVICES_PER_ALG:4" "a2:2:$DEVICES_PER_ALG:4" "h3:3:$HOTP_DEVICES:3" >&2
+    "a1:1:$DEVICES_PER_ALG:4" "a2:2:$DEVICES_PER_ALG:4" "h3:3:$HOTP_DEVICES:3" \
+    "c3:3:$CONFIRM_DEVICES:4" "g3:3:1:1" >&2
 python3 contrib/loadtest/seed.py "$URL" "$SMALL_WRITE" small "s:1:$SMALL_DEVICES:2" >&2
 
 # Sanity: the ceiling's body is as long as a real answer, and the real answer carries a code.
@@ -179,14 +185,48 @@ TICKS="$(getconf CLK_TCK)"
 
 sleep 2
 IDLE_RSS="$(rss_kb)"
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+log "load average: $LOAD_BEFORE"
+
+# --- pgbench, the write ceiling: the PostgreSQL binaries' own, on the same database ------------
+# The cluster's socket directory and port are in its postmaster.pid (lines 5 and 4), pgbench
+# sits beside the postgres binary that runs it.
+PIDFILE="$WORK/data/postgres/postmaster.pid"
+PG_PID="$(head -n1 "$PIDFILE")"
+PG_PORT="$(sed -n 4p "$PIDFILE")"
+PG_SOCKET="$(sed -n 5p "$PIDFILE")"
+PGBENCH="$(dirname "$(readlink -f "/proc/$PG_PID/exe")")/pgbench"
+[ -x "$PGBENCH" ] || PGBENCH="$(command -v pgbench || true)"
+[ -x "$PGBENCH" ] || die "pgbench not found beside $(readlink -f "/proc/$PG_PID/exe") nor on PATH"
+PSQL="$(dirname "$PGBENCH")/psql"
+[ -x "$PSQL" ] || PSQL="$(command -v psql || true)"
+[ -x "$PSQL" ] || die "psql not found"
+BENCH_SERIAL="$("$PSQL" -h "$PG_SOCKET" -p "$PG_PORT" -U postgres -d taler -XAtc \
+    "SELECT instance_serial FROM instances WHERE instance_id = 'bench'")"
+# The statement a confirmation commits, reduced to its core: one prepared UPDATE ... RETURNING
+# of one counter, by primary key, spread over the same 1,000 devices (or on the one hot row).
+cat >"$OUT/pgbench-spread.sql" <<SQL
+\set d random(0, $((CONFIRM_DEVICES - 1)))
+UPDATE otp_devices SET otp_ctr = otp_ctr + 1 WHERE instance_serial = $BENCH_SERIAL AND otp_device_id = 'c3-' || lpad(:d::text, 4, '0') RETURNING otp_ctr;
+SQL
+cat >"$OUT/pgbench-hot.sql" <<SQL
+UPDATE otp_devices SET otp_ctr = otp_ctr + 1 WHERE instance_serial = $BENCH_SERIAL AND otp_device_id = 'g3-0' RETURNING otp_ctr;
+SQL
+log "write ceiling: $PGBENCH -M prepared -c $CONNECTIONS -j $THREADS (socket $PG_SOCKET, port $PG_PORT)"
 
 # load OUTPUT DURATION SCENARIO TOKEN INSTANCE: runs the load generator in the background.
 load() {
     local output="$1" duration="$2" scenario="$3" token="$4" instance="$5"
-    if [ "$TOOL" = wrk ]; then
+    if [ "$scenario" = pgbench-spread ] || [ "$scenario" = pgbench-hot ]; then
+        # pgbench logs every transaction's latency (for p50/p99) under $output.log.*
+        rm -f "$output".log.*
+        ( cd "$OUT" && "$PGBENCH" -n -M prepared -c "$CONNECTIONS" -j "$THREADS" \
+            -T "${duration%s}" -l --log-prefix "$output.log" -f "$OUT/$scenario.sql" \
+            -h "$PG_SOCKET" -p "$PG_PORT" -U postgres taler >"$output" 2>&1 ) &
+    elif [ "$TOOL" = wrk ]; then
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --latency -s "$LUA" "$URL" -- \
             "$scenario" "$token" "$instance" "$DEVICES_PER_ALG" "$HOTP_DEVICES" "$WRITE_SHARE" \
-            >"$output" &
+            "$CONFIRM_DEVICES" >"$output" &
     else
         local auth="Authorization: Bearer $token"
         local devices="/instances/$instance/private/otp-devices"
@@ -199,10 +239,14 @@ load() {
             # oha cannot mix methods: the fallback runs the confirmations alone.
             mix) "$OHA" "${args[@]}" -m POST -T application/json -d '{}' \
                      --rand-regex-url "$URL$devices/h3-[0-4][0-9]{2}/confirmations" >"$output" & ;;
+            confirm) "$OHA" "${args[@]}" -m POST -T application/json -d '{}' \
+                     --rand-regex-url "$URL$devices/c3-0[0-9]{3}/confirmations" >"$output" & ;;
+            hot) "$OHA" "${args[@]}" -m POST -T application/json -d '{}' \
+                     "$URL$devices/g3-0/confirmations" >"$output" & ;;
         esac
     fi
     LOAD_PID=$!
-    wait "$LOAD_PID" || die "$TOOL failed: $(cat "$output")"
+    wait "$LOAD_PID" || die "$scenario: the load generator failed: $(cat "$output")"
     LOAD_PID=""
 }
 
@@ -226,7 +270,9 @@ run() {
     peak="$(sort -n "$OUT/$key.rss" | tail -n1)"
     local cpu
     cpu="$(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN {printf "%.2f", (a - b) / t}')"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$TOOL" "$output" "$cpu" "${peak:-0}" \
+    local tool="$TOOL"
+    case "$scenario" in pgbench-*) tool=pgbench ;; esac
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$tool" "$output" "$cpu" "${peak:-0}" \
         >>"$OUT/results.tsv"
     keep_log
 }
@@ -236,6 +282,10 @@ run get1 "(b) GET one, alg 1, faketime" get1 "$BENCH_TOKEN" bench
 run get2 "(c) GET one, alg 2, faketime+price" get2 "$BENCH_TOKEN" bench
 run list "(d) list, instance of $SMALL_DEVICES devices" list "$SMALL_TOKEN" small
 run mix "(e) ${WRITE_SHARE}% POST confirmations (HOTP) + GET" mix "$BENCH_TOKEN" bench
+run pgbench "write ceiling: pgbench UPDATE, $CONFIRM_DEVICES rows" pgbench-spread "" bench
+run confirm "(f) POST confirmations, $CONFIRM_DEVICES HOTP devices" confirm "$BENCH_TOKEN" bench
+run pgbench-hot "pgbench UPDATE, one row" pgbench-hot "" bench
+run hot "(g) POST confirmations, one HOTP device" hot "$BENCH_TOKEN" bench
 
 PEAK_RSS="$(cut -f6 "$OUT/results.tsv" | sort -n | tail -n1)"
 HWM="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")"
@@ -245,7 +295,9 @@ TTL_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^CACHE_TTL_MS/ {print
 {
     echo "taler-otp load benchmark: contrib/loadtest.sh ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), shared by $TOOL, the server and PostgreSQL"
-    echo "load: $TOOL -t$THREADS -c$CONNECTIONS -d$DURATION (keep-alive), random devices among $((2 * DEVICES_PER_ALG)) + $HOTP_DEVICES HOTP"
+    echo "load: $TOOL -t$THREADS -c$CONNECTIONS -d$DURATION (keep-alive), random devices among $((2 * DEVICES_PER_ALG)) + $HOTP_DEVICES HOTP; writes: $CONFIRM_DEVICES HOTP devices, one hot device"
+    echo "write ceiling: pgbench -n -M prepared -c $CONNECTIONS -j $THREADS -T ${DURATION%s} on the same database ($("$PGBENCH" --version))"
+    echo "load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "server: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN CACHE_TTL_MS=$TTL_SHOWN RUST_LOG=$RUST_LOG (request logs on, to a file under ${LOG_DIR%/*})"
     echo "server RSS: idle before load $((IDLE_RSS / 1024)) MiB, peak under load $((PEAK_RSS / 1024)) MiB (VmHWM $((HWM / 1024)) MiB)"
 } >"$OUT/header.txt"

@@ -1,6 +1,6 @@
 -- wrk script of contrib/loadtest.sh: one file for every scenario.
 --
---   wrk ... -s requests.lua http://127.0.0.1:PORT -- SCENARIO TOKEN [INSTANCE] [DEVICES] [HOTP] [WRITE%]
+--   wrk ... -s requests.lua http://127.0.0.1:PORT -- SCENARIO TOKEN [INSTANCE] [DEVICES] [HOTP] [WRITE%] [CONFIRM]
 --
 -- SCENARIO:
 --   ceiling     GET /bench/constant (the constant-JSON route; no auth, no database)
@@ -8,6 +8,8 @@
 --   get2        GET /instances/INSTANCE/private/otp-devices/a2-NNNN?faketime=T&price=P (algorithm 2)
 --   list        GET /instances/INSTANCE/private/otp-devices
 --   mix         WRITE% POST …/h3-NNN/confirmations (HOTP: advances the counter), the rest get1
+--   confirm     POST …/c3-NNNN/confirmations, random among CONFIRM HOTP devices
+--   hot         POST …/g3-0/confirmations, one HOTP device
 --
 -- Every thread builds a table of REQUESTS random requests (random device, random faketime and
 -- price) once, in init(), and cycles through it; every scenario, the ceiling included, pays
@@ -35,8 +37,7 @@ local function device_get(instance, alg, devices, token)
    return wrk.format("GET", path, { ["Authorization"] = "Bearer " .. token })
 end
 
-local function confirmation(instance, hotp, token)
-   local id = string.format("h3-%03d", math.random(0, hotp - 1))
+local function confirmation(instance, id, token)
    local path = "/instances/" .. instance .. "/private/otp-devices/" .. id .. "/confirmations"
    return wrk.format("POST", path, {
       ["Authorization"] = "Bearer " .. token,
@@ -52,6 +53,7 @@ function init(args)
    local devices = tonumber(args[4] or "5000")
    local hotp = tonumber(args[5] or "500")
    local write_share = tonumber(args[6] or "20")
+   local confirm = tonumber(args[7] or "1000")
    math.randomseed(os.time() * 100 + (thread_id or 0))
    for i = 1, REQUESTS do
       local request
@@ -66,10 +68,14 @@ function init(args)
                               { ["Authorization"] = "Bearer " .. token })
       elseif scenario == "mix" then
          if math.random(1, 100) <= write_share then
-            request = confirmation(instance, hotp, token)
+            request = confirmation(instance, string.format("h3-%03d", math.random(0, hotp - 1)), token)
          else
             request = device_get(instance, 1, devices, token)
          end
+      elseif scenario == "confirm" then
+         request = confirmation(instance, string.format("c3-%04d", math.random(0, confirm - 1)), token)
+      elseif scenario == "hot" then
+         request = confirmation(instance, "g3-0", token)
       else
          error("unknown scenario " .. tostring(scenario))
       end

@@ -125,3 +125,86 @@ async fn sixty_four_concurrent_confirmations_get_distinct_codes_and_advance_by_6
         1064
     );
 }
+
+#[tokio::test]
+async fn a_confirmation_follows_the_algorithm_a_patch_set_and_moves_only_hotp_counters() {
+    let app = spawn_app().await;
+    app.add_device("d", RFC_KEY, json!(1)).await;
+    let empty = json!({});
+    let confirm = || app.post("/private/otp-devices/d/confirmations", &empty);
+    // Cached as TOTP (GET one): a confirmation is the TOTP answer and moves nothing.
+    assert_eq!(app.get("/private/otp-devices/d").await.json["otp_ctr"], 0);
+    let reply = confirm().await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["pos_confirmation"].as_str().unwrap().len(), 44);
+    let patches: Vec<_> = (0..5)
+        .map(|algorithm| json!({"otp_device_description": "d", "otp_algorithm": algorithm}))
+        .collect();
+    let patch = |algorithm: usize| app.patch("/private/otp-devices/d", &patches[algorithm]);
+    assert_eq!(patch(3).await.status, StatusCode::NO_CONTENT);
+    for (counter, code) in ["84755224", "94287082"].iter().enumerate() {
+        let reply = confirm().await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(reply.json["pos_confirmation"], *code);
+        assert_eq!(reply.json["otp_ctr"], counter as u64);
+    }
+    assert_eq!(app.get("/private/otp-devices/d").await.json["otp_ctr"], 2);
+    // Back to TOTP: the counter stays where the confirmations left it.
+    assert_eq!(patch(1).await.status, StatusCode::NO_CONTENT);
+    let reply = confirm().await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["otp_ctr"], 2);
+    assert_eq!(reply.json["pos_confirmation"].as_str().unwrap().len(), 44);
+    assert_eq!(app.get("/private/otp-devices/d").await.json["otp_ctr"], 2);
+    // HOTP with price: a request without price moves nothing, one with a price does.
+    assert_eq!(patch(4).await.status, StatusCode::NO_CONTENT);
+    assert_taler_error(&confirm().await, StatusCode::BAD_REQUEST, 25);
+    let priced = app
+        .post(
+            "/private/otp-devices/d/confirmations",
+            &json!({"price": "EUR:1"}),
+        )
+        .await;
+    assert_eq!(priced.status, StatusCode::OK, "{}", priced.text);
+    assert_eq!(priced.json["otp_ctr"], 2);
+    assert_eq!(app.get("/private/otp-devices/d").await.json["otp_ctr"], 3);
+}
+
+#[tokio::test]
+async fn the_device_list_shows_this_servers_writes_at_once() {
+    let app = spawn_app().await;
+    let ids = |reply: otp_tests::Reply| {
+        reply.json["otp_devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}={}",
+                    d["otp_device_id"].as_str().unwrap(),
+                    d["device_description"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(ids(app.get("/private/otp-devices").await).is_empty());
+    app.add_device("a", RFC_KEY, json!(1)).await;
+    app.add_device("b", RFC_KEY, json!(3)).await;
+    assert_eq!(ids(app.get("/private/otp-devices").await).len(), 2);
+    let patched = app
+        .patch(
+            "/private/otp-devices/b",
+            &json!({"otp_device_description": "renamed"}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::NO_CONTENT);
+    let confirmed = app
+        .post("/private/otp-devices/b/confirmations", &json!({}))
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK);
+    assert_eq!(
+        app.delete("/private/otp-devices/a").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(ids(app.get("/private/otp-devices").await), ["b=renamed"]);
+}

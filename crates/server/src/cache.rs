@@ -156,6 +156,32 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         }
     }
 
+    /// Replaces the fresh value for `(group, key)` by `change(value)`, when that returns one,
+    /// keeping the entry's age: for what this process itself just changed in the database
+    /// (an accepted HOTP code moves the counter), so nothing is read again.
+    pub fn update<GQ, KQ>(&self, group: &GQ, key: &KQ, change: impl FnOnce(&V) -> Option<V>)
+    where
+        G: Borrow<GQ>,
+        K: Borrow<KQ>,
+        GQ: Eq + Hash + ?Sized,
+        KQ: Eq + Hash + ?Sized,
+    {
+        let mut inner = self.write();
+        let Some(entry) = inner
+            .groups
+            .get_mut(group)
+            .and_then(|group| group.entries.get_mut(key))
+        else {
+            return;
+        };
+        if entry.at.elapsed() >= self.ttl {
+            return;
+        }
+        if let Some(changed) = entry.value.as_ref().and_then(change) {
+            entry.value = Some(changed);
+        }
+    }
+
     /// Invalidates the entry for `(group, key)`: it leaves a tombstone that keeps out the reads
     /// started before now.
     pub fn remove(&self, group: &G, key: &K)
@@ -319,6 +345,34 @@ mod tests {
         cache.insert("g", 2, "c", Instant::now());
         let refreshed = cache.get("g", &2).map(|hit| (hit.value, hit.refresh));
         assert_eq!(refreshed, Some(("c", false)));
+    }
+
+    #[test]
+    fn update_changes_a_fresh_value_and_keeps_its_age() {
+        let cache = TtlCache::new(Duration::from_secs(10), None, 10);
+        let aging = Instant::now() - Duration::from_millis(9_990);
+        cache.insert("g", 1, 1, aging);
+        cache.insert("g", 2, 2, Instant::now());
+        cache.update(&"g", &2, |value| Some(value + 10));
+        assert_eq!(value(cache.get("g", &2)), Some(12));
+        cache.update(&"g", &2, |_| None);
+        assert_eq!(
+            value(cache.get("g", &2)),
+            Some(12),
+            "None replaced the value"
+        );
+        cache.update(&"g", &1, |value| Some(value + 10));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            value(cache.get("g", &1)),
+            None,
+            "an update renewed the entry"
+        );
+        cache.remove(&"g", &3);
+        cache.update(&"g", &3, |_| Some(3));
+        cache.update(&"h", &3, |_| Some(3));
+        assert_eq!(value(cache.get("g", &3)), None, "a tombstone was revived");
+        assert_eq!(value(cache.get("h", &3)), None, "an entry was created");
     }
 
     #[test]

@@ -5,25 +5,33 @@
 //! that filled it started. Writes made through this process invalidate at once; writes made
 //! through other processes arrive as PostgreSQL notifications (`otp_store::changes`) and
 //! usually invalidate within milliseconds. An invalidation also keeps out reads that started
-//! before it. Devices in use are re-read in the background shortly before their entries
-//! expire (`refresh_device`), so requests seldom wait for the database.
+//! before it. Devices and device lists in use are re-read in the background shortly before
+//! their entries expire (`refresh_device`, `refresh_list`), so requests seldom wait for the
+//! database.
+//!
+//! What a cached device promises is its description, key and algorithm, and the counter of a
+//! device that is not counter-based. The counter of an HOTP device is not promised: advancing
+//! it notifies nobody (`sql/migrations/0009_notify_device_changes_without_counter.sql`), so
+//! whoever shows it reads it from the database (`otp_devices::advance_counter`,
+//! `otp_devices::counter`); verification uses the cached one only as a starting point.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::web::Bytes;
 use chrono::{DateTime, Utc};
 use otp_store::changes::Change;
-use otp_store::otp_devices::{OtpDevice, OtpDevicePatch};
+use otp_store::otp_devices::{Advance, Created, NewOtpDevice, OtpDevice, OtpDevicePatch};
 use otp_store::verifications::{Attempt, Outcome};
 
 use otp_store::tokens::{self, AuthOutcome};
 use otp_store::{InstanceId, OtpDeviceId, Store, StoreError, otp_devices};
 
-use crate::api::VersionResponse;
+use crate::api::{OtpDeviceEntry, OtpDeviceSummaryResponse, VersionResponse};
 use crate::cache::TtlCache;
 use crate::clock;
-use crate::verify::{self, Typed, VerifySettings};
 use crate::error::ApiError;
+use crate::verify::{self, Typed, VerifySettings};
 
 /// A validated token as cached: who it is and when it expires.
 #[derive(Clone)]
@@ -55,14 +63,20 @@ pub struct AppState {
     caches: Arc<Caches>,
 }
 
-/// The token and device caches, shared by all workers.
+/// The token, device and device-list caches, shared by all workers.
 struct Caches {
     tokens: TtlCache<InstanceId, [u8; 32], CachedToken>,
     devices: TtlCache<InstanceId, OtpDeviceId, Arc<OtpDevice>>,
+    /// Per instance, the answer of `GET …/private/otp-devices` (a JSON body).
+    lists: TtlCache<InstanceId, (), Bytes>,
 }
 
 /// Most entries a cache holds before it sheds expired ones.
 const CACHE_CAPACITY: usize = 200_000;
+/// Most device lists cached, and the longest list body cached (longer lists, about a thousand
+/// devices and more, are read for each request): at most 64 MiB.
+const LIST_CACHE_CAPACITY: usize = 1024;
+const LIST_CACHE_MAX_BYTES: usize = 64 * 1024;
 
 impl AppState {
     /// State over `store`; `cache_ttl` is the staleness bound (zero disables caching).
@@ -80,6 +94,7 @@ impl AppState {
             caches: Arc::new(Caches {
                 tokens: TtlCache::new(cache_ttl, None, CACHE_CAPACITY),
                 devices: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), CACHE_CAPACITY),
+                lists: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), LIST_CACHE_CAPACITY),
             }),
         }
     }
@@ -144,12 +159,60 @@ impl AppState {
             }
             return Ok(hit.value);
         }
+        self.reload_device(instance, id).await
+    }
+
+    /// The device `id` of `instance` as cached, without reading the database (a hint: the
+    /// confirmation of a device cached as time-based needs no write).
+    pub fn cached_device(&self, instance: &InstanceId, id: &OtpDeviceId) -> Option<Arc<OtpDevice>> {
+        let hit = self.caches.devices.get(instance, id)?;
+        if hit.refresh {
+            self.refresh_device(instance, id);
+        }
+        Some(hit.value)
+    }
+
+    /// The device `id` of `instance` read from the database, replacing what is cached.
+    pub async fn reload_device(
+        &self,
+        instance: &InstanceId,
+        id: &OtpDeviceId,
+    ) -> Result<Arc<OtpDevice>, ApiError> {
         let started = Instant::now();
         let device = Arc::new(otp_devices::get(&self.store, instance, id).await?);
         self.caches
             .devices
             .insert(instance.clone(), id.clone(), device.clone(), started);
         Ok(device)
+    }
+
+    /// The answer of `GET …/private/otp-devices` for `instance` (a JSON body), from the cache
+    /// when fresh.
+    pub async fn device_list(&self, instance: &InstanceId) -> Result<Bytes, ApiError> {
+        if let Some(hit) = self.caches.lists.get(instance, &()) {
+            if hit.refresh {
+                let (store, caches) = (self.store.clone(), Arc::clone(&self.caches));
+                let instance = instance.clone();
+                tokio::spawn(async move {
+                    // On failure the entry expires as usual; the next request reads and reports.
+                    let _ = read_list(&store, &caches, instance).await;
+                });
+            }
+            return Ok(hit.value);
+        }
+        read_list(&self.store, &self.caches, instance.clone()).await
+    }
+
+    /// Creates `device`, and forgets this process's list of the instance's devices (other
+    /// processes hear of it through the database's notification).
+    pub async fn create_device(
+        &self,
+        instance: &InstanceId,
+        device: &NewOtpDevice,
+    ) -> Result<Created, StoreError> {
+        let result = otp_devices::create(&self.store, instance, device).await;
+        self.caches.lists.remove(instance, &());
+        result
     }
 
     /// Re-reads a cached device in the background, before its entry expires, so that requests
@@ -198,21 +261,22 @@ impl AppState {
         result
     }
 
-    /// Takes the next counter value of device `id` in one statement (see
-    /// [`otp_devices::advance_counter`]), and forgets the cached device, whose counter moved.
+    /// Takes the next counter value of device `id` for a confirmation in one statement (see
+    /// [`otp_devices::advance_counter`]). The caches keep the device: its counter is not part
+    /// of what they promise.
     pub async fn advance_counter(
         &self,
         instance: &InstanceId,
         id: &OtpDeviceId,
-    ) -> Result<OtpDevice, StoreError> {
-        let result = otp_devices::advance_counter(&self.store, instance, id).await;
-        self.forget_device(instance, id);
-        result
+        price_given: bool,
+    ) -> Result<Advance, StoreError> {
+        otp_devices::advance_counter(&self.store, instance, id, price_given).await
     }
 
     /// Decides a typed code for device `id` (see [`verify::decide`]); the device comes from
-    /// the cache, the decision from the database. An accepted HOTP code moves the counter, so
-    /// the cached device is forgotten.
+    /// the cache, the decision from the database. An accepted HOTP code moves the counter: the
+    /// cached device's counter moves with it, in place, so the next attempt starts from it
+    /// without reading the device again.
     pub async fn verify_code(
         &self,
         instance: &InstanceId,
@@ -230,15 +294,28 @@ impl AppState {
             &self.verify,
         )
         .await?;
-        if matches!(outcome, Outcome::Verified { otp_ctr: Some(_), .. }) {
-            self.forget_device(instance, &device.id);
+        if let Outcome::Verified {
+            otp_ctr: Some(matched),
+            ..
+        } = outcome
+        {
+            let next = matched.saturating_add(1).min(crate::params::MAX_COUNTER);
+            self.caches.devices.update(instance, &device.id, |cached| {
+                (cached.counter < next).then(|| {
+                    Arc::new(OtpDevice {
+                        counter: next,
+                        ..OtpDevice::clone(cached)
+                    })
+                })
+            });
         }
         Ok(outcome)
     }
 
-    /// Forgets the cached device.
+    /// Forgets the cached device and the cached list of the instance's devices.
     fn forget_device(&self, instance: &InstanceId, id: &OtpDeviceId) {
         self.caches.devices.remove(instance, id);
+        self.caches.lists.remove(instance, &());
     }
 
     /// Applies a change notification from the database to the caches.
@@ -249,11 +326,38 @@ impl AppState {
             Change::Instance { instance } => {
                 self.caches.tokens.remove_group(instance);
                 self.caches.devices.remove_group(instance);
+                self.caches.lists.remove_group(instance);
             }
             Change::Resync => {
                 self.caches.tokens.clear();
                 self.caches.devices.clear();
+                self.caches.lists.clear();
             }
         }
     }
+}
+
+/// Reads the list of `instance`'s devices as the JSON body of `GET …/private/otp-devices`, and
+/// caches it unless it is long.
+async fn read_list(
+    store: &Store,
+    caches: &Caches,
+    instance: InstanceId,
+) -> Result<Bytes, ApiError> {
+    let started = Instant::now();
+    let devices = otp_devices::list(store, &instance).await?;
+    let otp_devices = devices
+        .into_iter()
+        .map(|d| OtpDeviceEntry {
+            otp_device_id: d.id.as_str().to_owned(),
+            device_description: d.description,
+        })
+        .collect();
+    let body = serde_json::to_vec(&OtpDeviceSummaryResponse { otp_devices })
+        .map_err(|err| ApiError::Internal(format!("serializing a device list: {err}")))?;
+    let body = Bytes::from(body);
+    if body.len() <= LIST_CACHE_MAX_BYTES {
+        caches.lists.insert(instance, (), body.clone(), started);
+    }
+    Ok(body)
 }

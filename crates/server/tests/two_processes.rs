@@ -276,7 +276,11 @@ async fn thirty_two_verifications_of_one_code_across_two_processes_verify_once()
     let key = otp_algo::OtpKey::from_base32(OLD_KEY).unwrap();
     let code = otp_algo::hotp_code(key.as_bytes(), 9);
     let calls = (0..32).map(|i| {
-        let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
         let (client, write, code) = (client.clone(), write.clone(), code.clone());
         async move {
             let response = client
@@ -294,12 +298,108 @@ async fn thirty_two_verifications_of_one_code_across_two_processes_verify_once()
     let verified: Vec<&Value> = answers.iter().filter(|a| a["verified"] == true).collect();
     assert_eq!(verified.len(), 1, "{answers:?}");
     assert_eq!(verified[0]["otp_ctr"], 9);
-    let winner = answers
-        .iter()
-        .position(|a| a["verified"] == true)
-        .unwrap();
+    let winner = answers.iter().position(|a| a["verified"] == true).unwrap();
     for answer in answers.iter().filter(|a| a["verified"] != true) {
         assert_eq!(answer["reason"], "replayed", "{answer}");
         assert_eq!(answer["reference"], format!("order-{winner}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hotp_counter_is_shown_fresh_and_lists_follow_changes_within_the_bound() {
+    let Setup {
+        db: _db,
+        write,
+        a,
+        b,
+        client,
+        ..
+    } = setup(
+        "l",
+        json!({"otp_device_id": "hotp", "otp_device_description": "h", "otp_key": OLD_KEY, "otp_algorithm": 3, "otp_ctr": 5}),
+    )
+    .await;
+    let get = |base: String| {
+        let (client, write) = (client.clone(), write.clone());
+        async move {
+            let response = client
+                .get(format!("{base}/private/otp-devices/hotp"))
+                .bearer_auth(write)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let list = |base: String| {
+        let (client, write) = (client.clone(), write.clone());
+        async move {
+            let response = client
+                .get(format!("{base}/private/otp-devices"))
+                .bearer_auth(write)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()["otp_devices"].clone()
+        }
+    };
+    // B caches the device and the list; confirmations through A advance the counter without
+    // a notification, and B shows the stored counter and its code at once.
+    assert_eq!(get(b.base.clone()).await["otp_ctr"], 5);
+    assert_eq!(list(b.base.clone()).await.as_array().unwrap().len(), 1);
+    for _ in 0..3 {
+        let response = client
+            .post(format!("{}/private/otp-devices/hotp/confirmations", a.base))
+            .bearer_auth(&write)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let shown = get(b.base.clone()).await;
+    let key = otp_algo::OtpKey::from_base32(OLD_KEY).unwrap();
+    assert_eq!(shown["otp_ctr"], 8);
+    assert_eq!(shown["otp_code"], otp_algo::hotp_code(key.as_bytes(), 8));
+
+    // A device created and a description changed through A reach B's cached list within the
+    // bound; through B itself, at once.
+    let created = client
+        .post(format!("{}/private/otp-devices", a.base))
+        .bearer_auth(&write)
+        .json(&json!({"otp_device_id": "second", "otp_device_description": "s", "otp_key": NEW_KEY, "otp_algorithm": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 204);
+    let patched = client
+        .patch(format!("{}/private/otp-devices/hotp", a.base))
+        .bearer_auth(&write)
+        .json(&json!({"otp_device_description": "renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 204);
+    let changed_at = Instant::now();
+    tokio::time::sleep(BOUND + Duration::from_millis(50)).await;
+    let expected = json!([
+        {"otp_device_id": "hotp", "device_description": "renamed"},
+        {"otp_device_id": "second", "device_description": "s"},
+    ]);
+    assert_eq!(
+        list(b.base.clone()).await,
+        expected,
+        "B's list {:?} after the change",
+        changed_at.elapsed()
+    );
+    let deleted = client
+        .delete(format!("{}/private/otp-devices/second", b.base))
+        .bearer_auth(&write)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(list(b.base.clone()).await.as_array().unwrap().len(), 1);
 }

@@ -85,13 +85,10 @@ impl OtpDevice {
     fn from_row(store: &Store, instance: &InstanceId, row: &Row) -> Result<OtpDevice, StoreError> {
         let id = device_id(row)?;
         let key = data_keys::open_row(store, instance, &id, row)?;
-        let algorithm: i16 = row.try_get("otp_algorithm")?;
-        let counter: i64 = row.try_get("otp_ctr")?;
+        let (algorithm, counter) = algorithm_and_counter(&id, row)?;
         Ok(OtpDevice {
-            algorithm: Algorithm::from_int(i64::from(algorithm))
-                .map_err(|err| StoreError::Corrupt(format!("algorithm of device {id}: {err}")))?,
-            counter: u64::try_from(counter)
-                .map_err(|_| StoreError::Corrupt(format!("negative counter of device {id}")))?,
+            algorithm,
+            counter,
             description: row.try_get("description")?,
             key,
             created_at: row.try_get("created_at")?,
@@ -101,9 +98,24 @@ impl OtpDevice {
     }
 }
 
+mod counter;
+pub use counter::{Advance, advance_counter, counter};
+
 fn device_id(row: &Row) -> Result<OtpDeviceId, StoreError> {
     let id: String = row.try_get("otp_device_id")?;
     OtpDeviceId::parse(&id).map_err(|err| StoreError::Corrupt(format!("device id {id:?}: {err}")))
+}
+
+/// The algorithm and counter columns of `row`.
+fn algorithm_and_counter(id: &OtpDeviceId, row: &Row) -> Result<(Algorithm, u64), StoreError> {
+    let algorithm: i16 = row.try_get("otp_algorithm")?;
+    let counter: i64 = row.try_get("otp_ctr")?;
+    Ok((
+        Algorithm::from_int(i64::from(algorithm))
+            .map_err(|err| StoreError::Corrupt(format!("algorithm of device {id}: {err}")))?,
+        u64::try_from(counter)
+            .map_err(|_| StoreError::Corrupt(format!("negative counter of device {id}")))?,
+    ))
 }
 
 fn counter_param(counter: u64) -> Result<i64, StoreError> {
@@ -349,55 +361,6 @@ pub async fn delete(
         0 => Err(StoreError::DeviceNotFound),
         _ => Ok(()),
     }
-}
-
-const ADVANCE: &str = "
-    UPDATE otp_devices AS d
-       SET otp_ctr = d.otp_ctr + 1,
-           updated_at = now()
-      FROM instances i
-     WHERE i.instance_id = $1
-       AND d.instance_serial = i.instance_serial
-       AND d.otp_device_id = $2
-       AND d.otp_ctr < 9223372036854775807
-    RETURNING d.otp_device_id, d.description, d.otp_key, d.otp_key_encrypted,
-              d.otp_key_data_key, i.data_key_wrapped,
-              d.otp_algorithm, d.otp_ctr - 1 AS otp_ctr, d.created_at, d.updated_at";
-
-const EXISTS: &str = "
-    SELECT EXISTS (
-        SELECT 1
-          FROM otp_devices d
-          JOIN instances i USING (instance_serial)
-         WHERE i.instance_id = $1
-           AND d.otp_device_id = $2
-    ) AS found";
-
-/// Takes the next counter value of device `id` of `instance` in one atomic
-/// statement: returns the device with `counter` set to the value to use now,
-/// and stores that value plus one. Concurrent calls never get the same value.
-/// `DeviceNotFound` if the device does not exist there; `CounterExhausted` if the counter
-/// is at 2^63 - 1 and cannot advance.
-#[tracing::instrument(skip(store))]
-pub async fn advance_counter(
-    store: &Store,
-    instance: &InstanceId,
-    id: &OtpDeviceId,
-) -> Result<OtpDevice, StoreError> {
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(ADVANCE).await?;
-    let params: [&(dyn ToSql + Sync); 2] = [&instance.as_str(), &id.as_str()];
-    if let Some(row) = client.query_opt(&stmt, &params).await? {
-        return OtpDevice::from_row(store, instance, &row);
-    }
-    // Only on failure: tell a missing device from an exhausted counter.
-    let exists = client.prepare_cached(EXISTS).await?;
-    let found: bool = client.query_one(&exists, &params).await?.try_get("found")?;
-    Err(if found {
-        StoreError::CounterExhausted
-    } else {
-        StoreError::DeviceNotFound
-    })
 }
 
 const RESYNC: &str = "

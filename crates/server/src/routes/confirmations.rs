@@ -1,10 +1,12 @@
 //! Extension: `POST …/otp-devices/$DEVICE_ID/confirmations` issues a payment confirmation.
 //!
 //! Time modes return what GET one would show now; counter modes use the stored counter and
-//! advance it in the same statement, so concurrent payments never share a code.
+//! advance it in the same statement (one round trip, no change notification), so concurrent
+//! payments never share a code.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use otp_algo::Algorithm;
+use otp_algo::{Algorithm, Amount};
+use otp_store::otp_devices::{Advance, OtpDevice};
 
 use crate::api::{ConfirmationRequest, ConfirmationResponse, parse_price_value};
 use crate::body::read_json;
@@ -40,40 +42,80 @@ pub async fn create_confirmation(
     let body = read_json::<ConfirmationRequest>(&req, payload, true).await?;
     let price = parse_price_value(body.price)?;
     let (auth, id) = (&request.auth, &request.device);
-    let device = auth.state.device(&auth.instance, id).await?;
+    let otp_timestamp = clock::now_seconds();
+    // A device cached as time-based needs no write; any other takes its counter value in one
+    // statement that also checks the algorithm and the price, so no value is used up by a
+    // request that cannot be served.
+    if let Some(device) = auth.state.cached_device(&auth.instance, id) {
+        if !device.algorithm.is_counter_based() {
+            return time_based(&device, price.as_ref(), otp_timestamp);
+        }
+    }
+    // The device can change between the statements (rare): then it is taken again.
+    for _ in 0..3 {
+        let advance = auth
+            .state
+            .advance_counter(&auth.instance, id, price.is_some())
+            .await
+            .map_err(ApiError::store)?;
+        match advance {
+            Advance::Taken(device) => {
+                let pos_confirmation = otp_algo::confirmation(
+                    &device.key,
+                    device.algorithm,
+                    price.as_ref(),
+                    otp_timestamp,
+                    device.counter,
+                )
+                .ok_or(ApiError::NoConfirmations)?;
+                return Ok(answer(pos_confirmation, otp_timestamp, device.counter));
+            }
+            Advance::PriceMissing(algorithm) => return Err(price_missing(algorithm)),
+            Advance::NotCounterBased(_) => {
+                // Uncached, or cached as counter-based and changed since: read it now.
+                let device = auth.state.reload_device(&auth.instance, id).await?;
+                if !device.algorithm.is_counter_based() {
+                    return time_based(&device, price.as_ref(), otp_timestamp);
+                }
+            }
+        }
+    }
+    Err(ApiError::Internal(format!(
+        "device {id} kept changing its algorithm during a confirmation"
+    )))
+}
+
+/// The confirmation of a device that is not counter-based: what GET one shows now.
+fn time_based(
+    device: &OtpDevice,
+    price: Option<&Amount>,
+    otp_timestamp: u64,
+) -> Result<HttpResponse, ApiError> {
     if device.algorithm == Algorithm::None {
         return Err(ApiError::NoConfirmations);
     }
     if device.algorithm.uses_price() && price.is_none() {
-        return Err(ApiError::Missing(format!(
-            "price: required by algorithm {}",
-            device.algorithm.name()
-        )));
+        return Err(price_missing(device.algorithm));
     }
-    let otp_timestamp = clock::now_seconds();
-    let (key, algorithm, counter) = if device.algorithm.is_counter_based() {
-        let advanced = auth
-            .state
-            .advance_counter(&auth.instance, id)
-            .await
-            .map_err(ApiError::store)?;
-        // The device may have been patched since it was cached: recheck what the row says now.
-        if advanced.algorithm.uses_price() && price.is_none() {
-            return Err(ApiError::Missing(format!(
-                "price: required by algorithm {}",
-                advanced.algorithm.name()
-            )));
-        }
-        (advanced.key, advanced.algorithm, advanced.counter)
-    } else {
-        (device.key.clone(), device.algorithm, device.counter)
-    };
-    let pos_confirmation =
-        otp_algo::confirmation(&key, algorithm, price.as_ref(), otp_timestamp, counter)
-            .ok_or(ApiError::NoConfirmations)?;
-    Ok(HttpResponse::Ok().json(ConfirmationResponse {
+    let pos_confirmation = otp_algo::confirmation(
+        &device.key,
+        device.algorithm,
+        price,
+        otp_timestamp,
+        device.counter,
+    )
+    .ok_or(ApiError::NoConfirmations)?;
+    Ok(answer(pos_confirmation, otp_timestamp, device.counter))
+}
+
+fn price_missing(algorithm: Algorithm) -> ApiError {
+    ApiError::Missing(format!("price: required by algorithm {}", algorithm.name()))
+}
+
+fn answer(pos_confirmation: String, otp_timestamp: u64, otp_ctr: u64) -> HttpResponse {
+    HttpResponse::Ok().json(ConfirmationResponse {
         pos_confirmation,
         otp_timestamp,
-        otp_ctr: counter,
-    }))
+        otp_ctr,
+    })
 }

@@ -6,8 +6,8 @@ use otp_store::instances;
 use otp_store::otp_devices::{self, Created};
 
 use crate::api::{
-    DeviceToAdd, OtpDeviceAddDetails, OtpDeviceDetails, OtpDeviceEnrolment, OtpDeviceEntry,
-    OtpDevicePatchDetails, OtpDeviceSummaryResponse,
+    DeviceToAdd, OtpDeviceAddDetails, OtpDeviceDetails, OtpDeviceEnrolment, OtpDevicePatchDetails,
+    OtpDeviceSummaryResponse,
 };
 use crate::body::read_json;
 use crate::clock;
@@ -30,15 +30,13 @@ use crate::query::CodeQuery;
     )
 )]
 pub async fn list_otp_devices(auth: Authorized<Read>) -> Result<HttpResponse, ApiError> {
-    let devices = otp_devices::list(&auth.state.store, &auth.instance).await?;
-    let otp_devices = devices
-        .into_iter()
-        .map(|d| OtpDeviceEntry {
-            otp_device_id: d.id.as_str().to_owned(),
-            device_description: d.description,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(OtpDeviceSummaryResponse { otp_devices }))
+    let body = auth.state.device_list(&auth.instance).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .body(body))
 }
 
 /// Registers an OTP device. Repeating the request with identical details succeeds again (204);
@@ -73,7 +71,9 @@ pub async fn create_otp_device(
     let Some(key) = device.key.take() else {
         return enrol_otp_device(&auth, device).await;
     };
-    match otp_devices::create(&auth.state.store, &auth.instance, &device.with_key(key))
+    match auth
+        .state
+        .create_device(&auth.instance, &device.with_key(key))
         .await
         .map_err(ApiError::store)?
     {
@@ -104,7 +104,8 @@ async fn enrol_otp_device(
     )
     .map_err(|err| ApiError::Internal(err.to_string()))?
     .ok_or_else(|| ApiError::Internal("no enrolment for algorithm NONE".to_owned()))?;
-    otp_devices::create(&auth.state.store, &auth.instance, &device.with_key(key))
+    auth.state
+        .create_device(&auth.instance, &device.with_key(key))
         .await
         .map_err(ApiError::store)?;
     Ok(HttpResponse::Ok().json(OtpDeviceEnrolment::from(enrolment)))
@@ -137,18 +138,27 @@ pub async fn get_otp_device(
     let query = CodeQuery::parse(req.query_string())?;
     let auth = &request.auth;
     let device = auth.state.device(&auth.instance, &request.device).await?;
+    // The counter of a counter-based device is not cached (advancing it notifies nobody):
+    // read as stored now, one column.
+    let counter = if device.algorithm.is_counter_based() {
+        otp_devices::counter(&auth.state.store, &auth.instance, &request.device)
+            .await?
+            .1
+    } else {
+        device.counter
+    };
     let otp_timestamp = query.faketime.unwrap_or_else(clock::now_seconds);
     let otp_code = otp_algo::confirmation(
         &device.key,
         device.algorithm,
         query.price.as_ref(),
         otp_timestamp,
-        device.counter,
+        counter,
     );
     let details = OtpDeviceDetails {
         device_description: device.description.clone(),
         otp_algorithm: device.algorithm.as_int(),
-        otp_ctr: device.counter,
+        otp_ctr: counter,
         otp_timestamp,
         otp_code,
     };

@@ -51,8 +51,10 @@ async fn with_a_kek_keys_are_stored_encrypted_and_read_back() {
         device.key
     );
     assert_eq!(
-        otp_devices::advance_counter(&store, &shop, &device.id)
+        otp_devices::advance_counter(&store, &shop, &device.id, false)
             .await
+            .unwrap()
+            .taken()
             .unwrap()
             .key,
         device.key

@@ -55,7 +55,7 @@ async fn an_instance_can_never_read_change_delete_or_advance_another_instances_d
         ),
         (
             "advance",
-            otp_devices::advance_counter(&store, &beta, &only_alpha.id)
+            otp_devices::advance_counter(&store, &beta, &only_alpha.id, true)
                 .await
                 .map(drop),
         ),
@@ -78,7 +78,7 @@ async fn an_instance_can_never_read_change_delete_or_advance_another_instances_d
     otp_devices::update(&store, &beta, &shared.id, &patch)
         .await
         .unwrap();
-    otp_devices::advance_counter(&store, &beta, &shared.id)
+    otp_devices::advance_counter(&store, &beta, &shared.id, true)
         .await
         .unwrap();
     otp_devices::delete(&store, &beta, &shared.id)

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use otp_algo::Algorithm;
 use otp_store::StoreError;
-use otp_store::otp_devices::{self, Created, OtpDevicePatch};
+use otp_store::otp_devices::{self, Advance, Created, OtpDevicePatch};
 use otp_store::testing::TestDb;
 
 use crate::{device_id, given_instance, instance_id, key, new_device};
@@ -233,7 +233,7 @@ async fn unknown_devices_are_not_found_by_every_operation() {
         ("delete", otp_devices::delete(&store, &shop, &missing).await),
         (
             "advance",
-            otp_devices::advance_counter(&store, &shop, &missing)
+            otp_devices::advance_counter(&store, &shop, &missing, true)
                 .await
                 .map(drop),
         ),
@@ -286,11 +286,15 @@ async fn advancing_returns_the_counter_to_use_and_stores_the_next() {
     device.counter = 10;
     otp_devices::create(&store, &shop, &device).await.unwrap();
 
-    let first = otp_devices::advance_counter(&store, &shop, &device.id)
+    let first = otp_devices::advance_counter(&store, &shop, &device.id, false)
         .await
+        .unwrap()
+        .taken()
         .unwrap();
-    let second = otp_devices::advance_counter(&store, &shop, &device.id)
+    let second = otp_devices::advance_counter(&store, &shop, &device.id, false)
         .await
+        .unwrap()
+        .taken()
         .unwrap();
 
     assert_eq!((first.counter, second.counter), (10, 11));
@@ -313,10 +317,12 @@ async fn a_counter_at_i64_max_cannot_advance() {
     device.counter = i64::MAX as u64 - 1;
     otp_devices::create(&store, &shop, &device).await.unwrap();
 
-    let last = otp_devices::advance_counter(&store, &shop, &device.id)
+    let last = otp_devices::advance_counter(&store, &shop, &device.id, false)
         .await
+        .unwrap()
+        .taken()
         .unwrap();
-    let beyond = otp_devices::advance_counter(&store, &shop, &device.id).await;
+    let beyond = otp_devices::advance_counter(&store, &shop, &device.id, false).await;
 
     assert_eq!(last.counter, i64::MAX as u64 - 1);
     assert!(
@@ -330,6 +336,68 @@ async fn a_counter_at_i64_max_cannot_advance() {
             .counter,
         i64::MAX as u64
     );
+}
+
+#[tokio::test]
+async fn only_counter_based_devices_advance_and_only_with_the_price_they_need() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    let mut devices = Vec::new();
+    for (id, algorithm) in [
+        ("none", Algorithm::None),
+        ("totp", Algorithm::TotpWithoutPrice),
+        ("totp-price", Algorithm::TotpWithPrice),
+        ("hotp-price", Algorithm::HotpWithPrice),
+    ] {
+        let mut device = new_device(id);
+        device.algorithm = algorithm;
+        device.counter = 7;
+        otp_devices::create(&store, &shop, &device).await.unwrap();
+        devices.push(device);
+    }
+    for device in &devices {
+        let without_price = otp_devices::advance_counter(&store, &shop, &device.id, false)
+            .await
+            .unwrap();
+        let expected = if device.algorithm.is_counter_based() {
+            Advance::PriceMissing(device.algorithm)
+        } else {
+            Advance::NotCounterBased(device.algorithm)
+        };
+        assert_eq!(without_price, expected, "{}", device.id);
+        if !device.algorithm.is_counter_based() {
+            let with_price = otp_devices::advance_counter(&store, &shop, &device.id, true);
+            assert_eq!(with_price.await.unwrap(), expected, "{}", device.id);
+        }
+        assert_eq!(
+            otp_devices::counter(&store, &shop, &device.id)
+                .await
+                .unwrap(),
+            (device.algorithm, 7),
+            "{}: the counter moved",
+            device.id
+        );
+    }
+    let hotp = devices.last().unwrap();
+    let taken = otp_devices::advance_counter(&store, &shop, &hotp.id, true)
+        .await
+        .unwrap()
+        .taken()
+        .unwrap();
+    assert_eq!(
+        (taken.counter, taken.algorithm),
+        (7, Algorithm::HotpWithPrice)
+    );
+    assert_eq!(taken.key, hotp.key);
+    assert_eq!(
+        otp_devices::counter(&store, &shop, &hotp.id).await.unwrap(),
+        (Algorithm::HotpWithPrice, 8)
+    );
+    assert!(matches!(
+        otp_devices::counter(&store, &shop, &device_id("missing")).await,
+        Err(StoreError::DeviceNotFound)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,8 +415,10 @@ async fn concurrent_advances_get_distinct_consecutive_counters() {
         .map(|_| {
             let (store, shop, id) = (store.clone(), shop.clone(), device.id.clone());
             tokio::spawn(async move {
-                otp_devices::advance_counter(&store, &shop, &id)
+                otp_devices::advance_counter(&store, &shop, &id, false)
                     .await
+                    .unwrap()
+                    .taken()
                     .unwrap()
                     .counter
             })
