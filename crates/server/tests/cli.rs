@@ -665,7 +665,6 @@ async fn sigterm_lets_an_in_flight_request_finish() {
             .is_some_and(|length| body.len() >= length)
     };
     while !complete(&first_response) {
-
         let mut buffer = [0u8; 4096];
         let n = stream.read(&mut buffer).await.unwrap();
         assert!(n > 0, "connection closed early");
