@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
+mod fields;
 mod verification;
 
 pub use verification::{
@@ -23,6 +24,9 @@ pub use verification::{
 };
 
 pub use crate::params::MAX_COUNTER;
+pub use fields::{check_text, parse_algorithm, parse_device_id, parse_price_value};
+pub(crate) use fields::{kind, non_null, required, required_string};
+use fields::{parse_counter, parse_key};
 
 /// Body of `POST …/private/otp-devices`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -341,103 +345,6 @@ impl OtpDevicePatchDetails {
             algorithm,
             counter,
         })
-    }
-}
-
-/// Checks free text for what PostgreSQL cannot store (the NUL character); the error names `field`.
-pub fn check_text(field: &str, text: String) -> Result<String, String> {
-    if text.contains('\0') {
-        return Err(format!("{field}: must not contain NUL characters"));
-    }
-    Ok(text)
-}
-
-/// Parses a device id from a path segment or body field.
-pub fn parse_device_id(raw: &str) -> Result<OtpDeviceId, String> {
-    OtpDeviceId::parse(raw).map_err(|err| err.to_string())
-}
-
-pub(crate) fn non_null(value: Option<Value>) -> Option<Value> {
-    value.filter(|v| !v.is_null())
-}
-
-fn required(value: Option<Value>, field: &str) -> Result<Value, ApiError> {
-    non_null(value).ok_or_else(|| ApiError::Missing(format!("{field}: required field is missing")))
-}
-
-fn required_string(value: Option<Value>, field: &str) -> Result<String, ApiError> {
-    match required(value, field)? {
-        Value::String(s) => check_text(field, s).map_err(ApiError::malformed),
-        other => Err(ApiError::malformed(format!(
-            "{field}: expected a string, got {}",
-            kind(&other)
-        ))),
-    }
-}
-
-fn parse_key(value: Value) -> Result<OtpKey, ApiError> {
-    let Value::String(text) = value else {
-        return Err(ApiError::malformed(format!(
-            "otp_key: expected a string, got {}",
-            kind(&value)
-        )));
-    };
-    OtpKey::from_base32(&text).map_err(|err| {
-        let hint = matches!(err, otp_algo::KeyError::TooShort { .. })
-            .then_some("The OTP key is too weak: it must decode to at least 10 bytes (80 bits).");
-        ApiError::Malformed {
-            detail: format!("otp_key: {err}"),
-            hint,
-        }
-    })
-}
-
-/// Parses `otp_algorithm`: a JSON integer 0–4 or a case-insensitive name; nothing else.
-pub fn parse_algorithm(value: Value) -> Result<Algorithm, ApiError> {
-    let parsed = match &value {
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Algorithm::from_int(i).map_err(|e| e.to_string()),
-            None => Err(format!("{n} is not an integer between 0 and 4")),
-        },
-        Value::String(s) => Algorithm::from_name(s).map_err(|e| e.to_string()),
-        other => Err(format!(
-            "expected an integer or a name, got {}",
-            kind(other)
-        )),
-    };
-    parsed.map_err(|why| ApiError::malformed(format!("otp_algorithm: {why}")))
-}
-
-fn parse_counter(value: Value) -> Result<u64, ApiError> {
-    match value.as_u64() {
-        Some(n) if n <= MAX_COUNTER => Ok(n),
-        _ => Err(ApiError::malformed(format!(
-            "otp_ctr: expected an integer between 0 and {MAX_COUNTER}, got {value}"
-        ))),
-    }
-}
-
-/// Parses the optional `price` of a confirmation request.
-pub fn parse_price_value(value: Option<Value>) -> Result<Option<otp_algo::Amount>, ApiError> {
-    match non_null(value) {
-        None => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => crate::query::parse_price(&s).map(Some),
-        Some(other) => Err(ApiError::malformed(format!(
-            "price: expected a string, got {}",
-            kind(&other)
-        ))),
-    }
-}
-
-pub(crate) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
