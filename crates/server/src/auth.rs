@@ -15,6 +15,8 @@ pub enum Permission {
     OtpDevicesWrite,
     /// `otp-devices-verify`: verify a typed code (docs/api.md §10).
     OtpDevicesVerify,
+    /// `audit-read`: read the instance's audit trail (docs/api.md §14).
+    AuditRead,
 }
 
 impl Permission {
@@ -24,6 +26,7 @@ impl Permission {
             Permission::OtpDevicesRead => "otp-devices-read",
             Permission::OtpDevicesWrite => "otp-devices-write",
             Permission::OtpDevicesVerify => "otp-devices-verify",
+            Permission::AuditRead => "audit-read",
         }
     }
 }
@@ -58,12 +61,16 @@ pub fn is_known_scope(scope: &str) -> bool {
 }
 
 /// Whether a token of `scope` grants `permission` (docs/api.md §7): `readonly` grants every
-/// `*-read`, `write`/`all`/`admin` grant everything, `order-pos` and `order-full` grant
-/// `otp-devices-verify` only, the other `order-*` scopes no OTP-device permission.
+/// `*-read` (also `audit-read`), `write`/`all`/`admin` grant everything, `order-pos` and
+/// `order-full` grant `otp-devices-verify` only, the other `order-*` scopes no OTP-device
+/// permission.
 pub fn scope_grants(scope: &str, permission: Permission) -> bool {
     match split_scope(scope).0 {
         "write" | "all" | "admin" => true,
-        "readonly" => permission == Permission::OtpDevicesRead,
+        "readonly" => matches!(
+            permission,
+            Permission::OtpDevicesRead | Permission::AuditRead
+        ),
         "order-pos" | "order-full" => permission == Permission::OtpDevicesVerify,
         _ => false,
     }
@@ -122,6 +129,12 @@ mod tests {
             for permission in [OtpDevicesRead, OtpDevicesWrite, OtpDevicesVerify] {
                 assert!(!scope_grants(scope, permission), "{scope}");
             }
+        }
+        for scope in ["readonly", "write", "all", "admin:refreshable"] {
+            assert!(scope_grants(scope, AuditRead), "{scope}");
+        }
+        for scope in ["order-pos", "order-full", "order-simple", "order-mgmt"] {
+            assert!(!scope_grants(scope, AuditRead), "{scope}");
         }
         assert!(is_known_scope("order-pos:refreshable") && is_known_scope("write.refreshable"));
         assert!(!is_known_scope("order-pos:forever"));

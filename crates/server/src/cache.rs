@@ -22,12 +22,15 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::metrics::caches::{CacheCounters, CacheCounts};
+
 /// A map from `(G, K)` to `V` whose entries are served for at most `ttl`.
 pub struct TtlCache<G, K, V> {
     inner: RwLock<Inner<G, K, V>>,
     ttl: Duration,
     refresh_after: Option<Duration>,
     capacity: usize,
+    counters: CacheCounters,
 }
 
 struct Inner<G, K, V> {
@@ -83,7 +86,13 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             ttl,
             refresh_after: refresh_after.filter(|after| *after < ttl),
             capacity,
+            counters: CacheCounters::default(),
         }
+    }
+
+    /// The lookups and invalidations counted so far (for the metrics).
+    pub fn counts(&self) -> CacheCounts {
+        self.counters.counts()
     }
 
     /// The map, for writing (a panic elsewhere never leaves it inconsistent: every write
@@ -96,6 +105,18 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
 
     /// The fresh value for `(group, key)`, if any.
     pub fn get<GQ, KQ>(&self, group: &GQ, key: &KQ) -> Option<Hit<V>>
+    where
+        G: Borrow<GQ>,
+        K: Borrow<KQ>,
+        GQ: Eq + Hash + ?Sized,
+        KQ: Eq + Hash + ?Sized,
+    {
+        let hit = self.lookup(group, key);
+        self.counters.looked_up(hit.is_some());
+        hit
+    }
+
+    fn lookup<GQ, KQ>(&self, group: &GQ, key: &KQ) -> Option<Hit<V>>
     where
         G: Borrow<GQ>,
         K: Borrow<KQ>,
@@ -192,6 +213,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         if self.ttl.is_zero() {
             return;
         }
+        self.counters.invalidated();
         let now = Instant::now();
         let mut inner = self.write();
         if inner.len >= self.capacity {
@@ -217,6 +239,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         if self.ttl.is_zero() {
             return;
         }
+        self.counters.invalidated();
         let now = Instant::now();
         let mut inner = self.write();
         // Invalidations are rare (writes): cloning the group key here is fine.
@@ -229,6 +252,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
 
     /// Invalidates everything.
     pub fn clear(&self) {
+        self.counters.invalidated();
         let now = Instant::now();
         let mut inner = self.write();
         inner.groups.clear();

@@ -97,6 +97,8 @@ pub struct Settings {
     pub workers: usize,
     /// Benchmarks only: serve `GET /bench/constant` (the load benchmark's ceiling).
     pub benchmark_route: bool,
+    /// Serve Prometheus metrics at `GET /metrics` (unauthenticated).
+    pub metrics: bool,
     /// The limits on verifying typed codes.
     pub verify: VerifyPolicy,
     /// Failed password logins per client address and instance within 60 s before logins from
@@ -221,6 +223,7 @@ impl Settings {
             cache_ttl: Duration::from_millis(values.integer("otp", "CACHE_TTL_MS")?),
             workers: values.integer("otp", "WORKERS")?,
             benchmark_route: values.bool("otp", "BENCHMARK_ROUTE")?,
+            metrics: values.bool("otp", "METRICS")?,
             verify: VerifyPolicy {
                 window: values.integer("otp", "VERIFY_WINDOW")?,
                 hotp_lookahead: values.integer("otp", "HOTP_LOOKAHEAD")?,

@@ -39,6 +39,9 @@ pub struct Write;
 /// `otp-devices-verify`.
 #[derive(Debug)]
 pub struct Verify;
+/// `audit-read`.
+#[derive(Debug)]
+pub struct AuditRead;
 
 impl Requires for Read {
     const PERMISSION: Permission = Permission::OtpDevicesRead;
@@ -48,6 +51,9 @@ impl Requires for Write {
 }
 impl Requires for Verify {
     const PERMISSION: Permission = Permission::OtpDevicesVerify;
+}
+impl Requires for AuditRead {
+    const PERMISSION: Permission = Permission::AuditRead;
 }
 
 /// A request whose caller holds permission `P` on `instance`.

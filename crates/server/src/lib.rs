@@ -9,6 +9,7 @@
 //! in a log line; every non-2xx answer is a Taler `ErrorDetail`; a GET never changes state.
 
 pub mod api;
+pub mod audit_events;
 pub mod auth;
 pub mod body;
 pub mod cache;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod keys_at_rest;
 pub mod login_throttle;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod params;

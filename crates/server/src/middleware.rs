@@ -1,7 +1,9 @@
 //! Middleware every request passes through, outermost first: in-flight counting (for a graceful
 //! stop), the request id (read from `X-Request-Id` when well-formed, else generated, and echoed
-//! back), the request log line (route pattern, status, latency; never headers or bodies), and
-//! the safety net that gives every framework error a Taler error body.
+//! back), the request log line (route pattern, status, latency; never headers or bodies), the
+//! request metrics (when `[otp] METRICS` is on), the audit actor (the client's address, for the
+//! audited writes the request makes), and the safety net that gives every framework error a
+//! Taler error body.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -13,10 +15,11 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::{Error, HttpResponse, ResponseError};
+use actix_web::{Error, HttpResponse, ResponseError, web};
 use tracing::Instrument;
 
 use crate::error::{ApiError, ErrorDetail};
+use crate::metrics::Metrics;
 use crate::{body, routes, taler_ec};
 
 /// The request-id header, read from clients (when well-formed) and echoed back.
@@ -38,7 +41,9 @@ where
     let request_id = request_id(req.headers().get(&REQUEST_ID));
     let method = req.method().to_string();
     let span = tracing::info_span!("request", id = %request_id, %method);
-    let fut = srv.call(req);
+    // The audited writes of the request record its client (and, once known, its token).
+    let client = req.peer_addr().map(|addr| addr.ip());
+    let fut = otp_store::audit::acting(client, srv.call(req));
     async move {
         let mut res = fut.await.map(taler_error_body)?;
         let status = res.status().as_u16();
@@ -52,12 +57,16 @@ where
                 matched.as_deref().unwrap_or("(unmatched)")
             }
         };
+        let latency = started.elapsed();
         tracing::info!(
             route,
             status,
-            latency_us = started.elapsed().as_micros() as u64,
+            latency_us = latency.as_micros() as u64,
             "served"
         );
+        if let Some(metrics) = res.request().app_data::<web::Data<Metrics>>() {
+            metrics.record_request(route, res.request().method(), status, latency);
+        }
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             res.headers_mut().insert(REQUEST_ID, value);
         }

@@ -41,6 +41,9 @@ Every non-2xx answer carries a Taler `ErrorDetail` body.",
         routes::tokens::list_tokens,
         routes::tokens::delete_token_by_serial,
         routes::tokens::set_auth,
+        routes::audit::list_audit,
+        routes::operations::healthz,
+        routes::operations::readyz,
     ),
     components(schemas(
         ErrorDetail,
@@ -66,6 +69,9 @@ Every non-2xx answer carries a Taler `ErrorDetail` body.",
         api::TokenInfo,
         api::TokenInfos,
         api::InstanceAuthConfigurationMessage,
+        api::HealthStatus,
+        api::AuditEntryResponse,
+        api::AuditLogResponse,
     )),
     modifiers(&BearerAuth, &BasicAuth),
     tags(
@@ -73,6 +79,7 @@ Every non-2xx answer carries a Taler `ErrorDetail` body.",
         (name = "otp-devices (extension)", description = "Payment confirmations: an extension beyond upstream GNU Taler"),
         (name = "config", description = "Backend version and currencies"),
         (name = "tokens", description = "Logging in: access tokens from the instance password or a refreshable token, their list and revocation, and the password"),
+        (name = "operations", description = "Operations (extension): liveness and readiness probes (no prefix, no authentication) and the audit trail"),
     )
 )]
 struct ApiDoc;
@@ -105,9 +112,16 @@ pub const EXTENSION_MARKER: &str = "x-taler-otp-extension";
 pub fn api_doc() -> OpenApiDoc {
     let mut doc = ApiDoc::openapi();
     for (path, item) in doc.paths.paths.iter_mut() {
-        if ["/confirmations", "/verifications", "/unlock"]
-            .iter()
-            .any(|suffix| path.ends_with(suffix))
+        if [
+            "/confirmations",
+            "/verifications",
+            "/unlock",
+            "/audit",
+            "/healthz",
+            "/readyz",
+        ]
+        .iter()
+        .any(|suffix| path.ends_with(suffix))
         {
             for operation in operations(item) {
                 let marker = utoipa::openapi::extensions::ExtensionsBuilder::new()

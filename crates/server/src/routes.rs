@@ -4,13 +4,14 @@
 //! default instance). `/instances/default/…` answers 308 to the unprefixed path. Unknown paths
 //! and methods answer Taler errors 21 and 20.
 
+pub mod audit;
 pub mod bench;
 pub mod config;
 pub mod confirmations;
+pub mod operations;
 pub mod otp_devices;
 pub mod tokens;
 pub mod verifications;
-
 
 use std::borrow::Cow;
 
@@ -49,6 +50,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             ),
     );
     register_api(cfg, "");
+    for endpoint in UNPREFIXED_ENDPOINTS {
+        cfg.service(
+            web::resource(endpoint.full_path())
+                .app_data(RoutePattern(endpoint.full_path()))
+                .route((endpoint.route)())
+                .default_service(web::to(method_not_allowed)),
+        );
+    }
 }
 
 /// An HTTP method of an endpoint.
@@ -137,6 +146,12 @@ pub static ENDPOINTS: &[Endpoint] = &[
         route: || web::post().to(tokens::set_auth),
     },
     Endpoint {
+        scope: "",
+        path: "/private/audit",
+        verb: Verb::Get,
+        route: || web::get().to(audit::list_audit),
+    },
+    Endpoint {
         scope: "/private/otp-devices",
         path: "",
         verb: Verb::Get,
@@ -189,6 +204,23 @@ pub static ENDPOINTS: &[Endpoint] = &[
         path: "/{device_id}/unlock",
         verb: Verb::Post,
         route: || web::post().to(verifications::unlock_device),
+    },
+];
+
+/// Endpoints served only without the instance prefix, one resource each: the operations
+/// probes (`docs/api.md` §14). Compared with the OpenAPI document like [`ENDPOINTS`].
+pub static UNPREFIXED_ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        scope: "",
+        path: "/healthz",
+        verb: Verb::Get,
+        route: || web::get().to(operations::healthz),
+    },
+    Endpoint {
+        scope: "",
+        path: "/readyz",
+        verb: Verb::Get,
+        route: || web::get().to(operations::readyz),
     },
 ];
 

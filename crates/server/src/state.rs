@@ -119,6 +119,7 @@ impl AppState {
         let hash = secret.map(tokens::hash_secret);
         if let Some(cached) = hash.and_then(|hash| self.caches.tokens.get(instance, &hash)) {
             if cached.value.expires_at.is_none_or(|at| at > clock::now()) {
+                otp_store::audit::record_token(cached.value.caller.serial);
                 return Ok(cached.value.caller);
             }
         }
@@ -142,6 +143,7 @@ impl AppState {
                         started,
                     );
                 }
+                otp_store::audit::record_token(caller.serial);
                 Ok(caller)
             }
         }
@@ -316,6 +318,14 @@ impl AppState {
     fn forget_device(&self, instance: &InstanceId, id: &OtpDeviceId) {
         self.caches.devices.remove(instance, id);
         self.caches.lists.remove(instance, &());
+    }
+
+    /// The lookups and invalidations of the token and device caches, for the metrics.
+    pub fn cache_counts(&self) -> [(&'static str, crate::metrics::caches::CacheCounts); 2] {
+        [
+            ("tokens", self.caches.tokens.counts()),
+            ("devices", self.caches.devices.counts()),
+        ]
     }
 
     /// Applies a change notification from the database to the caches.

@@ -290,6 +290,15 @@ pub const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         section: "otp",
+        key: "METRICS",
+        default: DefaultValue::Value("no"),
+        kind: Kind::Bool,
+        secret: Secret::No,
+        meaning: "serve Prometheus metrics at GET /metrics on the main listener, unauthenticated",
+        show: |s| Some(if s.metrics { "yes" } else { "no" }.to_owned()),
+    },
+    KeySpec {
+        section: "otp",
         key: "VERIFY_WINDOW",
         default: DefaultValue::Value("2"),
         kind: int(0, 10),

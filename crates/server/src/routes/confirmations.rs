@@ -9,6 +9,7 @@ use otp_algo::{Algorithm, Amount};
 use otp_store::otp_devices::{Advance, OtpDevice};
 
 use crate::api::{ConfirmationRequest, ConfirmationResponse, parse_price_value};
+use crate::audit_events;
 use crate::body::read_json;
 use crate::clock;
 use crate::error::{ApiError, ErrorDetail, PrivateEndpointErrors};
@@ -48,7 +49,9 @@ pub async fn create_confirmation(
     // request that cannot be served.
     if let Some(device) = auth.state.cached_device(&auth.instance, id) {
         if !device.algorithm.is_counter_based() {
-            return time_based(&device, price.as_ref(), otp_timestamp);
+            let answer = time_based(&device, price.as_ref(), otp_timestamp)?;
+            audit_events::confirmation_issued(&req, auth, id, None, otp_timestamp).await?;
+            return Ok(answer);
         }
     }
     // The device can change between the statements (rare): then it is taken again.
@@ -68,6 +71,8 @@ pub async fn create_confirmation(
                     device.counter,
                 )
                 .ok_or(ApiError::NoConfirmations)?;
+                let (counter, timestamp) = (Some(device.counter), otp_timestamp);
+                audit_events::confirmation_issued(&req, auth, id, counter, timestamp).await?;
                 return Ok(answer(pos_confirmation, otp_timestamp, device.counter));
             }
             Advance::PriceMissing(algorithm) => return Err(price_missing(algorithm)),
@@ -75,7 +80,9 @@ pub async fn create_confirmation(
                 // Uncached, or cached as counter-based and changed since: read it now.
                 let device = auth.state.reload_device(&auth.instance, id).await?;
                 if !device.algorithm.is_counter_based() {
-                    return time_based(&device, price.as_ref(), otp_timestamp);
+                    let answer = time_based(&device, price.as_ref(), otp_timestamp)?;
+                    audit_events::confirmation_issued(&req, auth, id, None, otp_timestamp).await?;
+                    return Ok(answer);
                 }
             }
         }

@@ -22,6 +22,7 @@ use crate::api::{
     InstanceAuthConfigurationMessage, LoginTokenRequest, LoginTokenSuccessResponse, Timestamp,
     TokenInfo, TokenInfos, TokenToIssue,
 };
+use crate::audit_events;
 use crate::auth::{bearer_secret, split_scope};
 use crate::body::read_json;
 use crate::clock;
@@ -66,7 +67,9 @@ pub async fn create_token(
     let instance = instance_of(&req, &state)?;
     let issue = match credentials(&req) {
         Credentials::Basic(encoded) => {
-            basic_login(&req, &state, &instance, encoded).await?;
+            let login = basic_login(&req, &state, &instance, encoded).await;
+            audit_events::login(&req, &state.store, &instance, &login).await?;
+            login?;
             read_request(&req, payload).await?
         }
         Credentials::Bearer(secret) => {
