@@ -253,7 +253,7 @@ drain() {
 if [ "$OURS" != skip ]; then
     log "building (cargo build --release --bin taler-otp)"
     cargo build --release --bin taler-otp >&2
-    BIN="$ROOT/target/release/taler-otp"
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/taler-otp"
     PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     URL="http://127.0.0.1:$PORT"
     CONF="$WORK/taler-otp.conf"
