@@ -157,6 +157,10 @@ fn every_registered_route_is_documented_and_every_documented_route_registered() 
         registered.insert((format!("/instances/{{instance}}{path}"), method.clone()));
         registered.insert((path, method));
     }
+    for endpoint in otp_server::routes::UNPREFIXED_ENDPOINTS {
+        let method = endpoint.verb.openapi_name().to_owned();
+        registered.insert((endpoint.full_path(), method));
+    }
     let undocumented: Vec<_> = registered.difference(&documented).collect();
     let unregistered: Vec<_> = documented.difference(&registered).collect();
     assert!(

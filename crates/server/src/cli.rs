@@ -1,9 +1,11 @@
-//! The `taler-otp` command line: `serve`, `dbinit`, `instance`, `token`, `device`, `code`, `config`.
+//! The `taler-otp` command line: `serve`, `dbinit`, `instance`, `token`, `device`, `code`,
+//! `config`, `rekey`, `audit`.
 //!
 //! Exit status: 0 on success, 1 when the operation fails (configuration, database), 2 on bad
 //! input (usage errors, malformed arguments). Every failure is one line on stderr.
 
 mod admin;
+mod audit;
 mod code;
 mod password;
 mod rekey;
@@ -61,6 +63,9 @@ enum Command {
     /// Encrypt device keys stored in plaintext and rotate to the configured key-encryption key
     /// (the old one from --old-key-file), in batches of one transaction each.
     Rekey(rekey::RekeyArgs),
+    /// Read an instance's audit trail, or check its hash chain.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,7 +205,6 @@ enum DeviceCommand {
     },
 }
 
-
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print the effective configuration, secrets masked.
@@ -300,6 +304,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Token(command) => admin::token(&settings, command).await,
             Command::Device(command) => admin::device(&settings, command).await,
             Command::Rekey(args) => rekey::run(&settings, &args).await,
+            Command::Audit(command) => audit::run(&settings, command).await,
             Command::Serve { .. } | Command::Code(_) | Command::Config(_) => Ok(()),
         }
     })

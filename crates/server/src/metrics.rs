@@ -74,12 +74,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Every metric, registered under the prefix `taler_otp_`.
+    /// Every metric, registered under the prefix `taler_otp_` (the registry ends each help text
+    /// with a period; collectors write theirs whole).
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("taler_otp");
         registry.register(
             "build",
-            "The running build: its version and the merchant protocol version it announces.",
+            "The running build: its version and the merchant protocol version it announces",
             Info::new([
                 ("version", env!("CARGO_PKG_VERSION")),
                 ("protocol", crate::version::PROTOCOL_VERSION),
@@ -92,40 +93,40 @@ impl Metrics {
         let checkout_wait = DurationHistogram::default();
         registry.register_with_unit(
             "db_checkout_wait",
-            "Time waited for a pooled database connection.",
+            "Time waited for a pooled database connection",
             Unit::Seconds,
             checkout_wait.clone(),
         );
         let checkout_failures = Counter::default();
         registry.register(
             "db_checkout_failures",
-            "Database connections not obtained in time (the answer was 503).",
+            "Database connections not obtained in time (the answer was 503)",
             checkout_failures.clone(),
         );
         let family = Family::<Label, Counter>::default();
         registry.register(
             "verifications",
-            "Typed codes decided, by outcome.",
+            "Typed codes decided, by outcome",
             family.clone(),
         );
         let verifications = counters(&family, "outcome", OUTCOMES);
         let locks = Counter::default();
         registry.register(
             "device_locks",
-            "Devices locked by a mismatch (after repeated wrong codes).",
+            "Devices locked by a mismatch (after repeated wrong codes)",
             locks.clone(),
         );
         let family = Family::<Label, Counter>::default();
         registry.register(
             "confirmations_issued",
-            "Payment confirmations issued, by mode (totp, hotp).",
+            "Payment confirmations issued, by mode (totp, hotp)",
             family.clone(),
         );
         let confirmations = counters(&family, "mode", ["totp", "hotp"]);
         let family = Family::<Label, Counter>::default();
         registry.register(
             "logins",
-            "Password logins at /private/token, by outcome (throttled attempts are not counted).",
+            "Password logins at /private/token, by outcome (throttled attempts are not counted)",
             family.clone(),
         );
         let logins = counters(&family, "outcome", ["success", "failure"]);
@@ -184,11 +185,14 @@ impl Metrics {
     }
 }
 
-/// `store`, reporting to `metrics` and counted in its pool gauges (unchanged without metrics).
-pub fn observed(metrics: Option<&web::Data<Metrics>>, store: Store) -> Store {
+/// `store`, reporting to `metrics`, its pool counted in the pool gauges when `in_use` (unchanged
+/// without metrics).
+pub fn observed(metrics: Option<&web::Data<Metrics>>, store: Store, in_use: bool) -> Store {
     match metrics {
         Some(metrics) => {
-            metrics.watch_pool(&store);
+            if in_use {
+                metrics.watch_pool(&store);
+            }
             store.with_observer(metrics.clone().into_inner())
         }
         None => store,

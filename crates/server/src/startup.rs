@@ -109,7 +109,9 @@ impl Application {
         let store =
             Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;
         let metrics = settings.metrics.then(|| web::Data::new(Metrics::new()));
-        let store = metrics::observed(metrics.as_ref(), store);
+        // The workers' pools are the ones in use; this one only when they cannot have their own.
+        let store_in_use = worker_store_config(store_config, settings.workers).is_none();
+        let store = metrics::observed(metrics.as_ref(), store, store_in_use);
         let mut state = AppState::new(
             store,
             settings.default_instance.clone(),
@@ -144,7 +146,7 @@ impl Application {
             let worker_state = worker_store_config
                 .as_ref()
                 .and_then(|config| Store::connect(config).ok())
-                .map(|store| metrics::observed(metrics.as_ref(), store))
+                .map(|store| metrics::observed(metrics.as_ref(), store, true))
                 .map(|store| web::Data::new(app_state.sharing_caches(store, config_answer.clone())))
                 .unwrap_or_else(|| app_state.clone());
             App::new()

@@ -288,7 +288,6 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
             }
         }
         Ok(())
-
     })
     .await
 }
@@ -367,7 +366,7 @@ where
 }
 
 /// Like `with_store`, but refuses to work on an out-of-date schema.
-async fn with_current_store<F, Fut>(settings: &Settings, f: F) -> Result<(), Failure>
+pub(super) async fn with_current_store<F, Fut>(settings: &Settings, f: F) -> Result<(), Failure>
 where
     F: FnOnce(Store) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>>,
@@ -398,7 +397,10 @@ fn parse_instance(id: &str) -> Result<InstanceId, Failure> {
     InstanceId::parse(id).map_err(|err| Failure::usage(format!("instance id {id:?}: {err}")))
 }
 
-fn instance_or_default(arg: &InstanceArg, settings: &Settings) -> Result<InstanceId, Failure> {
+pub(super) fn instance_or_default(
+    arg: &InstanceArg,
+    settings: &Settings,
+) -> Result<InstanceId, Failure> {
     match &arg.instance {
         Some(id) => parse_instance(id),
         None => Ok(settings.default_instance.clone()),
