@@ -8,7 +8,7 @@
 # Environment knobs (defaults in brackets):
 #   DURATION [12s] per scenario, after a WARMUP [3s] of the same load that is not reported
 #   CONNECTIONS [64]   THREADS [2] (wrk threads)
-#   WORKERS, POOL_SIZE, CACHE_TTL_MS [server defaults: CPUs, 16, 1000]
+#   WORKERS, POOL_SIZE, CACHE_TTL_MS, METRICS [server defaults: CPUs, 16, 1000, no]
 #   RUST_LOG [info, the server default: request logs stay on]
 #   LOADTEST_DIR [target/loadtest] where the outputs and summary.txt go
 #
@@ -145,6 +145,7 @@ CONF="$WORK/taler-otp.conf"
     [ -n "${WORKERS:-}" ] && echo "WORKERS = $WORKERS"
     [ -n "${POOL_SIZE:-}" ] && echo "POOL_SIZE = $POOL_SIZE"
     [ -n "${CACHE_TTL_MS:-}" ] && echo "CACHE_TTL_MS = $CACHE_TTL_MS"
+    [ -n "${METRICS:-}" ] && echo "METRICS = $METRICS"
     true
 } >"$CONF"
 # Only the file configures this run.
@@ -213,6 +214,12 @@ cat >"$OUT/pgbench-hot.sql" <<SQL
 UPDATE otp_devices SET otp_ctr = otp_ctr + 1 WHERE instance_serial = $BENCH_SERIAL AND otp_device_id = 'g3-0' RETURNING otp_ctr;
 SQL
 log "write ceiling: $PGBENCH -M prepared -c $CONNECTIONS -j $THREADS (socket $PG_SOCKET, port $PG_PORT)"
+# Transactions the database has committed or rolled back so far (the server's and pgbench's).
+db_xacts() {
+    "$PSQL" -h "$PG_SOCKET" -p "$PG_PORT" -U postgres -d taler -XAtc \
+        "SELECT pg_stat_force_next_flush(); SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'taler'" |
+        tail -n1
+}
 
 # load OUTPUT DURATION SCENARIO TOKEN INSTANCE: runs the load generator in the background.
 load() {
@@ -259,10 +266,13 @@ run() {
     load "$OUT/$key.warmup.out" "$WARMUP" "$scenario" "$token" "$instance"
     ( while kill -0 "$SERVER_PID" 2>/dev/null; do rss_kb; sleep 0.2; done ) >"$OUT/$key.rss" &
     SAMPLER_PID=$!
-    local before after
+    local before after xacts_before xacts_after
+    xacts_before="$(db_xacts)"
     before="$(cpu_ticks)"
     load "$output" "$DURATION" "$scenario" "$token" "$instance"
     after="$(cpu_ticks)"
+    sleep 1.1 # the server's backends flush their statistics at most once a second
+    xacts_after="$(db_xacts)"
     kill "$SAMPLER_PID" 2>/dev/null || true
     wait "$SAMPLER_PID" 2>/dev/null || true
     SAMPLER_PID=""
@@ -272,8 +282,8 @@ run() {
     cpu="$(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN {printf "%.2f", (a - b) / t}')"
     local tool="$TOOL"
     case "$scenario" in pgbench-*) tool=pgbench ;; esac
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$tool" "$output" "$cpu" "${peak:-0}" \
-        >>"$OUT/results.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$tool" "$output" "$cpu" "${peak:-0}" \
+        "$((xacts_after - xacts_before - 2))" >>"$OUT/results.tsv"
     keep_log
 }
 

@@ -4,7 +4,8 @@
     report.py RESULTS.tsv HEADER.txt
 
 RESULTS.tsv has one line per scenario: key, label, tool (wrk|oha|pgbench), output file,
-server CPU seconds spent during the run, the server's peak RSS (kB) during the run. HEADER.txt is printed above the table.
+server CPU seconds spent during the run, the server's peak RSS (kB) during the run, the
+database transactions during the run. HEADER.txt is printed above the table.
 The scenario whose key is "ceiling" is the ceiling the ratios of the reads refer to; the one
 whose key is "pgbench" (PostgreSQL's own rate for a one-statement UPDATE ... RETURNING) is the
 ceiling of the writes ("confirm", "hot", "pgbench-hot").
@@ -106,7 +107,7 @@ def main():
     for line in open(results_path, encoding="utf-8"):
         if not line.strip():
             continue
-        key, label, tool, output, cpu, rss_kb = line.rstrip("\n").split("\t")
+        key, label, tool, output, cpu, rss_kb, xacts = line.rstrip("\n").split("\t")
         text = open(output, encoding="utf-8").read()
         if tool == "pgbench":
             parsed = parse_pgbench(text, output)
@@ -114,7 +115,9 @@ def main():
             parsed = parse_wrk(text)
         else:
             parsed = parse_oha(text)
-        parsed.update(key=key, label=label, cpu=float(cpu), rss=int(rss_kb) / 1024)
+        parsed.update(
+            key=key, label=label, cpu=float(cpu), rss=int(rss_kb) / 1024, xacts=int(xacts)
+        )
         rows.append(parsed)
     ceiling = next((r["rps"] for r in rows if r["key"] == "ceiling"), None)
     pg_ceiling = next((r["rps"] for r in rows if r["key"] == "pgbench"), None)
@@ -126,7 +129,7 @@ def main():
     out = [open(header_path, encoding="utf-8").read().rstrip("\n"), ""]
     head = (
         f"{'scenario':<44} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8} "
-        f"{'errors':>6} {'ratio':>9} {'CPU us/req':>10} {'RSS MiB':>7}"
+        f"{'errors':>6} {'ratio':>9} {'CPU us/req':>10} {'DB tx/req':>9} {'RSS MiB':>7}"
     )
     out.append(head)
     out.append("-" * len(head))
@@ -137,9 +140,11 @@ def main():
         cpu_per_req = (r["cpu"] * 1e6 / r["requests"]) if r["requests"] else 0.0
         cpu = "-" if pgbench else f"{cpu_per_req:.1f}"
         rss = "-" if pgbench else f"{r['rss']:.1f}"
+        # The warm-up's requests are not counted, the database's transactions during the run are.
+        tx = f"{r['xacts'] / r['requests']:.3f}" if r["requests"] else "-"
         out.append(
             f"{r['label']:<44} {r['rps']:>9.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
-            f"{r['non2xx']:>8} {r['socket_errors']:>6} {ratio:>9} {cpu:>10} {rss:>7}"
+            f"{r['non2xx']:>8} {r['socket_errors']:>6} {ratio:>9} {cpu:>10} {tx:>9} {rss:>7}"
         )
     out.append("")
     out.append(
@@ -147,7 +152,9 @@ def main():
         "pgbench's rate for the one-statement UPDATE on 1,000 rows (pg); non-2xx: answers with "
         "status >= 400 (pgbench: failed transactions); errors: socket errors (connect, read, "
         "write, timeout); CPU us/req: the server process's CPU time (user+system, PostgreSQL "
-        "not included) per request; RSS MiB: the server's peak VmRSS during the run."
+        "not included) per request; DB tx/req: transactions the database committed or rolled "
+        "back during the run per request (background re-reads included); RSS MiB: the server's "
+        "peak VmRSS during the run."
     )
 
     def goal(key, text, minimum, p99_below=None):

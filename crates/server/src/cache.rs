@@ -39,6 +39,17 @@ struct Inner<G, K, V> {
     len: usize,
     /// Reads started at or before this instant are not stored.
     cleared_at: Option<Instant>,
+    /// Every entry held, and every entry stored later from a read that nothing invalidated,
+    /// was still current at this instant ([`TtlCache::up_to_date`]).
+    up_to_date_at: Option<Instant>,
+}
+
+impl<G, K, V> Inner<G, K, V> {
+    /// Since when `entry` is known to be current: the start of the read that filled it, or
+    /// the last confirmation that nothing cached has changed since, whichever is later.
+    fn current_since(&self, entry: &Entry<V>) -> Instant {
+        self.up_to_date_at.map_or(entry.at, |at| at.max(entry.at))
+    }
 }
 
 struct Group<K, V> {
@@ -82,6 +93,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
                 groups: HashMap::new(),
                 len: 0,
                 cleared_at: None,
+                up_to_date_at: None,
             }),
             ttl,
             refresh_after: refresh_after.filter(|after| *after < ttl),
@@ -129,7 +141,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             .unwrap_or_else(|poison| poison.into_inner());
         let entry = inner.groups.get(group)?.entries.get(key)?;
         let value = entry.value.as_ref()?;
-        let age = entry.at.elapsed();
+        let age = inner.current_since(entry).elapsed();
         if age >= self.ttl {
             return None;
         }
@@ -188,6 +200,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         KQ: Eq + Hash + ?Sized,
     {
         let mut inner = self.write();
+        let up_to_date_at = inner.up_to_date_at;
         let Some(entry) = inner
             .groups
             .get_mut(group)
@@ -195,7 +208,8 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         else {
             return;
         };
-        if entry.at.elapsed() >= self.ttl {
+        let current_since = up_to_date_at.map_or(entry.at, |at| at.max(entry.at));
+        if current_since.elapsed() >= self.ttl {
             return;
         }
         if let Some(changed) = entry.value.as_ref().and_then(change) {
@@ -250,6 +264,19 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         inner.len -= removed;
     }
 
+    /// Records that every change made before `as_of` has been applied to this cache (the
+    /// change notifications, delivered in commit order, have all arrived): every entry that
+    /// is held, or is stored later from a read nothing invalidated, was still current at
+    /// `as_of`, so it is served until `as_of + ttl` even when its read is older. Such
+    /// confirmations keep entries in use fresh without reading them again; without them,
+    /// entries age from their read as usual.
+    pub fn up_to_date(&self, as_of: Instant) {
+        let mut inner = self.write();
+        if inner.up_to_date_at.is_none_or(|at| at < as_of) {
+            inner.up_to_date_at = Some(as_of);
+        }
+    }
+
     /// Invalidates everything.
     pub fn clear(&self) {
         self.counters.invalidated();
@@ -263,9 +290,15 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
     /// Drops expired entries and tombstones (no read older than `ttl` is ever served, so
     /// they protect nothing), then everything if the cache is still full.
     fn shed(&self, inner: &mut Inner<G, K, V>) {
-        let ttl = self.ttl;
+        let (ttl, up_to_date_at) = (self.ttl, inner.up_to_date_at);
         for group in inner.groups.values_mut() {
-            group.entries.retain(|_, entry| entry.at.elapsed() < ttl);
+            group.entries.retain(|_, entry| {
+                let since = match (&entry.value, up_to_date_at) {
+                    (Some(_), Some(at)) => at.max(entry.at),
+                    _ => entry.at,
+                };
+                since.elapsed() < ttl
+            });
         }
         inner.groups.retain(|_, group| {
             !group.entries.is_empty() || group.invalidated_at.is_some_and(|at| at.elapsed() < ttl)
@@ -280,147 +313,4 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn value<V: Clone>(hit: Option<Hit<V>>) -> Option<V> {
-        hit.map(|hit| hit.value)
-    }
-
-    #[test]
-    fn entries_expire_and_can_be_invalidated() {
-        let cache = TtlCache::new(Duration::from_secs(10), None, 10);
-        let before = Instant::now();
-        cache.insert("g", 1, "a", before);
-        cache.insert("g", 2, "b", before);
-        cache.insert("h", 2, "c", before);
-        assert_eq!(value(cache.get("g", &1)), Some("a"));
-        cache.remove(&"g", &1);
-        assert_eq!(value(cache.get("g", &1)), None);
-        cache.remove_group(&"g");
-        assert_eq!(value(cache.get("g", &2)), None);
-        assert_eq!(
-            value(cache.get("h", &2)),
-            Some("c"),
-            "another group was dropped"
-        );
-        cache.insert("h", 3, "c", Instant::now() - Duration::from_secs(11));
-        assert_eq!(value(cache.get("h", &3)), None, "stale entry served");
-        let aging = Instant::now() - Duration::from_millis(9_990);
-        cache.insert("h", 4, "d", aging);
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(
-            value(cache.get("h", &4)),
-            None,
-            "entry served past its bound"
-        );
-        cache.clear();
-        assert_eq!(value(cache.get("h", &2)), None);
-    }
-
-    #[test]
-    fn reads_started_before_an_invalidation_are_not_stored() {
-        let cache = TtlCache::new(Duration::from_secs(10), None, 10);
-        let started = Instant::now();
-        cache.insert("g", 1, "old", started);
-        // A second read starts, the entry is invalidated, the read finishes.
-        let racing = Instant::now();
-        cache.remove(&"g", &1);
-        cache.insert("g", 1, "old", racing);
-        assert_eq!(value(cache.get("g", &1)), None, "tombstone overwritten");
-        cache.insert("g", 1, "new", Instant::now());
-        assert_eq!(value(cache.get("g", &1)), Some("new"));
-
-        // The same for a key without an entry, a group and everything.
-        let racing = Instant::now();
-        cache.remove(&"g", &2);
-        cache.insert("g", 2, "old", racing);
-        assert_eq!(value(cache.get("g", &2)), None);
-        let racing = Instant::now();
-        cache.remove_group(&"g");
-        cache.insert("g", 3, "old", racing);
-        assert_eq!(value(cache.get("g", &3)), None);
-        let racing = Instant::now();
-        cache.clear();
-        cache.insert("h", 1, "old", racing);
-        assert_eq!(value(cache.get("h", &1)), None);
-    }
-
-    #[test]
-    fn an_older_read_never_replaces_a_newer_one() {
-        let cache = TtlCache::new(Duration::from_secs(10), None, 10);
-        let older = Instant::now();
-        let newer = Instant::now();
-        cache.insert("g", 1, "new", newer);
-        cache.insert("g", 1, "old", older);
-        assert_eq!(value(cache.get("g", &1)), Some("new"));
-    }
-
-    #[test]
-    fn refresh_is_handed_out_once_past_refresh_after() {
-        let cache = TtlCache::new(Duration::from_secs(10), Some(Duration::from_secs(5)), 10);
-        cache.insert("g", 1, "a", Instant::now());
-        assert!(!cache.get("g", &1).is_some_and(|hit| hit.refresh));
-        cache.insert("g", 2, "b", Instant::now() - Duration::from_secs(6));
-        let first = cache.get("g", &2).map(|hit| (hit.value, hit.refresh));
-        assert_eq!(first, Some(("b", true)));
-        let second = cache.get("g", &2).map(|hit| (hit.value, hit.refresh));
-        assert_eq!(second, Some(("b", false)), "refresh handed out twice");
-        cache.insert("g", 2, "c", Instant::now());
-        let refreshed = cache.get("g", &2).map(|hit| (hit.value, hit.refresh));
-        assert_eq!(refreshed, Some(("c", false)));
-    }
-
-    #[test]
-    fn update_changes_a_fresh_value_and_keeps_its_age() {
-        let cache = TtlCache::new(Duration::from_secs(10), None, 10);
-        let aging = Instant::now() - Duration::from_millis(9_990);
-        cache.insert("g", 1, 1, aging);
-        cache.insert("g", 2, 2, Instant::now());
-        cache.update(&"g", &2, |value| Some(value + 10));
-        assert_eq!(value(cache.get("g", &2)), Some(12));
-        cache.update(&"g", &2, |_| None);
-        assert_eq!(
-            value(cache.get("g", &2)),
-            Some(12),
-            "None replaced the value"
-        );
-        cache.update(&"g", &1, |value| Some(value + 10));
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(
-            value(cache.get("g", &1)),
-            None,
-            "an update renewed the entry"
-        );
-        cache.remove(&"g", &3);
-        cache.update(&"g", &3, |_| Some(3));
-        cache.update(&"h", &3, |_| Some(3));
-        assert_eq!(value(cache.get("g", &3)), None, "a tombstone was revived");
-        assert_eq!(value(cache.get("h", &3)), None, "an entry was created");
-    }
-
-    #[test]
-    fn zero_ttl_disables_caching() {
-        let cache = TtlCache::new(Duration::ZERO, None, 10);
-        cache.insert((), 1, 1, Instant::now());
-        assert_eq!(value(cache.get(&(), &1)), None);
-    }
-
-    #[test]
-    fn capacity_sheds_expired_entries_then_everything() {
-        let cache = TtlCache::new(Duration::from_secs(10), None, 2);
-        cache.insert("g", 1, 1, Instant::now() - Duration::from_millis(9_990));
-        std::thread::sleep(Duration::from_millis(20));
-        cache.insert("g", 2, 2, Instant::now());
-        cache.insert("g", 3, 3, Instant::now());
-        assert_eq!(value(cache.get("g", &2)), Some(2), "a fresh entry was shed");
-        assert_eq!(value(cache.get("g", &3)), Some(3));
-        cache.insert("g", 4, 4, Instant::now());
-        assert_eq!(
-            value(cache.get("g", &2)),
-            None,
-            "a full cache is not cleared"
-        );
-        assert_eq!(value(cache.get("g", &4)), Some(4));
-    }
-}
+mod tests;

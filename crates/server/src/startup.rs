@@ -276,7 +276,11 @@ async fn spawn_change_listener(
     store_config: &StoreConfig,
     state: web::Data<AppState>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    match changes::subscribe(store_config).await {
+    let subscribed = match state.up_to_date_interval() {
+        Some(every) => changes::subscribe_up_to_date(store_config, every).await,
+        None => changes::subscribe(store_config).await,
+    };
+    match subscribed {
         Ok(mut receiver) => Some(tokio::spawn(async move {
             while let Some(change) = receiver.recv().await {
                 state.apply_change(&change);

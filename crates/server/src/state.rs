@@ -1,13 +1,17 @@
 //! `AppState`: what every handler shares — the store, the default instance, and the caches
 //! of tokens and devices with their invalidation.
 //!
-//! Staleness bound: a cached token or device is served for at most `cache_ttl` after the read
-//! that filled it started. Writes made through this process invalidate at once; writes made
-//! through other processes arrive as PostgreSQL notifications (`otp_store::changes`) and
-//! usually invalidate within milliseconds. An invalidation also keeps out reads that started
-//! before it. Devices and device lists in use are re-read in the background shortly before
-//! their entries expire (`refresh_device`, `refresh_list`), so requests seldom wait for the
-//! database.
+//! Staleness bound: a cached token, device or device list is served for at most `cache_ttl`
+//! after the last instant it was known to be current: the start of the read that filled it, or
+//! a confirmation from the change listener that every change committed before that instant
+//! has been applied (`Change::UpToDate`, sent every quarter of the bound). Writes made through
+//! this process invalidate at once; writes made through other processes arrive as PostgreSQL
+//! notifications (`otp_store::changes`) and usually invalidate within milliseconds. An
+//! invalidation also keeps out reads that started before it. While the confirmations flow,
+//! entries in use stay fresh without being read again; when they stop (the listener lost its
+//! connection), entries age from their read, and devices and device lists in use are re-read
+//! in the background shortly before they expire (`refresh_device`, `device_list`), so requests
+//! seldom wait for the database.
 //!
 //! What a cached device promises is its description, key and algorithm, and the counter of a
 //! device that is not counter-based. The counter of an HOTP device is not promised: advancing
@@ -69,6 +73,8 @@ struct Caches {
     devices: TtlCache<InstanceId, OtpDeviceId, Arc<OtpDevice>>,
     /// Per instance, the answer of `GET …/private/otp-devices` (a JSON body).
     lists: TtlCache<InstanceId, (), Bytes>,
+    /// The staleness bound.
+    ttl: Duration,
 }
 
 /// Most entries a cache holds before it sheds expired ones.
@@ -95,8 +101,15 @@ impl AppState {
                 tokens: TtlCache::new(cache_ttl, None, CACHE_CAPACITY),
                 devices: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), CACHE_CAPACITY),
                 lists: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), LIST_CACHE_CAPACITY),
+                ttl: cache_ttl,
             }),
         }
+    }
+
+    /// How often the change listener should confirm that the caches are up to date (a
+    /// quarter of the staleness bound); `None` when caching is disabled.
+    pub fn up_to_date_interval(&self) -> Option<Duration> {
+        (!self.caches.ttl.is_zero()).then(|| self.caches.ttl / 4)
     }
 
     /// State over another `store` (a worker's pool) sharing this state's caches.
@@ -342,6 +355,11 @@ impl AppState {
                 self.caches.tokens.clear();
                 self.caches.devices.clear();
                 self.caches.lists.clear();
+            }
+            Change::UpToDate { as_of } => {
+                self.caches.tokens.up_to_date(*as_of);
+                self.caches.devices.up_to_date(*as_of);
+                self.caches.lists.up_to_date(*as_of);
             }
         }
     }

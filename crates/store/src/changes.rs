@@ -4,8 +4,16 @@
 //! a JSON payload on the channel [`CHANNEL`] for every committed change of an
 //! instance, its tokens or its devices. [`subscribe`] listens on a dedicated
 //! connection and turns the payloads into [`Change`]s.
+//!
+//! [`subscribe_up_to_date`] also confirms, periodically, that every change
+//! committed before a given instant has been delivered: the listening
+//! connection notifies a channel of its own and waits for that notification
+//! to come back. PostgreSQL delivers notifications in the order their
+//! transactions committed, so when it arrives, every change committed before
+//! it was sent has arrived before it ([`Change::UpToDate`]).
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -50,6 +58,14 @@ pub enum Change {
     /// The listening connection was lost or (re)established, so changes may
     /// have been missed: drop all caches.
     Resync,
+    /// Every change committed before `as_of` has been delivered before this
+    /// message ([`subscribe_up_to_date`]): what was cached, and was current
+    /// when read, and has not been invalidated by the changes delivered so
+    /// far, is still current as of `as_of`.
+    UpToDate {
+        /// When the confirmation was sent (this process's clock).
+        as_of: Instant,
+    },
 }
 
 /// Listens for changes on a dedicated connection.
@@ -61,10 +77,30 @@ pub enum Change {
 /// whenever the connection is lost, sending `Resync` on the loss and after
 /// every reconnect. The task ends when the receiver is dropped.
 pub async fn subscribe(cfg: &StoreConfig) -> Result<mpsc::Receiver<Change>, StoreError> {
+    start(cfg, None).await
+}
+
+/// As [`subscribe`], and every `every` (at least 10 ms) a [`Change::UpToDate`]
+/// once the listening connection has seen its own notification sent at that
+/// time come back, so every change committed before was delivered first.
+/// Nothing is confirmed while the connection is lost.
+pub async fn subscribe_up_to_date(
+    cfg: &StoreConfig,
+    every: Duration,
+) -> Result<mpsc::Receiver<Change>, StoreError> {
+    start(cfg, Some(every.max(Duration::from_millis(10)))).await
+}
+
+async fn start(
+    cfg: &StoreConfig,
+    every: Option<Duration>,
+) -> Result<mpsc::Receiver<Change>, StoreError> {
     let (pg, tls) = cfg.pg_config()?;
-    let listener = Listener::connect(&pg, &tls).await?;
+    // A channel of this subscription's own for its confirmations.
+    let own = every.map(|_| format!("taler_otp_up_to_date_{:016x}", rand::random::<u64>()));
+    let listener = Listener::connect(&pg, &tls, own.as_deref()).await?;
     let (changes, receiver) = mpsc::channel(BUFFER);
-    tokio::spawn(run(pg, tls, listener, changes));
+    tokio::spawn(run(pg, tls, listener, changes, own.zip(every)));
     Ok(receiver)
 }
 
@@ -75,7 +111,11 @@ struct Listener {
 }
 
 impl Listener {
-    async fn connect(pg: &tokio_postgres::Config, tls: &Connector) -> Result<Listener, StoreError> {
+    async fn connect(
+        pg: &tokio_postgres::Config,
+        tls: &Connector,
+        own: Option<&str>,
+    ) -> Result<Listener, StoreError> {
         // The driver's connect_timeout covers only the TCP connect; bound the
         // start-up and the LISTEN too.
         let limit = pg
@@ -83,7 +123,7 @@ impl Listener {
             .copied()
             .unwrap_or(Duration::from_secs(2))
             * 2;
-        match tokio::time::timeout(limit, Listener::connect_unbounded(pg, tls)).await {
+        match tokio::time::timeout(limit, Listener::connect_unbounded(pg, tls, own)).await {
             Ok(result) => result,
             Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
         }
@@ -92,6 +132,7 @@ impl Listener {
     async fn connect_unbounded(
         pg: &tokio_postgres::Config,
         tls: &Connector,
+        own: Option<&str>,
     ) -> Result<Listener, StoreError> {
         let (client, mut connection) = pg.connect(tls.clone()).await?;
         let (forward, notifications) = mpsc::unbounded_channel();
@@ -115,6 +156,10 @@ impl Listener {
             }
         });
         client.batch_execute(LISTEN).await?;
+        if let Some(own) = own {
+            // `own` is made of letters, digits and underscores only.
+            client.batch_execute(&format!("LISTEN {own}")).await?;
+        }
         Ok(Listener {
             client,
             notifications,
@@ -132,12 +177,17 @@ async fn run(
     tls: Connector,
     mut listener: Listener,
     changes: mpsc::Sender<Change>,
+    up_to_date: Option<(String, Duration)>,
 ) {
+    let own = up_to_date.as_ref().map(|(own, _)| own.as_str());
     loop {
         if changes.send(Change::Resync).await.is_err() {
             return;
         }
-        match serve(&mut listener, &changes).await {
+        let confirming = up_to_date
+            .as_ref()
+            .map(|(own, every)| Confirmations::new(own, *every));
+        match serve(&mut listener, &changes, confirming).await {
             Stopped::ReceiverDropped => return,
             Stopped::ConnectionLost => {}
         }
@@ -151,7 +201,7 @@ async fn run(
                 () = changes.closed() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
-            match Listener::connect(&pg, &tls).await {
+            match Listener::connect(&pg, &tls, own).await {
                 Ok(listener) => break listener,
                 Err(err) => {
                     tracing::debug!(error = %err, "change listener reconnect failed");
@@ -163,7 +213,76 @@ async fn run(
     }
 }
 
-async fn serve(listener: &mut Listener, changes: &mpsc::Sender<Change>) -> Stopped {
+/// The confirmations of one connection: its own channel, when to send the
+/// next one, and those sent (sequence number and time) that have not come back.
+struct Confirmations<'a> {
+    own: &'a str,
+    tick: tokio::time::Interval,
+    sent: VecDeque<(u64, Instant)>,
+    next: u64,
+}
+
+impl<'a> Confirmations<'a> {
+    fn new(own: &'a str, every: Duration) -> Confirmations<'a> {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Confirmations {
+            own,
+            tick,
+            sent: VecDeque::new(),
+            next: 0,
+        }
+    }
+
+    /// Sends the next confirmation; `false` when the connection failed.
+    async fn send(&mut self, client: &Client) -> bool {
+        self.next += 1;
+        // Taken before the NOTIFY: its transaction commits after this instant.
+        let at = Instant::now();
+        let notify = format!("NOTIFY {}, '{}'", self.own, self.next);
+        let sent = tokio::time::timeout(PING_TIMEOUT, client.simple_query(&notify)).await;
+        if !matches!(sent, Ok(Ok(_))) {
+            return false;
+        }
+        // Confirmations that never come back are forgotten, not waited for.
+        if self.sent.len() >= 64 {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((self.next, at));
+        true
+    }
+
+    /// The time a confirmation with this payload was sent, if it is one of ours.
+    fn received(&mut self, payload: &str) -> Option<Instant> {
+        let number = payload.parse::<u64>().ok()?;
+        while let Some(&(sent, at)) = self.sent.front() {
+            if sent > number {
+                return None;
+            }
+            self.sent.pop_front();
+            if sent == number {
+                return Some(at);
+            }
+        }
+        None
+    }
+}
+
+/// The next tick of `confirming`, never without it.
+async fn next_tick(confirming: &mut Option<Confirmations<'_>>) {
+    match confirming {
+        Some(confirmations) => {
+            confirmations.tick.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn serve(
+    listener: &mut Listener,
+    changes: &mpsc::Sender<Change>,
+    mut confirming: Option<Confirmations<'_>>,
+) -> Stopped {
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
@@ -173,14 +292,31 @@ async fn serve(listener: &mut Listener, changes: &mpsc::Sender<Change>) -> Stopp
                 let Some(notification) = notification else {
                     return Stopped::ConnectionLost;
                 };
-                if notification.channel() != CHANNEL {
+                let change = if notification.channel() == CHANNEL {
+                    parse_payload(notification.payload())
+                } else if let Some(confirmations) = confirming
+                    .as_mut()
+                    .filter(|confirmations| notification.channel() == confirmations.own)
+                {
+                    match confirmations.received(notification.payload()) {
+                        Some(as_of) => Change::UpToDate { as_of },
+                        None => continue,
+                    }
+                } else {
                     continue;
-                }
-                if changes.send(parse_payload(notification.payload())).await.is_err() {
+                };
+                if changes.send(change).await.is_err() {
                     return Stopped::ReceiverDropped;
                 }
             }
             () = changes.closed() => return Stopped::ReceiverDropped,
+            () = next_tick(&mut confirming) => {
+                if let Some(confirmations) = confirming.as_mut() {
+                    if !confirmations.send(&listener.client).await {
+                        return Stopped::ConnectionLost;
+                    }
+                }
+            }
             _ = ping.tick() => {
                 let alive = tokio::time::timeout(PING_TIMEOUT, listener.client.simple_query("SELECT 1")).await;
                 if !matches!(alive, Ok(Ok(_))) {

@@ -278,3 +278,39 @@ async fn counter_advances_and_accepted_hotp_codes_notify_nothing_while_a_patch_d
         .unwrap();
     assert_eq!(next_payload(&mut payloads).await, tokens_payload);
 }
+
+#[tokio::test]
+async fn up_to_date_confirmations_come_after_every_change_committed_before_them() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let mut changes = changes::subscribe_up_to_date(&db.config(), Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut changes).await, Change::Resync);
+    let mut last = None;
+    for i in 0..5 {
+        let shop = instance_id(&format!("shop{i}"));
+        instances::create(&store, &shop, "Shop").await.unwrap();
+        let committed = std::time::Instant::now();
+        // Confirmations sent before the commit may come first; the first one sent after it
+        // comes after the change.
+        let mut seen = false;
+        loop {
+            match next(&mut changes).await {
+                Change::Instance { instance } => {
+                    assert_eq!(instance, shop);
+                    seen = true;
+                }
+                Change::UpToDate { as_of } => {
+                    assert!(last.is_none_or(|last| as_of > last), "out of order");
+                    last = Some(as_of);
+                    if as_of > committed {
+                        assert!(seen, "confirmed as of after the commit, change not seen");
+                        break;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
