@@ -1,7 +1,7 @@
-//! The audited events that write nothing else (`docs/audit.md`): a payment confirmation (a TOTP
-//! one stores nothing; an HOTP one's counter advance is its own statement) and a password login.
-//! Each is appended to the instance's audit chain before the answer is given, and counted in the
-//! metrics when they are on. Writes of devices and tokens, and verifications, are audited by
+//! The audited events that write nothing else (`docs/audit.md`): a TOTP payment confirmation
+//! and a password login. Each is appended to the audit trail before the answer is given, and
+//! counted in the metrics when they are on (so are HOTP confirmations, which the store audits
+//! with the counter's advance). Writes of devices and tokens, and verifications, are audited by
 //! the store itself.
 
 use actix_web::{HttpRequest, web};
@@ -13,9 +13,10 @@ use crate::error::ApiError;
 use crate::extract::Authorized;
 use crate::metrics::Metrics;
 
-/// Records a payment confirmation for device `id`: HOTP with the counter value `otp_ctr` used,
-/// TOTP (`otp_ctr` `None`) for the time `otp_timestamp`. Fails, and the confirmation must not
-/// be shown, when the audit row cannot be written.
+/// Records a payment confirmation for device `id`: HOTP with the counter value `otp_ctr` used
+/// (its audit row was written with the counter's advance, by the store), TOTP (`otp_ctr`
+/// `None`) for the time `otp_timestamp`, appended here. Fails, and the confirmation must not be
+/// shown, when the audit row cannot be written.
 pub async fn confirmation_issued<P>(
     req: &HttpRequest,
     auth: &Authorized<P>,
@@ -23,19 +24,18 @@ pub async fn confirmation_issued<P>(
     otp_ctr: Option<u64>,
     otp_timestamp: u64,
 ) -> Result<(), ApiError> {
-    let details = match otp_ctr {
-        Some(counter) => json!({ "otp_ctr": counter }),
-        None => json!({ "otp_timestamp": otp_timestamp }),
-    };
-    audit::append(
-        &auth.state.store,
-        &auth.instance,
-        Event::ConfirmationIssued,
-        Some(id),
-        &details.to_string(),
-    )
-    .await
-    .map_err(ApiError::store)?;
+    if otp_ctr.is_none() {
+        let details = json!({ "otp_timestamp": otp_timestamp });
+        audit::append(
+            &auth.state.store,
+            &auth.instance,
+            Event::ConfirmationIssued,
+            Some(id),
+            &details.to_string(),
+        )
+        .await
+        .map_err(ApiError::store)?;
+    }
     if let Some(metrics) = req.app_data::<web::Data<Metrics>>() {
         metrics.confirmation_issued(otp_ctr.is_some());
     }

@@ -109,63 +109,71 @@ async fn audit_list_shows_operator_actions_and_verify_names_the_broken_row() {
     assert_eq!(rows.len(), 2, "{listed}");
     assert_eq!(
         listed.lines().next(),
-        Some("seq\ttime\tevent\tdevice\ttoken\tclient\tdetails\thash")
+        Some("serial\tchain\tseq\ttime\tevent\tdevice\ttoken\tclient\tdetails\thash")
     );
+    // serial, chain, seq, time, event, device, token, client, details, hash
     assert_eq!(
-        &rows[0][..6],
-        ["1", rows[0][1], "device_created", "pos", "-", "local"]
+        [&rows[0][..3], &rows[0][4..8]].concat(),
+        ["1", "pos", "1", "device_created", "pos", "-", "local"]
     );
-    assert_eq!(rows[0][6], r#"{"otp_ctr": 0, "otp_algorithm": 1}"#);
+    assert_eq!(rows[0][8], r#"{"otp_ctr": 0, "otp_algorithm": 1}"#);
     assert_eq!(
-        &rows[1][..6],
-        ["2", rows[1][1], "token_created", "-", "-", "local"]
+        [&rows[1][..3], &rows[1][4..8]].concat(),
+        ["2", "-", "1", "token_created", "-", "-", "local"]
     );
-    assert_eq!(rows[1][7].len(), 64);
+    assert_eq!(rows[1][9].len(), 64);
     assert!(!listed.contains(KEY) && !listed.contains("secret-token:"));
     let page = conf.ok(&["audit", "list", "--since", "1", "--limit", "1"]);
     assert_eq!(page.lines().count(), 2, "{page}");
     assert!(page.lines().nth(1).unwrap().starts_with("2\t"), "{page}");
 
     let intact = conf.ok(&["audit", "verify"]);
-    assert!(intact.contains("intact: 2 rows, head seq 2"), "{intact}");
-    assert!(intact.contains(rows[1][7]), "the head's hash: {intact}");
+    assert!(intact.contains("intact: 2 rows in 2 chains"), "{intact}");
+    assert!(intact.contains("heads digest "), "{intact}");
 
     tamper(
         &db,
-        "UPDATE audit_log SET client = '203.0.113.9' WHERE instance_id = 'admin' AND seq = 1",
+        "UPDATE audit_log SET client = '203.0.113.9' WHERE instance_id = 'admin' AND seq = 1 AND chain = 'pos'",
     )
     .await;
     let broken = conf.fails(&["audit", "verify"], 1);
-    assert!(broken.contains("broken at seq 1"), "{broken}");
+    assert!(
+        broken.contains("broken in the chain of device 'pos' at seq 1"),
+        "{broken}"
+    );
     assert!(broken.contains("altered"), "{broken}");
 
     // Another instance: a deleted row is named by the row after it.
     conf.ok(&["instance", "create", "shop"]);
-    for id in ["a", "b", "c"] {
-        conf.ok(&[
-            "device",
-            "add",
-            "--instance",
-            "shop",
-            "--id",
-            id,
-            "--key",
-            KEY,
-            "--algorithm",
-            "1",
-        ]);
-    }
+    let add = [
+        "device",
+        "add",
+        "--instance",
+        "shop",
+        "--id",
+        "a",
+        "--key",
+        KEY,
+        "--algorithm",
+        "1",
+    ];
+    conf.ok(&add);
+    conf.ok(&["device", "delete", "--instance", "shop", "a"]);
+    conf.ok(&add);
     assert!(
         conf.ok(&["audit", "verify", "--instance", "shop"])
-            .contains("intact: 3 rows")
+            .contains("intact: 3 rows in 1 chains")
     );
     tamper(
         &db,
-        "DELETE FROM audit_log WHERE instance_id = 'shop' AND seq = 2",
+        "DELETE FROM audit_log WHERE instance_id = 'shop' AND chain = 'a' AND seq = 2",
     )
     .await;
     let missing = conf.fails(&["audit", "verify", "--instance", "shop"], 1);
-    assert!(missing.contains("broken at seq 3"), "{missing}");
+    assert!(
+        missing.contains("broken in the chain of device 'a' at seq 3"),
+        "{missing}"
+    );
     assert!(missing.contains("missing"), "{missing}");
     // Deleting the instance leaves its trail.
     conf.ok(&["instance", "delete", "shop"]);

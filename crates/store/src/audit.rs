@@ -1,5 +1,6 @@
-//! The audit trail (`docs/audit.md`): an append-only log per instance of who did what, in a
-//! SHA-256 hash chain that [`verify_chain`] checks.
+//! The audit trail (`docs/audit.md`): an append-only log per instance of who did what, in
+//! SHA-256 hash chains (one per device, and the instance's own for events of no device) that
+//! [`verify_chain`] checks.
 //!
 //! Rows are appended by the SQL function `audit_append` (migration
 //! `sql/migrations/0010_create_audit_log.sql`), inside the statement or transaction of the
@@ -28,7 +29,7 @@ use crate::store::Store;
 
 mod chain;
 
-pub use chain::{Break, BrokenLink, ChainReport, verify_chain};
+pub use chain::{Break, BrokenLink, ChainHead, ChainReport, verify_chain};
 
 /// The client recorded for operator commands (no network client).
 pub const LOCAL_CLIENT: &str = "local";
@@ -157,7 +158,12 @@ impl Event {
 /// One row of an instance's audit trail.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {
-    /// Its position in the instance's chain: 1, 2, 3, …
+    /// Its place among the instance's rows of all chains, in the order they were appended
+    /// (gaps possible; not hashed).
+    pub serial: i64,
+    /// Its chain: the device's id, or `""` for the instance's events of no device.
+    pub chain: String,
+    /// Its position in its chain: 1, 2, 3, …
     pub seq: i64,
     /// When the audited action's transaction started (microsecond precision).
     pub time: DateTime<Utc>,
@@ -178,8 +184,10 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    fn from_row(row: &Row) -> Result<AuditEntry, StoreError> {
+    pub(crate) fn from_row(row: &Row) -> Result<AuditEntry, StoreError> {
         Ok(AuditEntry {
+            serial: row.try_get("serial")?,
+            chain: row.try_get("chain")?,
             seq: row.try_get("seq")?,
             time: row.try_get("time")?,
             event: row.try_get("event")?,
@@ -193,7 +201,7 @@ impl AuditEntry {
     }
 }
 
-fn hash32(row: &Row, column: &str) -> Result<[u8; 32], StoreError> {
+pub(crate) fn hash32(row: &Row, column: &str) -> Result<[u8; 32], StoreError> {
     let bytes: Vec<u8> = row.try_get(column)?;
     <[u8; 32]>::try_from(bytes.as_slice())
         .map_err(|_| StoreError::Corrupt(format!("audit {column} is not 32 bytes")))
@@ -268,15 +276,17 @@ pub async fn append(
 }
 
 const LIST: &str = "
-    SELECT seq, time, event, device_id, token_serial, client, details, prev_hash, hash
+    SELECT serial, chain, seq, time, event, device_id, token_serial, client, details,
+           prev_hash, hash
       FROM audit_log
      WHERE instance_id = $1
-       AND seq > $2
-     ORDER BY seq
+       AND serial > $2
+     ORDER BY serial
      LIMIT $3";
 
-/// At most `limit` rows of `instance`'s trail after seq `since`, oldest first (empty when there
-/// are none, also for an instance that never existed; an instance's trail outlives it).
+/// At most `limit` rows of `instance`'s trail (all chains) after serial `since`, in the order
+/// they were appended (empty when there are none, also for an instance that never existed; an
+/// instance's trail outlives it).
 #[tracing::instrument(skip(store))]
 pub async fn list(
     store: &Store,
@@ -299,6 +309,8 @@ mod tests {
 
     fn entry() -> AuditEntry {
         AuditEntry {
+            serial: 1,
+            chain: "pos".to_owned(),
             seq: 1,
             time: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap_or_default(),
             event: "device_created".to_owned(),

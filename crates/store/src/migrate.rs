@@ -57,10 +57,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0010_create_audit_log.sql",
         include_str!("../../../sql/migrations/0010_create_audit_log.sql"),
     ),
+    (
+        11,
+        "0011_audit_chains_per_device.sql",
+        include_str!("../../../sql/migrations/0011_audit_chains_per_device.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 10;
+pub const LATEST_VERSION: i32 = 11;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).

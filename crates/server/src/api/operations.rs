@@ -17,7 +17,12 @@ pub struct HealthStatus {
 /// One row of an instance's audit trail (`docs/audit.md`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntryResponse {
-    /// Position in the instance's chain: 1, 2, 3, … without gaps.
+    /// The row's place among the instance's rows of all chains, in the order they were
+    /// appended (gaps possible); `since` pages by it.
+    pub serial: i64,
+    /// The row's chain: the device's id, or `""` for the instance's events of no device.
+    pub chain: String,
+    /// Position in its chain: 1, 2, 3, … without gaps.
     pub seq: i64,
     /// When the action happened, in seconds since the epoch.
     pub time: i64,
@@ -48,6 +53,8 @@ pub struct AuditEntryResponse {
 impl From<AuditEntry> for AuditEntryResponse {
     fn from(entry: AuditEntry) -> AuditEntryResponse {
         AuditEntryResponse {
+            serial: entry.serial,
+            chain: entry.chain,
             seq: entry.seq,
             time: entry.time.timestamp(),
             time_us: entry.time.timestamp_micros(),
@@ -66,6 +73,6 @@ impl From<AuditEntry> for AuditEntryResponse {
 /// Answer of `GET …/private/audit`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditLogResponse {
-    /// The rows after `since`, oldest first, at most `limit`.
+    /// The rows with a serial above `since`, oldest first, at most `limit`.
     pub entries: Vec<AuditEntryResponse>,
 }

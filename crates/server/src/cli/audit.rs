@@ -14,20 +14,21 @@ const PAGE: u32 = 1000;
 /// The `audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub(super) enum AuditCommand {
-    /// Print an instance's audit trail, oldest first, one row per line (tab-separated: seq,
-    /// time, event, device, token serial, client, details, hash).
+    /// Print an instance's audit trail, oldest first, one row per line (tab-separated: serial,
+    /// chain, seq, time, event, device, token serial, client, details, hash).
     List {
         #[command(flatten)]
         instance: InstanceArg,
-        /// Only rows after this seq.
+        /// Only rows after this serial.
         #[arg(long, default_value = "0")]
         since: String,
         /// The most rows to print.
         #[arg(long, default_value = "100")]
         limit: String,
     },
-    /// Check an instance's audit chain: every row's hash, every link, no gap, the head. Names
-    /// the first broken row and exits 1 if there is one.
+    /// Check an instance's audit chains: every row's hash, every link, no gap, the heads. Names
+    /// the first broken row and exits 1 if there is one; else prints a digest of the heads to
+    /// record elsewhere.
     Verify {
         #[command(flatten)]
         instance: InstanceArg,
@@ -63,7 +64,7 @@ pub(super) async fn run(settings: &Settings, command: AuditCommand) -> Result<()
                             "--limit: expected a positive integer, got {limit:?}"
                         ))
                     })?;
-                println!("seq\ttime\tevent\tdevice\ttoken\tclient\tdetails\thash");
+                println!("serial\tchain\tseq\ttime\tevent\tdevice\ttoken\tclient\tdetails\thash");
                 while left > 0 {
                     let page = u32::try_from(left).unwrap_or(PAGE).min(PAGE);
                     let entries = audit::list(&store, &instance, since, page)
@@ -74,7 +75,7 @@ pub(super) async fn run(settings: &Settings, command: AuditCommand) -> Result<()
                     }
                     match entries.last() {
                         Some(last) if entries.len() == page as usize => {
-                            since = last.seq;
+                            since = last.serial;
                             left -= u64::from(page);
                         }
                         _ => break,
@@ -88,18 +89,19 @@ pub(super) async fn run(settings: &Settings, command: AuditCommand) -> Result<()
                     .map_err(db_failure)?;
                 if let Some(broken) = report.first_broken {
                     return Err(Failure::failed(format!(
-                        "audit chain of instance '{instance}' is broken at seq {}: {} ({} rows read)",
-                        broken.seq, broken.reason, report.rows
+                        "audit trail of instance '{instance}' is broken in {} at seq {}: {} ({} rows read)",
+                        chain_name(&broken.chain),
+                        broken.seq,
+                        broken.reason,
+                        report.rows
                     )));
                 }
-                match report.head {
-                    Some((seq, hash)) if report.rows > 0 => println!(
-                        "audit chain of instance '{instance}' intact: {} rows, head seq {seq}, hash {}",
-                        report.rows,
-                        data_encoding::HEXLOWER.encode(&hash)
-                    ),
-                    _ => println!("audit chain of instance '{instance}' intact: no rows"),
-                }
+                println!(
+                    "audit trail of instance '{instance}' intact: {} rows in {} chains; heads digest {}",
+                    report.rows,
+                    report.heads.len(),
+                    data_encoding::HEXLOWER.encode(&report.anchor())
+                );
             }
         }
         Ok(())
@@ -107,11 +109,26 @@ pub(super) async fn run(settings: &Settings, command: AuditCommand) -> Result<()
     .await
 }
 
+/// How a chain is named in messages.
+fn chain_name(chain: &str) -> String {
+    if chain.is_empty() {
+        "the instance's own chain".to_owned()
+    } else {
+        format!("the chain of device '{chain}'")
+    }
+}
+
 /// One row as `audit list` prints it.
 fn line(entry: &AuditEntry) -> String {
     let dash = || "-".to_owned();
     format!(
-        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        entry.serial,
+        if entry.chain.is_empty() {
+            "-"
+        } else {
+            entry.chain.as_str()
+        },
         entry.seq,
         entry
             .time

@@ -12,15 +12,16 @@ pub const DEFAULT_LIMIT: u32 = 100;
 /// The most rows one answer holds.
 pub const MAX_LIMIT: u32 = 1000;
 
-/// The instance's audit trail after seq `since`, oldest first (**extension**). Each row carries
-/// the hash chaining it to the previous one; `taler-otp audit verify` checks the chain.
+/// The instance's audit trail after serial `since`, oldest first (**extension**). Each row
+/// carries the hash chaining it to the previous row of its chain (one per device, and the
+/// instance's own); `taler-otp audit verify` checks the chains.
 #[utoipa::path(
     get,
     path = "/instances/{instance}/private/audit",
     tag = "operations",
     params(
         ("instance" = String, Path, description = "Instance ID"),
-        ("since" = Option<u64>, Query, description = "Only rows with a larger seq (default 0: from the first)", minimum = 0),
+        ("since" = Option<u64>, Query, description = "Only rows with a larger serial (default 0: from the first)", minimum = 0),
         ("limit" = Option<u32>, Query, description = "Rows to return, 1–1000 (default 100)", minimum = 1, maximum = 1000),
     ),
     security(("bearer" = [])),
@@ -42,7 +43,7 @@ pub async fn list_audit(
     }))
 }
 
-/// `since` (a seq, 0 to 2^63 − 1, default 0) and `limit` (1–1000, default 100).
+/// `since` (a serial, 0 to 2^63 − 1, default 0) and `limit` (1–1000, default 100).
 fn page(query_string: &str) -> Result<(i64, u32), ApiError> {
     let (mut since, mut limit) = (0, DEFAULT_LIMIT);
     for (name, value) in form_urlencoded::parse(query_string.as_bytes()) {

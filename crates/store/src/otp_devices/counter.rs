@@ -13,7 +13,10 @@ use crate::error::StoreError;
 use crate::ids::{InstanceId, OtpDeviceId};
 use crate::store::Store;
 
+// The confirmation is audited in the same statement (`confirmation_issued`, in the device's
+// audit chain, whose lock adds no wait to the device row's own).
 const ADVANCE: &str = "
+    WITH taken AS (
     UPDATE otp_devices AS d
        SET otp_ctr = d.otp_ctr + 1,
            updated_at = now()
@@ -25,7 +28,13 @@ const ADVANCE: &str = "
        AND d.otp_ctr < 9223372036854775807
     RETURNING d.otp_device_id, d.description, d.otp_key, d.otp_key_encrypted,
               d.otp_key_data_key, i.data_key_wrapped,
-              d.otp_algorithm, d.otp_ctr - 1 AS otp_ctr, d.created_at, d.updated_at";
+              d.otp_algorithm, d.otp_ctr - 1 AS otp_ctr, d.created_at, d.updated_at
+    ), audit AS (
+        SELECT audit_append($1, 'confirmation_issued', $2, $4, $5,
+                   jsonb_build_object('otp_ctr', t.otp_ctr)::text)
+          FROM taken t
+    )
+    SELECT t.*, (SELECT count(*) FROM audit) AS audited FROM taken t";
 
 const COUNTER: &str = "
     SELECT d.otp_algorithm, d.otp_ctr
@@ -59,7 +68,9 @@ impl Advance {
 /// statement and one round trip: only when the device is counter-based (HOTP) and, for
 /// HOTP_WITH_PRICE, only when `price_given`, so a counter value is never used up by a request
 /// that cannot be served. Concurrent calls never get the same value. Nothing is notified
-/// (`sql/migrations/0009_notify_device_changes_without_counter.sql`).
+/// (`sql/migrations/0009_notify_device_changes_without_counter.sql`). The value taken is
+/// audited as a confirmation (`confirmation_issued`) in the same statement, with the current
+/// actor ([`crate::audit::current_actor`]).
 ///
 /// Only when nothing was taken, a second query tells why: `DeviceNotFound`,
 /// [`Advance::NotCounterBased`], [`Advance::PriceMissing`], or `CounterExhausted` (the
@@ -71,10 +82,17 @@ pub async fn advance_counter(
     id: &OtpDeviceId,
     price_given: bool,
 ) -> Result<Advance, StoreError> {
+    let actor = crate::audit::current_actor();
     let client = store.client().await?;
     let stmt = client.prepare_cached(ADVANCE).await?;
     let key: [&(dyn ToSql + Sync); 2] = [&instance.as_str(), &id.as_str()];
-    let params: [&(dyn ToSql + Sync); 3] = [&instance.as_str(), &id.as_str(), &price_given];
+    let params: [&(dyn ToSql + Sync); 5] = [
+        &instance.as_str(),
+        &id.as_str(),
+        &price_given,
+        &actor.token_serial,
+        &actor.client,
+    ];
     // The device may change between the two statements (rare): then take again.
     for _ in 0..3 {
         if let Some(row) = client.query_opt(&stmt, &params).await? {

@@ -80,8 +80,13 @@ async fn device_and_token_writes_append_one_row_each_with_their_actor() {
             "token_revoked"
         ]
     );
-    let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    // The device's events form its chain, the tokens' the instance's own.
+    let chains: Vec<(&str, i64)> = entries.iter().map(|e| (e.chain.as_str(), e.seq)).collect();
+    assert_eq!(
+        chains,
+        [("pos", 1), ("pos", 2), ("", 1), ("pos", 3), ("", 2)]
+    );
+    assert!(entries.windows(2).all(|w| w[0].serial < w[1].serial));
     let [created, changed, token_created, deleted, revoked] = &entries[..] else {
         panic!("{entries:?}");
     };
@@ -118,7 +123,13 @@ async fn device_and_token_writes_append_one_row_each_with_their_actor() {
     let report = audit::verify_chain(&store, &shop).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.rows, 5);
-    assert_eq!(report.head.map(|(seq, _)| seq), Some(5));
+    let heads: Vec<(&str, i64)> = report
+        .heads
+        .iter()
+        .map(|h| (h.chain.as_str(), h.seq))
+        .collect();
+    assert_eq!(heads, [("", 2), ("pos", 3)]);
+    assert_eq!(report.heads[1].hash, entries[3].hash);
 }
 
 #[tokio::test]
@@ -148,14 +159,15 @@ async fn instances_have_chains_of_their_own_and_concurrent_appends_never_fork() 
         let report = audit::verify_chain(&store, instance).await.unwrap();
         assert!(report.is_intact(), "{report:?}");
     }
-    // Paging: since and limit.
-    let page = audit::list(&store, &alpha, 10, 3).await.unwrap();
+    // Paging: since (a serial) and limit.
+    let all = trail(&store, &alpha).await;
+    let page = audit::list(&store, &alpha, all[9].serial, 3).await.unwrap();
     assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [11, 12, 13]);
-    // An instance without a trail has an intact, empty chain.
+    // An instance without a trail has intact, empty chains.
     let none = audit::verify_chain(&store, &crate::instance_id("none"))
         .await
         .unwrap();
-    assert!(none.is_intact() && none.rows == 0 && none.head.is_none());
+    assert!(none.is_intact() && none.rows == 0 && none.heads.is_empty());
 }
 
 #[tokio::test]
@@ -233,6 +245,60 @@ async fn first_broken(store: &Store, shop: &InstanceId) -> Option<BrokenLink> {
 }
 
 #[tokio::test]
+async fn devices_have_chains_of_their_own_and_a_break_names_its_chain() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, "shop").await;
+    for id in ["a", "b"] {
+        otp_devices::create(&store, &shop, &new_device(id))
+            .await
+            .unwrap();
+    }
+    // Confirmations of several devices at once: one chain each.
+    let taken = (0..16).map(|n| {
+        let store = store.clone();
+        let shop = shop.clone();
+        let id = device_id(if n % 2 == 0 { "a" } else { "b" });
+        async move {
+            otp_devices::advance_counter(&store, &shop, &id, false)
+                .await
+                .unwrap()
+        }
+    });
+    futures_util::future::join_all(taken).await;
+    let report = audit::verify_chain(&store, &shop).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.rows, 18);
+    let heads: Vec<(&str, i64)> = report
+        .heads
+        .iter()
+        .map(|h| (h.chain.as_str(), h.seq))
+        .collect();
+    assert_eq!(heads, [("a", 9), ("b", 9)]);
+    let mut counters: Vec<i64> = trail(&store, &shop)
+        .await
+        .iter()
+        .filter(|e| e.chain == "a" && e.event == "confirmation_issued")
+        .map(|e| details(e)["otp_ctr"].as_i64().unwrap())
+        .collect();
+    counters.sort();
+    assert_eq!(counters, (0..8).collect::<Vec<i64>>());
+    tamper(
+        &store,
+        "DELETE FROM audit_log WHERE chain = 'b' AND seq = 9",
+    )
+    .await;
+    assert_eq!(
+        first_broken(&store, &shop).await,
+        Some(BrokenLink {
+            chain: "b".to_owned(),
+            seq: 9,
+            reason: Break::Head
+        })
+    );
+}
+
+#[tokio::test]
 async fn an_altered_row_is_named() {
     let db = TestDb::new().await;
     let (store, shop) = five_rows(&db).await;
@@ -244,6 +310,7 @@ async fn an_altered_row_is_named() {
     assert_eq!(
         first_broken(&store, &shop).await,
         Some(BrokenLink {
+            chain: String::new(),
             seq: 3,
             reason: Break::Hash
         })
@@ -266,6 +333,7 @@ async fn an_altered_row_with_a_recomputed_hash_breaks_the_next_link() {
     assert_eq!(
         first_broken(&store, &shop).await,
         Some(BrokenLink {
+            chain: String::new(),
             seq: 3,
             reason: Break::Link
         })
@@ -280,6 +348,7 @@ async fn a_deleted_row_is_named_by_the_row_after_it() {
     assert_eq!(
         first_broken(&store, &shop).await,
         Some(BrokenLink {
+            chain: String::new(),
             seq: 3,
             reason: Break::Missing { from: 2 }
         })
@@ -294,6 +363,7 @@ async fn a_deleted_last_row_is_found_by_the_head() {
     assert_eq!(
         first_broken(&store, &shop).await,
         Some(BrokenLink {
+            chain: String::new(),
             seq: 5,
             reason: Break::Head
         })
