@@ -24,9 +24,12 @@ pub use verification::{
 };
 
 pub use crate::params::MAX_COUNTER;
-pub use fields::{check_text, parse_algorithm, parse_device_id, parse_price_value};
+pub use fields::{
+    MAX_DESCRIPTION_BYTES, check_description, check_text, parse_algorithm, parse_device_id,
+    parse_price_value,
+};
 pub(crate) use fields::{kind, non_null, required, required_string};
-use fields::{parse_counter, parse_key};
+use fields::{parse_counter, parse_key, required_description};
 
 /// Body of `POST …/private/otp-devices`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -310,7 +313,7 @@ impl OtpDeviceAddDetails {
         let id = required_string(self.otp_device_id, "otp_device_id")?;
         let id = parse_device_id(&id)
             .map_err(|why| ApiError::malformed(format!("otp_device_id: {why}")))?;
-        let description = required_string(self.otp_device_description, "otp_device_description")?;
+        let description = required_description(self.otp_device_description)?;
         let key = non_null(self.otp_key).map(parse_key).transpose()?;
         let algorithm = parse_algorithm(required(self.otp_algorithm, "otp_algorithm")?)?;
         let counter = self.otp_ctr.map(parse_counter).transpose()?.unwrap_or(0);
@@ -333,7 +336,7 @@ impl OtpDeviceAddDetails {
 impl OtpDevicePatchDetails {
     /// Checks every field, naming the first bad one, and returns the patch to apply.
     pub fn validate(self) -> Result<OtpDevicePatch, ApiError> {
-        let description = required_string(self.otp_device_description, "otp_device_description")?;
+        let description = required_description(self.otp_device_description)?;
         let key = non_null(self.otp_key).map(parse_key).transpose()?;
         let algorithm = non_null(self.otp_algorithm)
             .map(parse_algorithm)

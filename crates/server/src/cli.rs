@@ -7,6 +7,7 @@
 mod admin;
 mod audit;
 mod code;
+mod key_source;
 mod password;
 mod rekey;
 mod serve;
@@ -139,11 +140,10 @@ enum DeviceCommand {
         /// Device id.
         #[arg(long)]
         id: String,
-        /// Base32 key.
-        #[arg(long, required_unless_present = "generate_key")]
-        key: Option<String>,
+        #[command(flatten)]
+        key: key_source::KeySource,
         /// Generate a random 20-byte key and print it, its otpauth:// URI and a QR code, once.
-        #[arg(long, conflicts_with = "key")]
+        #[arg(long, conflicts_with = "KeySource")]
         generate_key: bool,
         /// Algorithm: 0-4 or a name such as TOTP_WITHOUT_PRICE.
         #[arg(long)]

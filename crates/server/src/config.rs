@@ -82,6 +82,10 @@ pub struct Settings {
     pub pool_size: usize,
     /// Bound on waiting for a database connection.
     pub db_timeout: Duration,
+    /// The server's bound on one SQL statement (zero: none).
+    pub statement_timeout: Duration,
+    /// The server's bound on waiting for a lock (zero: none).
+    pub lock_timeout: Duration,
     /// The default instance.
     pub default_instance: InstanceId,
     /// Key encrypting device keys at rest.
@@ -213,6 +217,10 @@ impl Settings {
             data_dir: PathBuf::from(values.text("otp", "DATA_DIR").unwrap_or_default()),
             pool_size: values.integer("otp", "POOL_SIZE")?,
             db_timeout: Duration::from_millis(values.integer("otp", "DB_TIMEOUT_MS")?),
+            statement_timeout: Duration::from_millis(
+                values.integer("otp", "STATEMENT_TIMEOUT_MS")?,
+            ),
+            lock_timeout: Duration::from_millis(values.integer("otp", "LOCK_TIMEOUT_MS")?),
             default_instance,
             key_encryption_key,
             accept_plaintext_keys: values.bool("otp", "ACCEPT_PLAINTEXT_KEYS")?,

@@ -91,3 +91,13 @@ pub fn store_config(settings: &Settings, url: &str) -> StoreConfig {
     config.key_encryption_key = settings.key_encryption_key.clone();
     config
 }
+
+/// `config` as the HTTP server uses it: every connection bounds a statement by `[otp]
+/// STATEMENT_TIMEOUT_MS` and a lock wait by `[otp] LOCK_TIMEOUT_MS` (zero: no bound). Operator
+/// commands keep no such bound: a migration or a rekey may rightly take longer.
+pub fn with_timeouts(settings: &Settings, config: &StoreConfig) -> StoreConfig {
+    let mut config = config.clone();
+    config.statement_timeout = Some(settings.statement_timeout).filter(|t| !t.is_zero());
+    config.lock_timeout = Some(settings.lock_timeout).filter(|t| !t.is_zero());
+    config
+}

@@ -119,6 +119,12 @@ pub enum ApiError {
         /// Whole seconds until fewer failed logins count.
         retry_after: u64,
     },
+    /// Requests from this client address are refused after too many failed authentications.
+    #[error("{retry_after}")]
+    AuthThrottled {
+        /// Whole seconds until fewer failures count.
+        retry_after: u64,
+    },
     /// Too many password checks at once: the client should retry shortly.
     #[error("too many password checks at once")]
     LoginBusy,
@@ -194,6 +200,7 @@ impl ApiError {
                 taler_ec::MERCHANT_PRIVATE_POST_OTP_DEVICES_CONFLICT_OTP_DEVICE_EXISTS
             }
             ApiError::LoginThrottled { .. } => taler_ec::LOGIN_THROTTLED,
+            ApiError::AuthThrottled { .. } => taler_ec::AUTH_THROTTLED,
             ApiError::LoginBusy => taler_ec::LOGIN_BUSY,
             ApiError::EndpointUnknown => taler_ec::GENERIC_ENDPOINT_UNKNOWN,
             ApiError::MethodInvalid => taler_ec::GENERIC_METHOD_INVALID,
@@ -250,6 +257,9 @@ impl ApiError {
             ApiError::LoginThrottled { .. } => {
                 "Too many failed logins from this address; retry after the given seconds."
             }
+            ApiError::AuthThrottled { .. } => {
+                "Too many failed authentications from this address; retry after the given seconds."
+            }
             ApiError::LoginBusy => "Too many password checks at once; retry shortly.",
             ApiError::EndpointUnknown => "There is no endpoint defined for this URL.",
             ApiError::MethodInvalid => "The HTTP method is not allowed for this endpoint.",
@@ -272,6 +282,7 @@ impl ApiError {
             | ApiError::UnsupportedMediaType(_)
             | ApiError::PayloadTooLarge(_)
             | ApiError::LoginThrottled { .. }
+            | ApiError::AuthThrottled { .. }
             | ApiError::VerificationLocked { .. }
             | ApiError::VerificationDailyLimit { .. }
             | ApiError::Forbidden(_) => Some(self.to_string()),
@@ -302,7 +313,9 @@ impl ResponseError for ApiError {
             ApiError::VerificationLocked { .. } | ApiError::VerificationDailyLimit { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::LoginThrottled { .. } | ApiError::AuthThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::LoginBusy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodInvalid => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -334,7 +347,7 @@ impl ResponseError for ApiError {
                 response
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
-            ApiError::LoginThrottled { retry_after } => {
+            ApiError::LoginThrottled { retry_after } | ApiError::AuthThrottled { retry_after } => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
             }
             ApiError::LoginBusy => {
@@ -361,6 +374,8 @@ impl From<StoreError> for ApiError {
             StoreError::TokenNotFound => ApiError::TokenUnknown,
             StoreError::DeviceExists => ApiError::DeviceExists,
             StoreError::CounterExhausted => ApiError::CounterExhausted,
+            // Busy (statement or lock timeout): 503 with Retry-After, as when unreachable.
+            err @ StoreError::Timeout(_) => ApiError::Unavailable(err),
             err if err.is_unavailable() => ApiError::Unavailable(err),
             err @ (StoreError::Corrupt(_) | StoreError::Crypto(_)) => ApiError::DbInvariant(err),
             err => ApiError::DbFetch(err),

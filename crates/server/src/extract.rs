@@ -85,7 +85,10 @@ impl<P: Requires> Authorized<P> {
             .cloned()
             .ok_or_else(|| ApiError::Internal("application state missing".to_owned()))?;
         let instance = instance_of(req, &state)?;
-        let caller = state.authenticate(&instance, bearer_secret(req)).await?;
+        let client = crate::auth_guard::peer(req);
+        let caller = state
+            .authenticate(&instance, bearer_secret(req), client)
+            .await?;
         if !scope_grants(&caller.scope, P::PERMISSION) {
             return Err(ApiError::Forbidden(P::PERMISSION.name()));
         }
@@ -93,7 +96,7 @@ impl<P: Requires> Authorized<P> {
             state,
             instance,
             caller,
-            client: req.peer_addr().map(|addr| addr.ip()),
+            client,
             permission: PhantomData,
         })
     }

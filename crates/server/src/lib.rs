@@ -11,6 +11,7 @@
 pub mod api;
 pub mod audit_events;
 pub mod auth;
+pub mod auth_guard;
 pub mod body;
 pub mod cache;
 pub mod cli;
@@ -33,6 +34,7 @@ pub mod startup;
 pub mod state;
 pub mod taler_ec;
 pub mod telemetry;
+pub mod unix_socket;
 pub mod verify;
 pub mod version;
 pub mod webui;

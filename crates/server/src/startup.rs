@@ -92,6 +92,7 @@ impl Application {
         settings: &Settings,
         store_config: &StoreConfig,
     ) -> Result<Application, StartupError> {
+        let store_config = &crate::database::with_timeouts(settings, store_config);
         // The schema check's connection is closed with its pool: the workers open their own.
         let checker =
             Store::connect(store_config).map_err(|err| StartupError::Store(error_chain(&err)))?;
@@ -185,13 +186,10 @@ impl Application {
                 (server, port)
             }
             Listen::Unix { path, mode } => {
-                let _ = std::fs::remove_file(path);
-                let server = server
-                    .bind_uds(path)
-                    .map_err(|err| StartupError::Bind(format!("{}: {err}", path.display())))?;
-                set_mode(path, *mode)
-                    .map_err(|err| StartupError::Bind(format!("{}: {err}", path.display())))?;
-                (server, None)
+                // The mode is set before the socket is reachable (see `unix_socket`).
+                let failed = |err| StartupError::Bind(format!("{}: {err}", path.display()));
+                let listener = crate::unix_socket::bind(path, *mode).map_err(failed)?;
+                (server.listen_uds(listener).map_err(failed)?, None)
             }
         };
         Ok(Application {
@@ -291,11 +289,6 @@ async fn spawn_change_listener(
             None
         }
     }
-}
-
-fn set_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! whoever shows it reads it from the database (`otp_devices::advance_counter`,
 //! `otp_devices::counter`); verification uses the cached one only as a starting point.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ use otp_store::tokens::{self, AuthOutcome};
 use otp_store::{InstanceId, OtpDeviceId, Store, StoreError, otp_devices};
 
 use crate::api::{OtpDeviceEntry, OtpDeviceSummaryResponse, VersionResponse};
+use crate::auth_guard::AuthGuard;
 use crate::cache::TtlCache;
 use crate::clock;
 use crate::error::ApiError;
@@ -75,6 +77,8 @@ struct Caches {
     lists: TtlCache<InstanceId, (), Bytes>,
     /// The staleness bound.
     ttl: Duration,
+    /// What failed authentications found, and their count per client address.
+    guard: AuthGuard,
 }
 
 /// Most entries a cache holds before it sheds expired ones.
@@ -102,6 +106,7 @@ impl AppState {
                 devices: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), CACHE_CAPACITY),
                 lists: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), LIST_CACHE_CAPACITY),
                 ttl: cache_ttl,
+                guard: AuthGuard::new(cache_ttl),
             }),
         }
     }
@@ -123,12 +128,17 @@ impl AppState {
         }
     }
 
-    /// Checks `secret` against `instance` and returns the token's scope and serial.
+    /// Checks `secret` against `instance` and returns the token's scope and serial. Failures
+    /// go through the [`AuthGuard`] (`client`: the request's peer address): malformed secrets
+    /// and remembered failures cost no query, and an address with many failures is refused.
     pub async fn authenticate(
         &self,
         instance: &InstanceId,
         secret: Option<&str>,
+        client: Option<IpAddr>,
     ) -> Result<Caller, ApiError> {
+        // Only the shape the store generates can be valid: other secrets are never looked up.
+        let secret = secret.filter(|secret| tokens::is_well_formed(secret));
         let hash = secret.map(tokens::hash_secret);
         if let Some(cached) = hash.and_then(|hash| self.caches.tokens.get(instance, &hash)) {
             if cached.value.expires_at.is_none_or(|at| at > clock::now()) {
@@ -137,9 +147,18 @@ impl AppState {
             }
         }
         let started = Instant::now();
-        match tokens::authenticate(&self.store, instance, secret, clock::now()).await? {
-            AuthOutcome::InstanceUnknown => Err(ApiError::InstanceUnknown),
-            AuthOutcome::Invalid => Err(ApiError::Unauthorized),
+        let guard = &self.caches.guard;
+        guard.admit(client, instance, hash.as_ref())?;
+        let outcome = match guard.known_failure(instance, hash.as_ref()) {
+            Some(failure) => return Err(guard.failed(client, instance, failure)),
+            None => tokens::authenticate(&self.store, instance, secret, clock::now()).await?,
+        };
+        guard.learn(instance, hash.as_ref(), &outcome, started);
+        match outcome {
+            AuthOutcome::InstanceUnknown => {
+                Err(guard.failed(client, instance, ApiError::InstanceUnknown))
+            }
+            AuthOutcome::Invalid => Err(guard.failed(client, instance, ApiError::Unauthorized)),
             AuthOutcome::Valid(token) => {
                 let caller = Caller {
                     scope: Arc::from(token.scope.as_str()),
@@ -343,6 +362,7 @@ impl AppState {
 
     /// Applies a change notification from the database to the caches.
     pub fn apply_change(&self, change: &Change) {
+        self.caches.guard.apply_change(change);
         match change {
             Change::Device { instance, device } => self.forget_device(instance, device),
             Change::Tokens { instance } => self.caches.tokens.remove_group(instance),

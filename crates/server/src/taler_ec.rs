@@ -53,3 +53,5 @@ pub const OTP_VERIFICATION_DAILY_LIMIT: TalerErrorCode = 9902;
 pub const LOGIN_THROTTLED: TalerErrorCode = 9903;
 /// Extension (`docs/api.md` §12): too many password checks at once; retry shortly.
 pub const LOGIN_BUSY: TalerErrorCode = 9905;
+/// Extension (`docs/api.md` §7): too many failed authentications from this client address.
+pub const AUTH_THROTTLED: TalerErrorCode = 9906;

@@ -533,36 +533,70 @@ async fn serve_refuses_an_outdated_schema_and_names_dbinit() {
 }
 
 #[tokio::test]
-async fn serve_prints_a_token_once_answers_and_stops_on_sigterm() {
+async fn serve_writes_the_first_token_to_a_private_file_answers_and_stops_on_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
     let db = TestDb::new().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let conf = db_config(&db.url(), &format!("[merchant]\nPORT = {port}\n"));
+    let data_dir = std::env::temp_dir().join(format!(
+        "taler-otp-first-token-{}-{port}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let conf = db_config(
+        &db.url(),
+        &format!(
+            "[merchant]\nPORT = {port}\n[otp]\nDATA_DIR = {}\n",
+            data_dir.display()
+        ),
+    );
     let mut child = spawn_serve(&conf);
     let client = reqwest_free_get(port, "/config").await;
     assert!(client.contains("taler-merchant"), "{client}");
+    let token_file = data_dir.join("first-token");
+    let token = std::fs::read_to_string(&token_file).expect("the first token's file");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    assert!(
+        token.starts_with("secret-token:") && token.lines().count() == 1,
+        "{token}"
+    );
+    let devices = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/private/otp-devices"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(devices.status(), 200, "the first token does not work");
     signal(&child, nix::sys::signal::Signal::SIGTERM);
     let output = wait_with_timeout(&mut child, Duration::from_secs(15));
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
-    let printed = stdout(&output);
+    let printed = format!("{}{}", stdout(&output), stderr(&output));
     assert!(
-        printed.contains("secret-token:"),
-        "first start prints a token: {printed}"
+        printed.contains(token_file.to_str().unwrap()),
+        "the file is not named: {printed}"
+    );
+    assert!(
+        !printed.contains("secret-token:"),
+        "the token was printed: {printed}"
     );
 
-    // Second start: no new token.
+    // Second start: no new token, the file is left alone.
     let mut child = spawn_serve(&conf);
     reqwest_free_get(port, "/config").await;
     signal(&child, nix::sys::signal::Signal::SIGINT);
     let output = wait_with_timeout(&mut child, Duration::from_secs(15));
     assert!(output.status.success());
     assert!(
-        !stdout(&output).contains("secret-token:"),
-        "token printed twice"
+        !stdout(&output).contains("first-token"),
+        "{}",
+        stdout(&output)
     );
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+    let _ = std::fs::remove_dir_all(&data_dir);
 }
 
 fn spawn_serve(conf: &tempfile_path::TempPath) -> std::process::Child {
@@ -925,4 +959,124 @@ async fn device_add_generate_key_prints_the_key_uri_and_a_terminal_qr_code_once(
         !listed.lines().any(|l| l.starts_with("x\t")),
         "a refused device was stored: {listed}"
     );
+}
+
+/// Runs the binary with `input` on standard input (a pipe).
+fn run_with_stdin(args: &[&str], envs: &[(&str, &str)], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("TALER_OTP_CONFIG")
+        .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The command may refuse before reading; a closed pipe is no error here.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+const RFC_KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+const RFC_CODES_AT_59: &str = "84755224\n84755224\n94287082\n37359152\n26969429\n";
+
+#[test]
+fn code_reads_the_key_from_stdin_a_file_or_the_environment_never_needing_an_argument() {
+    let code = ["code", "--algorithm", "1", "--time", "59"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        code.iter().chain(extra).copied().collect()
+    };
+    let from_stdin = run_with_stdin(&with(&["--key", "-"]), &[], &format!("{RFC_KEY}\n"));
+    assert_eq!(
+        stdout(&from_stdin),
+        RFC_CODES_AT_59,
+        "{}",
+        stderr(&from_stdin)
+    );
+    let file = config_file(&format!("{RFC_KEY}\n"));
+    let from_file = run(&[&with(&["--key-file"])[..], &[file.arg()]].concat(), &[]);
+    assert_eq!(
+        stdout(&from_file),
+        RFC_CODES_AT_59,
+        "{}",
+        stderr(&from_file)
+    );
+    let from_env = run(
+        &with(&["--key-env", "TALER_OTP_TEST_DEVICE_KEY"]),
+        &[("TALER_OTP_TEST_DEVICE_KEY", RFC_KEY)],
+    );
+    assert_eq!(stdout(&from_env), RFC_CODES_AT_59, "{}", stderr(&from_env));
+
+    // Bad or missing sources: one line naming the option, exit 2.
+    let empty = run_with_stdin(&with(&["--key", "-"]), &[], "");
+    assert_one_line_failure(&empty, 2, "--key -");
+    let unset = run(&with(&["--key-env", "TALER_OTP_TEST_UNSET_KEY"]), &[]);
+    assert_one_line_failure(&unset, 2, "TALER_OTP_TEST_UNSET_KEY");
+    let missing = run(&with(&["--key-file", "/nonexistent/key"]), &[]);
+    assert_one_line_failure(&missing, 2, "/nonexistent/key");
+    let both = run(
+        &with(&["--key", RFC_KEY, "--key-env", "TALER_OTP_TEST_DEVICE_KEY"]),
+        &[("TALER_OTP_TEST_DEVICE_KEY", RFC_KEY)],
+    );
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+    assert!(both.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn device_add_reads_the_key_from_stdin_a_file_or_the_environment() {
+    let db = TestDb::new().await;
+    let conf = db_config(&db.url(), "");
+    let c = conf.arg();
+    assert!(run(&["-c", c, "dbinit"], &[]).status.success());
+    let add = |id: &'static str, source: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["device", "add", "--id", id, "--algorithm", "1"];
+        args.extend_from_slice(source);
+        args
+    };
+    let with_config = |args: Vec<&'static str>| -> Vec<String> {
+        ["-c", c]
+            .iter()
+            .copied()
+            .chain(args)
+            .map(str::to_owned)
+            .collect()
+    };
+
+    let stdin_args = with_config(add("from-stdin", &["--key", "-"]));
+    let added = run_with_stdin(&strs(&stdin_args), &[], &format!("{RFC_KEY}\n"));
+    assert!(added.status.success(), "{}", stderr(&added));
+    let file = config_file(RFC_KEY);
+    let file_args = [
+        with_config(add("from-file", &["--key-file"])),
+        vec![file.arg().to_owned()],
+    ]
+    .concat();
+    let added = run(&strs(&file_args), &[]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let env_args = with_config(add("from-env", &["--key-env", "TILL_KEY"]));
+    let added = run(&strs(&env_args), &[("TILL_KEY", RFC_KEY)]);
+    assert!(added.status.success(), "{}", stderr(&added));
+
+    for id in ["from-stdin", "from-file", "from-env"] {
+        let shown = stdout(&run(&["-c", c, "device", "show", id, "--time", "59"], &[]));
+        assert!(shown.contains(RFC_CODES_AT_59.trim_end()), "{id}: {shown}");
+        assert!(!shown.contains(RFC_KEY), "{id}: the key was shown");
+    }
+    // Neither a key nor --generate-key, or a key source beside --generate-key: exit 2.
+    let neither = run(&strs(&with_config(add("x", &[]))), &[]);
+    assert_one_line_failure(&neither, 2, "--key-file");
+    let both = run(
+        &strs(&with_config(add(
+            "x",
+            &["--key-env", "TILL_KEY", "--generate-key"],
+        ))),
+        &[("TILL_KEY", RFC_KEY)],
+    );
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
 }

@@ -37,6 +37,11 @@ pub enum StoreError {
     /// checkout or connect timeout, the server shutting down.
     #[error("database unavailable")]
     Unavailable(#[source] Box<dyn StdError + Send + Sync + 'static>),
+    /// A statement ran longer than `statement_timeout` or waited longer than
+    /// `lock_timeout` for a lock (SQLSTATE 57014 `query_canceled`, 55P03
+    /// `lock_not_available`): the database is busy, the caller may retry.
+    #[error("database statement timed out")]
+    Timeout(#[source] tokio_postgres::Error),
     /// The database schema version differs from the one this binary expects:
     /// older (run the migrations) or newer (upgrade the binary).
     #[error("database schema is at version {current}, this binary expects version {latest}")]
@@ -81,6 +86,8 @@ impl StoreError {
         if let Some(code) = err.code() {
             return if is_unavailable_state(code) {
                 StoreError::Unavailable(Box::new(err))
+            } else if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE {
+                StoreError::Timeout(err)
             } else if *code == SqlState::UNIQUE_VIOLATION {
                 StoreError::Conflict
             } else {

@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 use crate::error::StoreError;
 use crate::ids::InstanceId;
 use crate::store::Store;
+use crate::tokens::{self, SecretToken};
 
 /// A merchant instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +62,40 @@ pub async fn ensure(store: &Store, instance: &InstanceId, name: &str) -> Result<
         .query_opt(&stmt, &[&instance.as_str(), &name])
         .await?;
     Ok(row.is_some())
+}
+
+/// Creates `instance` and a token of `scope` for it in one transaction, unless the instance
+/// exists (then nothing changes and the answer is `Ok(false)`). `keep` receives the token's
+/// secret before the transaction commits, to put it where the operator finds it; when `keep`
+/// fails, nothing is created and its error is returned. A crash leaves both or neither: never
+/// an instance whose first token nobody was given.
+#[tracing::instrument(skip(store, keep))]
+pub async fn create_with_token<E: From<StoreError>>(
+    store: &Store,
+    instance: &InstanceId,
+    name: &str,
+    scope: &str,
+    description: &str,
+    keep: impl FnOnce(&SecretToken) -> Result<(), E>,
+) -> Result<bool, E> {
+    let mut client = store.client().await?;
+    let transaction = client.transaction().await.map_err(StoreError::from)?;
+    let stmt = transaction
+        .prepare_cached(INSERT)
+        .await
+        .map_err(StoreError::from)?;
+    let created = transaction
+        .query_opt(&stmt, &[&instance.as_str(), &name])
+        .await
+        .map_err(StoreError::from)?;
+    if created.is_none() {
+        // Dropping the transaction rolls it back.
+        return Ok(false);
+    }
+    let (_, secret) = tokens::insert(&transaction, instance, scope, None, description).await?;
+    keep(&secret)?;
+    transaction.commit().await.map_err(StoreError::from)?;
+    Ok(true)
 }
 
 const SELECT_ONE: &str = "

@@ -36,6 +36,12 @@ pub struct StoreConfig {
     /// When set, OTP keys are stored encrypted with ChaCha20-Poly1305 under a
     /// subkey of this key, bound to their instance id and device id.
     pub key_encryption_key: Option<Zeroizing<[u8; 32]>>,
+    /// When set, every connection's `statement_timeout`: a longer statement is
+    /// cancelled and fails as [`StoreError::Timeout`].
+    pub statement_timeout: Option<Duration>,
+    /// When set, every connection's `lock_timeout`: a statement that waits
+    /// longer for a lock fails as [`StoreError::Timeout`].
+    pub lock_timeout: Option<Duration>,
 }
 
 impl StoreConfig {
@@ -47,6 +53,8 @@ impl StoreConfig {
             wait_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             key_encryption_key: None,
+            statement_timeout: None,
+            lock_timeout: None,
         }
     }
 
@@ -68,8 +76,35 @@ impl StoreConfig {
             .keepalives_interval(Duration::from_secs(5))
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(15));
+        let options = self.session_options(pg.get_options());
+        if !options.is_empty() {
+            pg.options(&options);
+        }
         let connector = tls.apply(&mut pg)?;
         Ok((pg, connector))
+    }
+}
+
+impl StoreConfig {
+    /// The connection's `options` startup parameter: those of the URL, then the timeouts as
+    /// `-c name=milliseconds` (set when the session starts, without a round trip).
+    fn session_options(&self, given: Option<&str>) -> String {
+        let mut options = given.unwrap_or_default().trim().to_owned();
+        let settings = [
+            ("statement_timeout", self.statement_timeout),
+            ("lock_timeout", self.lock_timeout),
+        ];
+        for (name, timeout) in settings {
+            if let Some(timeout) = timeout {
+                if !options.is_empty() {
+                    options.push(' ');
+                }
+                // At least 1 ms: 0 would mean no timeout.
+                let millis = timeout.as_millis().max(1);
+                options.push_str(&format!("-c {name}={millis}"));
+            }
+        }
+        options
     }
 }
 
@@ -88,6 +123,8 @@ impl fmt::Debug for StoreConfig {
             .field("pool_size", &self.pool_size)
             .field("wait_timeout", &self.wait_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
             .field(
                 "key_encryption_key",
                 &self.key_encryption_key.as_ref().map(|_| "<redacted>"),
@@ -258,6 +295,27 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("66, 66"), "{shown}");
         assert!(shown.contains("db.example"), "{shown}");
+    }
+
+    #[test]
+    fn timeouts_are_session_options_after_the_url_s_own() {
+        let mut cfg = StoreConfig::new("postgres://db.example/taler?options=-c%20search_path%3Dx");
+        assert_eq!(
+            cfg.pg_config().unwrap().0.get_options(),
+            Some("-c search_path=x")
+        );
+        cfg.statement_timeout = Some(Duration::from_millis(5000));
+        cfg.lock_timeout = Some(Duration::from_micros(10));
+        assert_eq!(
+            cfg.pg_config().unwrap().0.get_options(),
+            Some("-c search_path=x -c statement_timeout=5000 -c lock_timeout=1")
+        );
+        let mut cfg = StoreConfig::new("host=/tmp dbname=x");
+        cfg.lock_timeout = Some(Duration::from_secs(2));
+        assert_eq!(
+            cfg.pg_config().unwrap().0.get_options(),
+            Some("-c lock_timeout=2000")
+        );
     }
 
     #[test]

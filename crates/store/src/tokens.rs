@@ -4,6 +4,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -64,7 +65,8 @@ impl SecretToken {
         rand::rngs::OsRng
             .try_fill_bytes(bytes.as_mut_slice())
             .map_err(|_| StoreError::Crypto("no randomness for a token"))?;
-        let mut secret = Zeroizing::new(String::with_capacity(SECRET_TOKEN_PREFIX.len() + 52));
+        let capacity = SECRET_TOKEN_PREFIX.len() + SECRET_BODY_LEN;
+        let mut secret = Zeroizing::new(String::with_capacity(capacity));
         secret.push_str(SECRET_TOKEN_PREFIX);
         data_encoding::BASE32_NOPAD.encode_append(bytes.as_slice(), &mut secret);
         Ok(SecretToken(secret))
@@ -75,6 +77,23 @@ impl fmt::Debug for SecretToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretToken(..)")
     }
+}
+
+/// Characters in the base32 body of a secret the store generates (32 bytes, no padding).
+pub const SECRET_BODY_LEN: usize = 52;
+
+/// Whether `secret` has the shape of a secret the store generates: `secret-token:` followed
+/// by 52 characters of upper-case base32 (`A`–`Z`, `2`–`7`). Nothing else can be a valid
+/// token, so the server refuses other shapes without looking them up.
+pub fn is_well_formed(secret: &str) -> bool {
+    secret
+        .strip_prefix(SECRET_TOKEN_PREFIX)
+        .is_some_and(|body| {
+            body.len() == SECRET_BODY_LEN
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+        })
 }
 
 /// SHA-256 of a token secret; `secret-token:` in front is ignored, so both
@@ -111,10 +130,21 @@ pub async fn create(
     expires_at: Option<DateTime<Utc>>,
     description: &str,
 ) -> Result<(AccessToken, SecretToken), StoreError> {
+    let client = store.client().await?;
+    insert(&client, instance, scope, expires_at, description).await
+}
+
+/// [`create`] on `client`: a connection, or a transaction that creates more.
+pub(crate) async fn insert(
+    client: &impl GenericClient,
+    instance: &InstanceId,
+    scope: &str,
+    expires_at: Option<DateTime<Utc>>,
+    description: &str,
+) -> Result<(AccessToken, SecretToken), StoreError> {
     let secret = SecretToken::generate()?;
     let hash = hash_secret(secret.expose());
     let actor = audit::current_actor();
-    let client = store.client().await?;
     let stmt = client.prepare_cached(INSERT).await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
         &instance.as_str(),
@@ -294,5 +324,27 @@ mod tests {
         assert_eq!(hash_secret(secret.expose()), hash_secret(body));
         assert_ne!(hash_secret(secret.expose()), hash_secret("other"));
         assert_eq!(format!("{secret:?}"), "SecretToken(..)");
+    }
+
+    #[test]
+    fn only_the_generated_shape_is_well_formed() {
+        for _ in 0..100 {
+            assert!(is_well_formed(SecretToken::generate().unwrap().expose()));
+        }
+        let body = "A".repeat(SECRET_BODY_LEN);
+        assert!(is_well_formed(&format!("secret-token:{body}")));
+        for bad in [
+            String::new(),
+            "secret-token:".to_owned(),
+            "secret-token:nope".to_owned(),
+            body.clone(),
+            format!("secret-token:{}", "a".repeat(SECRET_BODY_LEN)),
+            format!("secret-token:{}1", "A".repeat(SECRET_BODY_LEN - 1)),
+            format!("secret-token:{body}A"),
+            format!("secret-token:{}=", "A".repeat(SECRET_BODY_LEN - 1)),
+            format!("Secret-Token:{body}"),
+        ] {
+            assert!(!is_well_formed(&bad), "{bad}");
+        }
     }
 }

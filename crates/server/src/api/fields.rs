@@ -16,6 +16,27 @@ pub fn check_text(field: &str, text: String) -> Result<String, String> {
     Ok(text)
 }
 
+/// The longest device description accepted, in bytes of UTF-8 (4 KiB, `docs/api.md` §2).
+pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+
+/// Checks a device description: free text ([`check_text`]) of at most
+/// [`MAX_DESCRIPTION_BYTES`]; the error names `field`.
+pub fn check_description(field: &str, text: String) -> Result<String, String> {
+    if text.len() > MAX_DESCRIPTION_BYTES {
+        return Err(format!(
+            "{field}: longer than {MAX_DESCRIPTION_BYTES} bytes ({} bytes)",
+            text.len()
+        ));
+    }
+    check_text(field, text)
+}
+
+/// `otp_device_description`, required: a string that passes [`check_description`].
+pub(crate) fn required_description(value: Option<Value>) -> Result<String, ApiError> {
+    let field = "otp_device_description";
+    check_description(field, required_string(value, field)?).map_err(ApiError::malformed)
+}
+
 /// Parses a device id from a path segment or body field.
 pub fn parse_device_id(raw: &str) -> Result<OtpDeviceId, String> {
     OtpDeviceId::parse(raw).map_err(|err| err.to_string())

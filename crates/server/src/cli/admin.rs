@@ -1,12 +1,12 @@
 //! Operator commands over the database: `dbinit`, `instance`, `token` and `device`.
 
 use chrono::Duration as ChronoDuration;
-use otp_algo::{Algorithm, OtpKey};
+use otp_algo::Algorithm;
 use otp_store::otp_devices::{self, Created, NewOtpDevice};
 use otp_store::{InstanceId, Store, StoreError, instances, migrate, tokens};
 
 use super::{DeviceCommand, Failure, InstanceArg, InstanceCommand, TokenCommand};
-use crate::api::parse_device_id;
+use crate::api::{check_description, parse_device_id};
 use crate::auth::is_known_scope;
 use crate::cli::code::{parse_counter, parse_time};
 
@@ -161,10 +161,16 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                     .parse::<Algorithm>()
                     .map_err(|err| Failure::usage(format!("--algorithm: {err}")))?;
                 let counter = parse_counter(&counter)?;
-                let key = match (key, generate_key) {
-                    (Some(key), _) => OtpKey::from_base32(&key)
-                        .map_err(|err| Failure::usage(format!("--key: {err}")))?,
-                    (None, _) => {
+                let description =
+                    check_description("--description", description).map_err(Failure::usage)?;
+                let key = match (key.read()?, generate_key) {
+                    (Some(key), _) => key,
+                    (None, false) => {
+                        return Err(Failure::usage(
+                            "--key, --key-file, --key-env or --generate-key is required",
+                        ));
+                    }
+                    (None, true) => {
                         let device = NewOtpDevice {
                             id,
                             description,

@@ -4,18 +4,18 @@
 //! algorithm yields no code; exits 2 with one line naming the problem on bad input.
 
 use clap::Args;
-use otp_algo::{Algorithm, OtpKey};
+use otp_algo::Algorithm;
 
 use super::Failure;
+use super::key_source::KeySource;
 use crate::clock::now_seconds;
 use crate::params;
 
 /// Arguments of `taler-otp code`.
 #[derive(Debug, Args)]
 pub struct CodeArgs {
-    /// Base32 device key.
-    #[arg(long)]
-    key: String,
+    #[command(flatten)]
+    key: KeySource,
     /// Algorithm: 0-4 or a name such as TOTP_WITH_PRICE (case-insensitive).
     #[arg(long)]
     algorithm: String,
@@ -32,8 +32,9 @@ pub struct CodeArgs {
 
 /// Runs `taler-otp code`.
 pub fn run(args: &CodeArgs) -> Result<(), Failure> {
-    let key =
-        OtpKey::from_base32(&args.key).map_err(|err| Failure::usage(format!("--key: {err}")))?;
+    let key = args.key.read()?.ok_or_else(|| {
+        Failure::usage("--key, --key-file or --key-env is required (--key - reads standard input)")
+    })?;
     let algorithm: Algorithm = args
         .algorithm
         .parse()

@@ -24,6 +24,7 @@ use crate::api::{
 };
 use crate::audit_events;
 use crate::auth::{bearer_secret, split_scope};
+use crate::auth_guard::peer;
 use crate::body::read_json;
 use crate::clock;
 use crate::error::{ApiError, ErrorDetail, PrivateEndpointErrors};
@@ -73,7 +74,9 @@ pub async fn create_token(
             read_request(&req, payload).await?
         }
         Credentials::Bearer(secret) => {
-            let caller = state.authenticate(&instance, Some(secret)).await?;
+            let caller = state
+                .authenticate(&instance, Some(secret), peer(&req))
+                .await?;
             let (held, refreshable) = split_scope(&caller.scope);
             if !refreshable {
                 return Err(ApiError::Forbidden("token-refresh"));
@@ -86,7 +89,7 @@ pub async fn create_token(
         }
         Credentials::None => {
             // The instance is checked before the credentials: 404 before 401.
-            state.authenticate(&instance, None).await?;
+            state.authenticate(&instance, None, peer(&req)).await?;
             return Err(ApiError::Unauthorized);
         }
     };
@@ -181,7 +184,7 @@ pub async fn delete_own_token(req: HttpRequest) -> Result<HttpResponse, ApiError
     let state = app_state(&req)?;
     let instance = instance_of(&req, &state)?;
     let secret = bearer_secret(&req);
-    state.authenticate(&instance, secret).await?;
+    state.authenticate(&instance, secret, peer(&req)).await?;
     let Some(secret) = secret else {
         return Err(ApiError::Unauthorized);
     };

@@ -96,3 +96,61 @@ async fn deleting_an_instance_deletes_its_tokens_and_devices() {
         .unwrap();
     assert_eq!(auth, tokens::AuthOutcome::Invalid);
 }
+
+/// What `keep` may fail with in [`instance_and_first_token_are_created_together_or_not_at_all`].
+#[derive(Debug)]
+enum Keep {
+    Refused,
+    Store,
+}
+
+impl From<StoreError> for Keep {
+    fn from(_: StoreError) -> Keep {
+        Keep::Store
+    }
+}
+
+#[tokio::test]
+async fn instance_and_first_token_are_created_together_or_not_at_all() {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = instance_id("shop");
+
+    // `keep` fails (the file could not be written): neither the instance nor a token exists.
+    let refused = instances::create_with_token(&store, &shop, "Shop", "all", "first", |_| {
+        Err(Keep::Refused)
+    })
+    .await;
+    assert!(matches!(refused, Err(Keep::Refused)), "{refused:?}");
+    assert!(matches!(
+        instances::get(&store, &shop).await,
+        Err(StoreError::InstanceNotFound)
+    ));
+    assert!(tokens::list(&store, &shop).await.unwrap().is_empty());
+
+    // Then both, and the secret handed to `keep` is the token's.
+    let mut kept = None;
+    let created = instances::create_with_token(&store, &shop, "Shop", "all", "first", |secret| {
+        kept = Some(secret.expose().to_owned());
+        Ok::<(), Keep>(())
+    })
+    .await
+    .unwrap();
+    assert!(created);
+    let secret = kept.unwrap();
+    let now = chrono::Utc::now();
+    assert!(matches!(
+        tokens::authenticate(&store, &shop, Some(&secret), now).await.unwrap(),
+        tokens::AuthOutcome::Valid(token) if token.scope == "all"
+    ));
+
+    // An existing instance: nothing changes and `keep` is not called.
+    let again: Result<bool, Keep> =
+        instances::create_with_token(&store, &shop, "Other", "all", "again", |_| {
+            panic!("keep called for an existing instance")
+        })
+        .await;
+    assert!(matches!(again, Ok(false)), "{again:?}");
+    assert_eq!(tokens::list(&store, &shop).await.unwrap().len(), 1);
+    assert_eq!(instances::get(&store, &shop).await.unwrap().name, "Shop");
+}
