@@ -190,8 +190,12 @@ async fn a_flooding_address_is_refused_while_valid_tokens_are_served_quickly() {
         flood.keys().all(|status| [401, 429].contains(status)),
         "flood answers: {flood:?}"
     );
+    // At most 100 failures count; a flooder may have had one more in flight meanwhile. The
+    // rest is refused, each refusal after the tarpit's half second.
+    let failures = flood.get(&401).copied().unwrap_or(0);
+    assert!(failures <= 108, "not throttled: {flood:?}");
     assert!(
-        flood.get(&429).is_some_and(|n| *n > total / 2),
+        flood.get(&429).is_some_and(|n| *n >= 8),
         "not throttled: {flood:?}"
     );
     assert!(
@@ -205,9 +209,11 @@ async fn a_flooding_address_is_refused_while_valid_tokens_are_served_quickly() {
         "only {} honest requests",
         latencies.len()
     );
+    let p50 = latencies[latencies.len() / 2];
+    eprintln!("honest p50 {p50:?} p99 {p99:?}; flood answers {flood:?}");
     assert!(
         p99 < Duration::from_millis(20),
-        "honest p99 {p99:?} under a flood of {total} requests ({flood:?})"
+        "honest p99 {p99:?} (p50 {p50:?}) under a flood of {total} requests ({flood:?})"
     );
     let spent = checkouts(&app).await - before;
     assert!(spent < 250.0, "{total} flood requests cost {spent} queries");

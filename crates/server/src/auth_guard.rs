@@ -8,9 +8,11 @@
 //!   change notifications forget these entries like the positive caches' entries.
 //! - Failed authentications (401, 404 for the instance) count per client address (IPv6: per
 //!   /64) over [`WINDOW`]; from [`MAX_FAILURES`] on, requests from there that would need a
-//!   lookup are refused with 429, code 9906, and `Retry-After`. Tokens found valid within the
-//!   last minute are still looked up, and tokens in the positive cache are served before this
-//!   check, so valid tokens are not refused because of other clients' failures.
+//!   lookup are refused with 429, code 9906, and `Retry-After`, answered after [`TARPIT`] so that
+//!   a sequential flood slows down without costing the workers anything but a timer. Tokens
+//!   found valid within the last minute are still looked up, and tokens in the positive cache are
+//!   served before this check, so valid tokens are not refused because of other clients'
+//!   failures.
 //!
 //! Each counted failure is logged with the client's address (at most [`MAX_FAILURES`] lines per
 //! address and window), and once more when the address starts being refused.
@@ -35,6 +37,9 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 pub const MAX_FAILURES: u32 = 100;
 /// The longest a failure found by a lookup is remembered.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+/// How long a refused request waits before its 429 goes out: a client that sends one request
+/// at a time, as brute force does, slows down to two a second, at the cost of a timer.
+pub const TARPIT: Duration = Duration::from_millis(500);
 /// How long a token found valid may still be looked up from a refused address.
 pub const RECENTLY_VALID: Duration = Duration::from_secs(60);
 /// Most entries each of the guard's caches holds, and most addresses counted.
@@ -55,6 +60,8 @@ pub struct AuthGuard {
     /// Token hashes found valid recently: looked up even from a refused address.
     recently_valid: TtlCache<InstanceId, [u8; 32], ()>,
     throttle: Mutex<LoginThrottle>,
+    /// How long a refused request waits for its answer.
+    tarpit: Duration,
     /// The throttle counts per (address, instance); the guard files every address under this
     /// one id, so it counts per address. (`None` cannot happen: "any" is a valid id.)
     any: Option<InstanceId>,
@@ -64,23 +71,26 @@ impl AuthGuard {
     /// A guard remembering failures for `cache_ttl` (at most [`NEGATIVE_TTL`]; zero remembers
     /// nothing).
     pub fn new(cache_ttl: Duration) -> AuthGuard {
-        AuthGuard::with_limits(cache_ttl, MAX_FAILURES)
+        AuthGuard::with_limits(cache_ttl, MAX_FAILURES, TARPIT)
     }
 
-    /// A guard refusing lookups from an address once `max_failures` failures count.
-    pub fn with_limits(cache_ttl: Duration, max_failures: u32) -> AuthGuard {
+    /// A guard refusing lookups from an address once `max_failures` failures count, answering
+    /// each refusal after `tarpit`.
+    pub fn with_limits(cache_ttl: Duration, max_failures: u32, tarpit: Duration) -> AuthGuard {
         let ttl = cache_ttl.min(NEGATIVE_TTL);
         AuthGuard {
             unknown_tokens: TtlCache::new(ttl, None, CAPACITY),
             instances: TtlCache::new(ttl, None, CAPACITY),
             recently_valid: TtlCache::new(RECENTLY_VALID, None, CAPACITY),
             throttle: Mutex::new(LoginThrottle::with_limits(max_failures, WINDOW, CAPACITY)),
+            tarpit,
             any: InstanceId::parse("any").ok(),
         }
     }
 
-    /// 429 while `client` is refused, unless the token (`hash`) was found valid recently.
-    pub fn admit(
+    /// 429, after [`TARPIT`], while `client` is refused, unless the token (`hash`) was found
+    /// valid recently.
+    pub async fn admit(
         &self,
         client: Option<IpAddr>,
         instance: &InstanceId,
@@ -97,7 +107,10 @@ impl AuthGuard {
             {
                 Ok(())
             }
-            Err(retry_after) => Err(ApiError::AuthThrottled { retry_after }),
+            Err(retry_after) => {
+                tokio::time::sleep(self.tarpit).await;
+                Err(ApiError::AuthThrottled { retry_after })
+            }
         }
     }
 
@@ -256,22 +269,32 @@ mod tests {
         assert!(guard.known_failure(&shop(), None).is_none());
     }
 
-    #[test]
-    fn an_address_is_refused_after_max_failures_but_recently_valid_tokens_pass() {
-        let guard = AuthGuard::with_limits(Duration::from_secs(1), 3);
+    #[tokio::test]
+    async fn an_address_is_refused_after_max_failures_but_recently_valid_tokens_pass() {
+        let guard = AuthGuard::with_limits(Duration::from_secs(1), 3, Duration::ZERO);
         let flooder: IpAddr = "192.0.2.1".parse().unwrap();
         let honest: IpAddr = "192.0.2.2".parse().unwrap();
         guard.learn(&shop(), Some(&[7; 32]), &valid(), Instant::now());
         for _ in 0..3 {
-            assert!(guard.admit(Some(flooder), &shop(), None).is_ok());
+            assert!(guard.admit(Some(flooder), &shop(), None).await.is_ok());
             guard.failed(Some(flooder), &shop(), ApiError::Unauthorized);
         }
         assert!(matches!(
-            guard.admit(Some(flooder), &shop(), Some(&[8; 32])),
+            guard.admit(Some(flooder), &shop(), Some(&[8; 32])).await,
             Err(ApiError::AuthThrottled { retry_after: 10 })
         ));
-        assert!(guard.admit(Some(flooder), &shop(), Some(&[7; 32])).is_ok());
-        assert!(guard.admit(Some(honest), &shop(), Some(&[8; 32])).is_ok());
-        assert!(guard.admit(None, &shop(), None).is_ok());
+        assert!(
+            guard
+                .admit(Some(flooder), &shop(), Some(&[7; 32]))
+                .await
+                .is_ok()
+        );
+        assert!(
+            guard
+                .admit(Some(honest), &shop(), Some(&[8; 32]))
+                .await
+                .is_ok()
+        );
+        assert!(guard.admit(None, &shop(), None).await.is_ok());
     }
 }

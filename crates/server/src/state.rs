@@ -148,7 +148,7 @@ impl AppState {
         }
         let started = Instant::now();
         let guard = &self.caches.guard;
-        guard.admit(client, instance, hash.as_ref())?;
+        guard.admit(client, instance, hash.as_ref()).await?;
         let outcome = match guard.known_failure(instance, hash.as_ref()) {
             Some(failure) => return Err(guard.failed(client, instance, failure)),
             None => tokens::authenticate(&self.store, instance, secret, clock::now()).await?,
