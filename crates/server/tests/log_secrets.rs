@@ -224,6 +224,12 @@ async fn trace_logs_carry_no_key_token_hash_or_password() {
     }
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("served"), "nothing was logged: {log}");
+    // The wrong token's 401 is logged with the client's address.
+    assert!(
+        log.lines()
+            .any(|line| line.contains("authentication failed") && line.contains("127.0.0.1")),
+        "no failure line naming the client: {log}"
+    );
     assert_no_secret(&log, &spellings(&first_key), "the first device key");
     assert_no_secret(&log, &spellings(&second_key), "the second device key");
     assert_no_secret(&log, &token_spellings(&write), "the write token");
