@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use otp_server::password::hash_password;
 use otp_store::{InstanceId, instances};
-use otp_tests::{RFC_KEY, Reply, TestApp, assert_taler_error, eventually, reply, spawn_app};
+use otp_tests::{
+    RFC_KEY, TestApp, assert_taler_error, assert_valid, eventually, reply, retry_after, spawn_app,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -23,36 +25,36 @@ async fn given_password(app: &TestApp, password: &str) {
     assert_eq!(set.status, StatusCode::NO_CONTENT, "{}", set.text);
 }
 
-/// `POST path` with HTTP Basic `user:password` and `body`.
-async fn basic(app: &TestApp, path: &str, user: &str, password: &str, body: &Value) -> Reply {
-    reply(
-        app.client
-            .post(format!("{}{path}", app.address))
-            .basic_auth(user, Some(password))
-            .json(body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
 /// Logs in to the default instance with the password and returns the answer's body.
 async fn login(app: &TestApp, body: Value) -> Value {
-    let answer = basic(app, "/private/token", "admin", PASSWORD, &body).await;
+    let answer = app.basic("/private/token", "admin", PASSWORD, &body).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     answer.json
+}
+
+/// Creates the instance `shop` with the password `shop password`.
+async fn given_shop_with_password(app: &TestApp) {
+    let shop = InstanceId::parse("shop").unwrap();
+    instances::create(&app.store, &shop, "Shop").await.unwrap();
+    let hash = hash_password("shop password").unwrap();
+    instances::set_password_hash(&app.store, &shop, Some(&hash))
+        .await
+        .unwrap();
 }
 
 fn token_of(answer: &Value) -> String {
     answer["access_token"].as_str().unwrap().to_owned()
 }
 
-async fn status_with(app: &TestApp, token: &str, method: Method, path: &str) -> StatusCode {
-    let body = (method == Method::POST).then(|| json!({}));
-    app.request(method, path, Some(token), body.as_ref())
-        .await
-        .status
+/// The status of `GET path` with `token`.
+async fn status_with(app: &TestApp, token: &str, path: &str) -> StatusCode {
+    app.get_as(token, path).await.status
+}
+
+/// `POST /private/token` asking for `scope`, authenticated by `token`.
+async fn refresh(app: &TestApp, token: &str, scope: &str) -> otp_tests::Reply {
+    let body = json!({"scope": scope});
+    app.post_as(token, "/private/token", &body).await
 }
 
 fn now_seconds() -> i64 {
@@ -75,27 +77,21 @@ async fn the_right_password_gives_a_token_of_the_scope_asked_for() {
     let expires = answer["expiration"]["t_s"].as_i64().unwrap();
     assert!((expires - now_seconds() - 86_400).abs() <= 5, "{answer}");
     assert_eq!(
-        status_with(&app, &token, Method::GET, "/private/otp-devices").await,
+        status_with(&app, &token, "/private/otp-devices").await,
         StatusCode::OK
     );
-    let write = app
-        .send_as(
-            &token,
-            Method::POST,
-            "/private/otp-devices",
-            &json!({"otp_device_id": "d", "otp_device_description": "d", "otp_key": RFC_KEY, "otp_algorithm": 1}),
-        )
-        .await;
+    let device = json!({"otp_device_id": "d", "otp_device_description": "d", "otp_key": RFC_KEY, "otp_algorithm": 1});
+    let write = app.post_as(&token, "/private/otp-devices", &device).await;
     assert_taler_error(&write, StatusCode::FORBIDDEN, 16);
     // The prefixed path with the instance's own id as user works alike.
-    let prefixed = basic(
-        &app,
-        "/instances/admin/private/token",
-        "admin",
-        PASSWORD,
-        &json!({"scope": "all"}),
-    )
-    .await;
+    let prefixed = app
+        .basic(
+            "/instances/admin/private/token",
+            "admin",
+            PASSWORD,
+            &json!({"scope": "all"}),
+        )
+        .await;
     assert_eq!(prefixed.status, StatusCode::OK, "{}", prefixed.text);
 }
 
@@ -104,18 +100,11 @@ async fn wrong_passwords_users_and_missing_credentials_are_401_and_unknown_insta
     let app = spawn_app().await;
     let body = json!({"scope": "readonly"});
     // An instance without a password: no password opens it.
-    let shop = InstanceId::parse("shop").unwrap();
-    instances::create(&app.store, &shop, "Shop").await.unwrap();
+    app.new_instance("shop", "Shop").await;
     for password in ["", PASSWORD] {
         assert_taler_error(
-            &basic(
-                &app,
-                "/instances/shop/private/token",
-                "shop",
-                password,
-                &body,
-            )
-            .await,
+            &app.basic("/instances/shop/private/token", "shop", password, &body)
+                .await,
             StatusCode::UNAUTHORIZED,
             2015,
         );
@@ -128,11 +117,11 @@ async fn wrong_passwords_users_and_missing_credentials_are_401_and_unknown_insta
         ("Admin", PASSWORD),
         ("other", PASSWORD),
     ] {
-        let answer = basic(&app, "/private/token", user, password, &body).await;
+        let answer = app.basic("/private/token", user, password, &body).await;
         assert_taler_error(&answer, StatusCode::UNAUTHORIZED, 2015);
     }
     let none = app
-        .request(Method::POST, "/private/token", None, Some(&body))
+        .anonymous(Method::POST, "/private/token", Some(&body))
         .await;
     assert_taler_error(&none, StatusCode::UNAUTHORIZED, 2015);
     let garbage = reply(
@@ -146,22 +135,12 @@ async fn wrong_passwords_users_and_missing_credentials_are_401_and_unknown_insta
     )
     .await;
     assert_taler_error(&garbage, StatusCode::UNAUTHORIZED, 2015);
-    let unknown = basic(
-        &app,
-        "/instances/nope/private/token",
-        "nope",
-        PASSWORD,
-        &body,
-    )
-    .await;
+    let unknown = app
+        .basic("/instances/nope/private/token", "nope", PASSWORD, &body)
+        .await;
     assert_taler_error(&unknown, StatusCode::NOT_FOUND, 2000);
     let unknown_bearer = app
-        .request(
-            Method::POST,
-            "/instances/nope/private/token",
-            Some(&app.write_token),
-            Some(&body),
-        )
+        .post_as(&app.write_token, "/instances/nope/private/token", &body)
         .await;
     assert_taler_error(&unknown_bearer, StatusCode::NOT_FOUND, 2000);
 }
@@ -170,12 +149,7 @@ async fn wrong_passwords_users_and_missing_credentials_are_401_and_unknown_insta
 async fn instances_are_isolated_the_user_is_the_instance_id() {
     let app = spawn_app().await;
     given_password(&app, PASSWORD).await;
-    let shop = InstanceId::parse("shop").unwrap();
-    instances::create(&app.store, &shop, "Shop").await.unwrap();
-    let hash = hash_password("shop password").unwrap();
-    instances::set_password_hash(&app.store, &shop, Some(&hash))
-        .await
-        .unwrap();
+    given_shop_with_password(&app).await;
     let body = json!({"scope": "write"});
 
     // The admin instance's user and password do not open the shop, nor the other way round.
@@ -184,31 +158,27 @@ async fn instances_are_isolated_the_user_is_the_instance_id() {
         ("shop", PASSWORD),
         ("admin", "shop password"),
     ] {
-        let answer = basic(&app, "/instances/shop/private/token", user, password, &body).await;
+        let answer = app
+            .basic("/instances/shop/private/token", user, password, &body)
+            .await;
         assert_taler_error(&answer, StatusCode::UNAUTHORIZED, 2015);
     }
-    let shop_login = basic(
-        &app,
-        "/instances/shop/private/token",
-        "shop",
-        "shop password",
-        &body,
-    )
-    .await;
+    let shop_login = app
+        .basic(
+            "/instances/shop/private/token",
+            "shop",
+            "shop password",
+            &body,
+        )
+        .await;
     assert_eq!(shop_login.status, StatusCode::OK, "{}", shop_login.text);
     let shop_token = token_of(&shop_login.json);
     assert_eq!(
-        status_with(
-            &app,
-            &shop_token,
-            Method::GET,
-            "/instances/shop/private/otp-devices"
-        )
-        .await,
+        status_with(&app, &shop_token, "/instances/shop/private/otp-devices").await,
         StatusCode::OK
     );
     assert_eq!(
-        status_with(&app, &shop_token, Method::GET, "/private/otp-devices").await,
+        status_with(&app, &shop_token, "/private/otp-devices").await,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -221,15 +191,6 @@ async fn a_refreshable_token_creates_tokens_of_its_own_or_a_narrower_scope_only(
     assert_eq!(full["scope"], "order-full");
     assert_eq!(full["refreshable"], true);
     let full = token_of(&full);
-    let refresh = |scope: &str| {
-        let token = full.clone();
-        let body = json!({"scope": scope});
-        let app = &app;
-        async move {
-            app.request(Method::POST, "/private/token", Some(&token), Some(&body))
-                .await
-        }
-    };
 
     for scope in [
         "order-full",
@@ -238,7 +199,7 @@ async fn a_refreshable_token_creates_tokens_of_its_own_or_a_narrower_scope_only(
         "order-mgmt",
         "order-simple:refreshable",
     ] {
-        let answer = refresh(scope).await;
+        let answer = refresh(&app, &full, scope).await;
         assert_eq!(answer.status, StatusCode::OK, "{scope}: {}", answer.text);
         assert_eq!(
             answer.json["refreshable"],
@@ -247,52 +208,28 @@ async fn a_refreshable_token_creates_tokens_of_its_own_or_a_narrower_scope_only(
         );
     }
     for scope in ["readonly", "write", "all", "admin", "admin:refreshable"] {
-        assert_taler_error(&refresh(scope).await, StatusCode::FORBIDDEN, 16);
+        let answer = refresh(&app, &full, scope).await;
+        assert_taler_error(&answer, StatusCode::FORBIDDEN, 16);
     }
-    assert_taler_error(&refresh("root").await, StatusCode::BAD_REQUEST, 26);
+    let root = refresh(&app, &full, "root").await;
+    assert_taler_error(&root, StatusCode::BAD_REQUEST, 26);
 
     // A token from a refresh works, and a narrower refreshable one narrows again.
-    let pos = refresh("order-pos:refreshable").await;
+    let pos = refresh(&app, &full, "order-pos:refreshable").await;
     let pos = token_of(&pos.json);
-    let from_pos = |scope: &'static str| {
-        let token = pos.clone();
-        let app = &app;
-        async move {
-            app.request(
-                Method::POST,
-                "/private/token",
-                Some(&token),
-                Some(&json!({"scope": scope})),
-            )
-            .await
-            .status
-        }
-    };
-    assert_eq!(from_pos("order-simple").await, StatusCode::OK);
-    assert_eq!(from_pos("order-mgmt").await, StatusCode::FORBIDDEN);
+    let simple = refresh(&app, &pos, "order-simple").await;
+    assert_eq!(simple.status, StatusCode::OK);
+    let mgmt = refresh(&app, &pos, "order-mgmt").await;
+    assert_eq!(mgmt.status, StatusCode::FORBIDDEN);
 
     // Non-refreshable tokens, even the widest, may not create tokens: 403.
     for token in [app.write_token.clone(), app.token("admin").await] {
-        let answer = app
-            .request(
-                Method::POST,
-                "/private/token",
-                Some(&token),
-                Some(&json!({"scope": "readonly"})),
-            )
-            .await;
+        let answer = refresh(&app, &token, "readonly").await;
         assert_taler_error(&answer, StatusCode::FORBIDDEN, 16);
     }
     // Tokens stored with the older spelling `.refreshable` refresh too.
     let old = app.token("readonly.refreshable").await;
-    let answer = app
-        .request(
-            Method::POST,
-            "/private/token",
-            Some(&old),
-            Some(&json!({"scope": "readonly"})),
-        )
-        .await;
+    let answer = refresh(&app, &old, "readonly").await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
 }
 
@@ -318,34 +255,28 @@ async fn tokens_expire_as_asked_and_forever_never_does() {
         "{short}"
     );
     assert_eq!(
-        status_with(&app, &short_token, Method::GET, "/private/otp-devices").await,
+        status_with(&app, &short_token, "/private/otp-devices").await,
         StatusCode::OK
     );
 
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     assert_eq!(
-        status_with(&app, &short_token, Method::GET, "/private/otp-devices").await,
+        status_with(&app, &short_token, "/private/otp-devices").await,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        status_with(
-            &app,
-            &token_of(&forever),
-            Method::GET,
-            "/private/otp-devices"
-        )
-        .await,
+        status_with(&app, &token_of(&forever), "/private/otp-devices").await,
         StatusCode::OK
     );
-    let bad = basic(
-        &app,
-        "/private/token",
-        "admin",
-        PASSWORD,
-        &json!({"scope": "readonly", "duration": {"d_us": -5}}),
-    )
-    .await;
+    let bad = app
+        .basic(
+            "/private/token",
+            "admin",
+            PASSWORD,
+            &json!({"scope": "readonly", "duration": {"d_us": -5}}),
+        )
+        .await;
     assert_taler_error(&bad, StatusCode::BAD_REQUEST, 26);
 }
 
@@ -413,9 +344,7 @@ async fn listing_shows_every_token_by_serial_and_never_a_secret() {
     }
     // Only admin scopes list tokens.
     for token in [app.read_token.clone(), token_of(&a)] {
-        let answer = app
-            .request(Method::GET, "/private/tokens", Some(&token), None)
-            .await;
+        let answer = app.get_as(&token, "/private/tokens").await;
         assert_taler_error(&answer, StatusCode::FORBIDDEN, 16);
     }
 }
@@ -427,7 +356,7 @@ async fn revoked_tokens_are_refused_by_serial_or_by_logging_out() {
     let victim = token_of(&login(&app, json!({"scope": "readonly"})).await);
     let leaving = token_of(&login(&app, json!({"scope": "order-simple"})).await);
     assert_eq!(
-        status_with(&app, &victim, Method::GET, "/private/otp-devices").await,
+        status_with(&app, &victim, "/private/otp-devices").await,
         StatusCode::OK
     );
     let listed = app.get("/private/tokens").await;
@@ -436,7 +365,7 @@ async fn revoked_tokens_are_refused_by_serial_or_by_logging_out() {
     let revoked = app.delete(&format!("/private/tokens/{serial}")).await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.text);
     assert_eq!(
-        status_with(&app, &victim, Method::GET, "/private/otp-devices").await,
+        status_with(&app, &victim, "/private/otp-devices").await,
         StatusCode::UNAUTHORIZED
     );
     assert_taler_error(
@@ -449,27 +378,17 @@ async fn revoked_tokens_are_refused_by_serial_or_by_logging_out() {
         StatusCode::BAD_REQUEST,
         26,
     );
-    let by_reader = app
-        .request(
-            Method::DELETE,
-            &format!("/private/tokens/{}", serial + 1),
-            Some(&app.read_token),
-            None,
-        )
-        .await;
+    let next = format!("/private/tokens/{}", serial + 1);
+    let by_reader = app.delete_as(&app.read_token, &next).await;
     assert_taler_error(&by_reader, StatusCode::FORBIDDEN, 16);
 
     // Logging out: any token revokes itself, and only itself.
-    let out = app
-        .request(Method::DELETE, "/private/token", Some(&leaving), None)
-        .await;
+    let out = app.delete_as(&leaving, "/private/token").await;
     assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.text);
-    let again = app
-        .request(Method::DELETE, "/private/token", Some(&leaving), None)
-        .await;
+    let again = app.delete_as(&leaving, "/private/token").await;
     assert_taler_error(&again, StatusCode::UNAUTHORIZED, 2015);
     assert_eq!(
-        status_with(&app, &app.read_token, Method::GET, "/private/otp-devices").await,
+        status_with(&app, &app.read_token, "/private/otp-devices").await,
         StatusCode::OK
     );
     let remaining = app.get("/private/tokens").await;
@@ -497,9 +416,7 @@ async fn a_revocation_reaches_another_server_process_within_the_cache_bound() {
     // The second server has the token cached.
     assert_eq!(on_second(token.clone()).await, StatusCode::OK);
 
-    let out = app
-        .request(Method::DELETE, "/private/token", Some(&token), None)
-        .await;
+    let out = app.delete_as(&token, "/private/token").await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
 
     assert!(
@@ -516,26 +433,14 @@ async fn the_password_is_set_through_the_api_by_admin_scopes_only() {
     let app = spawn_app().await;
     given_password(&app, "first").await;
     given_password(&app, PASSWORD).await;
-    let old = basic(
-        &app,
-        "/private/token",
-        "admin",
-        "first",
-        &json!({"scope": "all"}),
-    )
-    .await;
+    let old = app
+        .basic("/private/token", "admin", "first", &json!({"scope": "all"}))
+        .await;
     assert_taler_error(&old, StatusCode::UNAUTHORIZED, 2015);
     login(&app, json!({"scope": "all"})).await;
 
     let body = json!({"method": "token", "password": "x"});
-    let by_reader = app
-        .request(
-            Method::POST,
-            "/private/auth",
-            Some(&app.read_token),
-            Some(&body),
-        )
-        .await;
+    let by_reader = app.post_as(&app.read_token, "/private/auth", &body).await;
     assert_taler_error(&by_reader, StatusCode::FORBIDDEN, 16);
     for (body, code) in [
         (json!({"method": "token", "password": ""}), 26),
@@ -562,12 +467,7 @@ async fn the_password_is_set_through_the_api_by_admin_scopes_only() {
 async fn five_failures_throttle_basic_logins_even_with_the_right_password() {
     let app = spawn_app().await;
     given_password(&app, PASSWORD).await;
-    let shop = InstanceId::parse("shop").unwrap();
-    instances::create(&app.store, &shop, "Shop").await.unwrap();
-    let hash = hash_password("shop password").unwrap();
-    instances::set_password_hash(&app.store, &shop, Some(&hash))
-        .await
-        .unwrap();
+    given_shop_with_password(&app).await;
     let body = json!({"scope": "readonly:refreshable"});
     // A success before the limit changes no count.
     let refreshable = login(&app, body.clone()).await;
@@ -579,39 +479,28 @@ async fn five_failures_throttle_basic_logins_even_with_the_right_password() {
         ("admin", "wrong 4"),
         ("admin", "wrong 5"),
     ] {
-        let answer = basic(&app, "/private/token", user, password, &body).await;
+        let answer = app.basic("/private/token", user, password, &body).await;
         assert_taler_error(&answer, StatusCode::UNAUTHORIZED, 2015);
     }
 
     for password in [PASSWORD, "wrong 6"] {
-        let refused = basic(&app, "/private/token", "admin", password, &body).await;
+        let refused = app.basic("/private/token", "admin", password, &body).await;
         assert_taler_error(&refused, StatusCode::TOO_MANY_REQUESTS, 9903);
-        let retry_after: u64 = refused.headers["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let retry_after = retry_after(&refused);
         assert!((1..=60).contains(&retry_after), "{retry_after}");
         assert_eq!(refused.json["detail"], retry_after.to_string());
     }
     // Another instance from the same address is not throttled; bearer refreshes are not either.
-    let shop_login = basic(
-        &app,
-        "/instances/shop/private/token",
-        "shop",
-        "shop password",
-        &body,
-    )
-    .await;
-    assert_eq!(shop_login.status, StatusCode::OK, "{}", shop_login.text);
-    let refreshed = app
-        .request(
-            Method::POST,
-            "/private/token",
-            Some(&token_of(&refreshable)),
-            Some(&json!({"scope": "readonly"})),
+    let shop_login = app
+        .basic(
+            "/instances/shop/private/token",
+            "shop",
+            "shop password",
+            &body,
         )
         .await;
+    assert_eq!(shop_login.status, StatusCode::OK, "{}", shop_login.text);
+    let refreshed = refresh(&app, &token_of(&refreshable), "readonly").await;
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
 }
 
@@ -639,13 +528,8 @@ async fn every_scope_grants_exactly_its_permissions() {
             let expect = |granted: bool, ok: StatusCode| {
                 if granted { ok } else { StatusCode::FORBIDDEN }
             };
-            let reads = [
-                app.request(Method::GET, "/private/otp-devices", Some(&token), None)
-                    .await,
-                app.request(Method::GET, "/private/otp-devices/d", Some(&token), None)
-                    .await,
-            ];
-            for answer in reads {
+            for path in ["/private/otp-devices", "/private/otp-devices/d"] {
+                let answer = app.get_as(&token, path).await;
                 assert_eq!(answer.status, expect(read, StatusCode::OK), "{stored} read");
             }
             let patch = app
@@ -662,13 +546,9 @@ async fn every_scope_grants_exactly_its_permissions() {
                 "{stored} write: {}",
                 patch.text
             );
+            let code = json!({"code": "00000000"});
             let attempt = app
-                .send_as(
-                    &token,
-                    Method::POST,
-                    "/private/otp-devices/d/verifications",
-                    &json!({"code": "00000000"}),
-                )
+                .post_as(&token, "/private/otp-devices/d/verifications", &code)
                 .await;
             assert_eq!(
                 attempt.status,
@@ -677,19 +557,10 @@ async fn every_scope_grants_exactly_its_permissions() {
                 attempt.text
             );
             // Mismatches would lock the device after a few scopes.
-            let unlocked = app
-                .request(
-                    Method::POST,
-                    "/private/otp-devices/d/unlock",
-                    Some(&app.write_token),
-                    None,
-                )
-                .await;
+            let unlocked = app.unlock("d").await;
             assert_eq!(unlocked.status, StatusCode::NO_CONTENT, "{}", unlocked.text);
             if !(read && write && verify) {
-                let listed = app
-                    .request(Method::GET, "/private/tokens", Some(&token), None)
-                    .await;
+                let listed = app.get_as(&token, "/private/tokens").await;
                 assert_taler_error(&listed, StatusCode::FORBIDDEN, 16);
             }
         }
@@ -700,10 +571,7 @@ async fn every_scope_grants_exactly_its_permissions() {
 async fn answers_match_the_openapi_schemas() {
     let app = spawn_app().await;
     given_password(&app, PASSWORD).await;
-    let doc = app
-        .request(Method::GET, "/openapi.json", None, None)
-        .await
-        .json;
+    let doc = app.openapi().await;
     let answer = login(
         &app,
         json!({"scope": "readonly", "duration": {"d_us": "forever"}}),
@@ -715,17 +583,7 @@ async fn answers_match_the_openapi_schemas() {
         ("LoginTokenSuccessResponse", &answer),
         ("TokenInfos", &listed),
     ] {
-        let validator = jsonschema::JSONSchema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .compile(&json!({
-                "$ref": format!("#/components/schemas/{schema}"),
-                "components": doc["components"].clone(),
-            }))
-            .unwrap();
-        if let Err(errors) = validator.validate(instance) {
-            let messages: Vec<String> = errors.map(|e| e.to_string()).collect();
-            panic!("{schema} does not validate {instance}: {messages:?}");
-        }
+        assert_valid(&doc, schema, instance);
     }
     assert!(doc["components"]["securitySchemes"]["basic"].is_object());
     assert!(doc["paths"]["/private/token"]["post"].is_object());

@@ -9,7 +9,7 @@ use std::time::Duration;
 use otp_server::Application;
 use otp_server::config::Settings;
 use otp_server::database::store_config;
-use otp_store::testing::TestDb;
+use otp_store::testing::{TcpProxy, TestDb};
 use otp_store::{InstanceId, Store, instances, tokens};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -83,6 +83,21 @@ pub async fn spawn_app_on(db: TestDb, adjust: impl FnOnce(&mut Settings)) -> Tes
         handle,
         db,
     }
+}
+
+/// Starts an app whose database connections go through a [`TcpProxy`] the test can take down,
+/// with a database timeout of half a second, after `adjust` has changed the test settings.
+pub async fn spawn_app_behind_proxy(adjust: impl FnOnce(&mut Settings)) -> (TestApp, TcpProxy) {
+    let db = TestDb::new().await;
+    let proxy = TcpProxy::start(db.upstream_addr()).await;
+    let url = db.url_via(proxy.addr());
+    let app = spawn_app_on(db, |settings| {
+        settings.database_url = Some(zeroize::Zeroizing::new(url));
+        settings.db_timeout = Duration::from_millis(500);
+        adjust(settings);
+    })
+    .await;
+    (app, proxy)
 }
 
 /// Starts a server on `database_url` exactly as `serve` does and returns its address.
@@ -197,6 +212,11 @@ pub fn assert_taler_error(reply: &Reply, status: StatusCode, code: u64) {
         "hint missing: {}",
         reply.text
     );
+    assert_json_content_type(reply);
+}
+
+/// Asserts that `reply` is declared as JSON.
+pub fn assert_json_content_type(reply: &Reply) {
     let content_type = reply
         .headers
         .get("content-type")
@@ -206,6 +226,31 @@ pub fn assert_taler_error(reply: &Reply, status: StatusCode, code: u64) {
         content_type.starts_with("application/json"),
         "content type {content_type}"
     );
+}
+
+/// The `Retry-After` header of `reply`, in whole seconds.
+pub fn retry_after(reply: &Reply) -> u64 {
+    reply.headers["retry-after"]
+        .to_str()
+        .expect("ASCII Retry-After")
+        .parse()
+        .expect("Retry-After in seconds")
+}
+
+/// Asserts that `instance` validates against the schema `name` of the OpenAPI document `doc`.
+pub fn assert_valid(doc: &Value, name: &str, instance: &Value) {
+    let schema = serde_json::json!({
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": doc["components"].clone(),
+    });
+    let validator = jsonschema::JSONSchema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .compile(&schema)
+        .expect("schema compiles");
+    if let Err(errors) = validator.validate(instance) {
+        let messages: Vec<String> = errors.map(|e| e.to_string()).collect();
+        panic!("{name} does not validate {instance}: {messages:?}");
+    }
 }
 
 /// Polls `check` until it returns true or `within` passes; returns whether it did.
@@ -228,15 +273,98 @@ pub const RFC_KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 impl TestApp {
     /// A new token of `scope` for the default instance.
     pub async fn token(&self, scope: &str) -> String {
-        let admin = InstanceId::parse("admin").expect("id");
-        let (_, secret) = tokens::create(&self.store, &admin, scope, None, "test")
-            .await
-            .expect("token");
-        secret.expose().to_owned()
+        self.token_until(scope, None).await.1
     }
 
     /// `method path` with `token` and a JSON body, as that token's holder sends it.
     pub async fn send_as(&self, token: &str, method: Method, path: &str, body: &Value) -> Reply {
         self.request(method, path, Some(token), Some(body)).await
+    }
+
+    /// GET with `token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> Reply {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    /// POST JSON with `token`.
+    pub async fn post_as(&self, token: &str, path: &str, body: &Value) -> Reply {
+        self.send_as(token, Method::POST, path, body).await
+    }
+
+    /// DELETE with `token`.
+    pub async fn delete_as(&self, token: &str, path: &str) -> Reply {
+        self.request(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// `method path` without credentials, with an optional JSON body.
+    pub async fn anonymous(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        self.request(method, path, None, body).await
+    }
+
+    /// `POST path` with HTTP Basic `user:password` and a JSON body.
+    pub async fn basic(&self, path: &str, user: &str, password: &str, body: &Value) -> Reply {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .basic_auth(user, Some(password))
+            .json(body);
+        reply(request.send().await.expect("request sent")).await
+    }
+
+    /// Creates the instance `id` named `name` and returns a new `write` token for it.
+    pub async fn new_instance(&self, id: &str, name: &str) -> String {
+        let instance = InstanceId::parse(id).expect("id");
+        instances::create(&self.store, &instance, name)
+            .await
+            .expect("instance");
+        let (_, secret) = tokens::create(&self.store, &instance, "write", None, "test")
+            .await
+            .expect("token");
+        secret.expose().to_owned()
+    }
+
+    /// A new token of `scope` for the default instance expiring at `expires`, with its serial.
+    pub async fn token_until(
+        &self,
+        scope: &str,
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> (i64, String) {
+        let admin = InstanceId::parse("admin").expect("id");
+        let (token, secret) = tokens::create(&self.store, &admin, scope, expires, "test")
+            .await
+            .expect("token");
+        (token.serial, secret.expose().to_owned())
+    }
+
+    /// `POST …/otp-devices/{device}/confirmations` with the write token.
+    pub async fn confirm(&self, device: &str, body: &Value) -> Reply {
+        self.post(
+            &format!("/private/otp-devices/{device}/confirmations"),
+            body,
+        )
+        .await
+    }
+
+    /// `POST …/otp-devices/{device}/verifications` with the write token.
+    pub async fn verify(&self, device: &str, body: &Value) -> Reply {
+        self.post(
+            &format!("/private/otp-devices/{device}/verifications"),
+            body,
+        )
+        .await
+    }
+
+    /// `POST …/otp-devices/{device}/unlock` without a body, with the write token.
+    pub async fn unlock(&self, device: &str) -> Reply {
+        let path = format!("/private/otp-devices/{device}/unlock");
+        self.request(Method::POST, &path, Some(&self.write_token), None)
+            .await
+    }
+
+    /// The OpenAPI document as the server serves it.
+    pub async fn openapi(&self) -> Value {
+        self.anonymous(Method::GET, "/openapi.json", None)
+            .await
+            .json
     }
 }
