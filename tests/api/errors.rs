@@ -6,16 +6,19 @@ use otp_tests::{RFC_KEY, assert_taler_error, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+const JSON: Option<&str> = Some("application/json");
+const GZIP: Option<&str> = Some("gzip");
+
+/// `POST /private/otp-devices` of raw bytes with the write token and the given headers.
 async fn raw_post(
     app: &otp_tests::TestApp,
-    path: &str,
     content_type: Option<&str>,
     encoding: Option<&str>,
     body: Vec<u8>,
 ) -> otp_tests::Reply {
     let mut request = app
         .client
-        .post(format!("{}{path}", app.address))
+        .post(format!("{}/private/otp-devices", app.address))
         .header("Authorization", format!("Bearer {}", app.write_token))
         .body(body);
     if let Some(content_type) = content_type {
@@ -37,25 +40,11 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 async fn malformed_json_is_400_code_22() {
     let app = spawn_app().await;
     for body in [&b"{"[..], b"not json", b"{\"a\":}", b"\xff\xfe"] {
-        let reply = raw_post(
-            &app,
-            "/private/otp-devices",
-            Some("application/json"),
-            None,
-            body.to_vec(),
-        )
-        .await;
+        let reply = raw_post(&app, JSON, None, body.to_vec()).await;
         assert_taler_error(&reply, StatusCode::BAD_REQUEST, 22);
     }
     for body in [&b"[]"[..], b"42", b"\"x\"", b"null"] {
-        let reply = raw_post(
-            &app,
-            "/private/otp-devices",
-            Some("application/json"),
-            None,
-            body.to_vec(),
-        )
-        .await;
+        let reply = raw_post(&app, JSON, None, body.to_vec()).await;
         assert_taler_error(&reply, StatusCode::BAD_REQUEST, 26);
     }
 }
@@ -63,14 +52,7 @@ async fn malformed_json_is_400_code_22() {
 #[tokio::test]
 async fn wrong_content_type_is_a_taler_error() {
     let app = spawn_app().await;
-    let reply = raw_post(
-        &app,
-        "/private/otp-devices",
-        Some("text/plain"),
-        None,
-        b"{}".to_vec(),
-    )
-    .await;
+    let reply = raw_post(&app, Some("text/plain"), None, b"{}".to_vec()).await;
     assert_taler_error(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, 23);
 }
 
@@ -81,26 +63,12 @@ async fn oversized_bodies_are_413_code_32_even_when_gzipped() {
         "{{\"otp_device_id\":\"x\",\"pad\":\"{}\"}}",
         "a".repeat(70 * 1024)
     );
-    let reply = raw_post(
-        &app,
-        "/private/otp-devices",
-        Some("application/json"),
-        None,
-        big.clone().into_bytes(),
-    )
-    .await;
+    let reply = raw_post(&app, JSON, None, big.clone().into_bytes()).await;
     assert_taler_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, 32);
     // Small on the wire, too large once decompressed.
     let compressed = gzip(big.as_bytes());
     assert!(compressed.len() < 4096);
-    let reply = raw_post(
-        &app,
-        "/private/otp-devices",
-        Some("application/json"),
-        Some("gzip"),
-        compressed,
-    )
-    .await;
+    let reply = raw_post(&app, JSON, GZIP, compressed).await;
     assert_taler_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, 32);
 }
 
@@ -108,23 +76,9 @@ async fn oversized_bodies_are_413_code_32_even_when_gzipped() {
 async fn gzip_bodies_are_accepted_and_corrupt_gzip_is_rejected() {
     let app = spawn_app().await;
     let body = json!({"otp_device_id": "gz", "otp_device_description": "d", "otp_key": RFC_KEY, "otp_algorithm": 1});
-    let reply = raw_post(
-        &app,
-        "/private/otp-devices",
-        Some("application/json"),
-        Some("gzip"),
-        gzip(body.to_string().as_bytes()),
-    )
-    .await;
+    let reply = raw_post(&app, JSON, GZIP, gzip(body.to_string().as_bytes())).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
-    let reply = raw_post(
-        &app,
-        "/private/otp-devices",
-        Some("application/json"),
-        Some("gzip"),
-        b"not gzip at all".to_vec(),
-    )
-    .await;
+    let reply = raw_post(&app, JSON, GZIP, b"not gzip at all".to_vec()).await;
     assert!(reply.status.is_client_error(), "{}", reply.status);
     assert!(reply.json["code"].is_u64(), "{}", reply.text);
 }
@@ -142,26 +96,20 @@ async fn unknown_paths_and_methods_are_taler_errors() {
         let reply = app.get(path).await;
         assert_taler_error(&reply, StatusCode::NOT_FOUND, 21);
     }
-    let reply = app
-        .request(
-            Method::PUT,
-            "/private/otp-devices",
-            Some(&app.write_token),
-            None,
-        )
-        .await;
-    assert_taler_error(&reply, StatusCode::METHOD_NOT_ALLOWED, 20);
-    let reply = app.request(Method::DELETE, "/config", None, None).await;
-    assert_taler_error(&reply, StatusCode::METHOD_NOT_ALLOWED, 20);
-    let reply = app
-        .request(
+    for (method, path, token) in [
+        (Method::PUT, "/private/otp-devices", Some(&app.write_token)),
+        (Method::DELETE, "/config", None),
+        (
             Method::GET,
             "/private/otp-devices/x/confirmations",
             Some(&app.write_token),
-            None,
-        )
-        .await;
-    assert_taler_error(&reply, StatusCode::METHOD_NOT_ALLOWED, 20);
+        ),
+    ] {
+        let reply = app
+            .request(method, path, token.map(String::as_str), None)
+            .await;
+        assert_taler_error(&reply, StatusCode::METHOD_NOT_ALLOWED, 20);
+    }
 }
 
 #[tokio::test]

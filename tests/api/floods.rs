@@ -5,13 +5,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use otp_tests::{RFC_KEY, TestApp, assert_taler_error, spawn_app_with};
+use otp_tests::{RFC_KEY, TestApp, assert_taler_error, retry_after, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 /// Pooled connections taken so far: every database call takes one.
 async fn checkouts(app: &TestApp) -> f64 {
-    let metrics = app.request(Method::GET, "/metrics", None, None).await;
+    let metrics = app.anonymous(Method::GET, "/metrics", None).await;
     assert_eq!(metrics.status, StatusCode::OK, "{}", metrics.text);
     metrics
         .text
@@ -52,13 +52,13 @@ async fn malformed_tokens_and_remembered_failures_cost_no_query() {
         "secret-token:a b",
     ] {
         for _ in 0..5 {
-            let reply = app.request(Method::GET, path, Some(token), None).await;
+            let reply = app.get_as(token, path).await;
             assert_taler_error(&reply, StatusCode::UNAUTHORIZED, 2015);
             assert_eq!(reply.headers["www-authenticate"], "Bearer");
         }
     }
     for _ in 0..5 {
-        let reply = app.request(Method::GET, path, None, None).await;
+        let reply = app.anonymous(Method::GET, path, None).await;
         assert_taler_error(&reply, StatusCode::UNAUTHORIZED, 2015);
     }
     let spent = checkouts(&app).await - before;
@@ -71,15 +71,10 @@ async fn malformed_tokens_and_remembered_failures_cost_no_query() {
     let unknown = unknown_token(1);
     let before = checkouts(&app).await;
     for _ in 0..20 {
-        let reply = app.request(Method::GET, path, Some(&unknown), None).await;
+        let reply = app.get_as(&unknown, path).await;
         assert_taler_error(&reply, StatusCode::UNAUTHORIZED, 2015);
         let reply = app
-            .request(
-                Method::GET,
-                "/instances/ghost/private/otp-devices",
-                Some(&unknown),
-                None,
-            )
+            .get_as(&unknown, "/instances/ghost/private/otp-devices")
             .await;
         assert_taler_error(&reply, StatusCode::NOT_FOUND, 2000);
     }
@@ -87,14 +82,8 @@ async fn malformed_tokens_and_remembered_failures_cost_no_query() {
     assert!(spent <= 4.0, "40 remembered failures cost {spent} queries");
 
     // A malformed token on an unknown instance is still 404: the instance comes first.
-    let reply = app
-        .request(
-            Method::GET,
-            "/instances/nobody/private/otp-devices",
-            Some("secret-token:x"),
-            None,
-        )
-        .await;
+    let nobody = "/instances/nobody/private/otp-devices";
+    let reply = app.get_as("secret-token:x", nobody).await;
     assert_taler_error(&reply, StatusCode::NOT_FOUND, 2000);
 }
 
@@ -231,11 +220,7 @@ async fn a_flooding_address_is_refused_while_valid_tokens_are_served_quickly() {
     )
     .await;
     assert_taler_error(&refused, StatusCode::TOO_MANY_REQUESTS, 9906);
-    let seconds: u64 = refused.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let seconds = retry_after(&refused);
     assert!((1..=10).contains(&seconds), "Retry-After {seconds}");
     let answer = flooder
         .get(&device_url)

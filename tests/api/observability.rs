@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use otp_store::testing::{TcpProxy, TestDb};
 use otp_tests::{
-    RFC_KEY, TestApp, assert_taler_error, eventually, spawn_app, spawn_app_on, spawn_app_with,
+    RFC_KEY, TestApp, assert_taler_error, eventually, spawn_app, spawn_app_behind_proxy,
+    spawn_app_with,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -15,41 +15,32 @@ use serde_json::json;
 async fn health_and_readiness_need_no_token_and_no_prefix() {
     let app = spawn_app().await;
     for path in ["/healthz", "/readyz"] {
-        let answer = app.request(Method::GET, path, None, None).await;
+        let answer = app.anonymous(Method::GET, path, None).await;
         assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text);
         assert_eq!(answer.json, json!({"status": "ok"}));
         let prefixed = app
-            .request(Method::GET, &format!("/instances/admin{path}"), None, None)
+            .anonymous(Method::GET, &format!("/instances/admin{path}"), None)
             .await;
         assert_eq!(prefixed.status, StatusCode::NOT_FOUND, "{path}");
-        let posted = app
-            .request(Method::POST, path, None, Some(&json!({})))
-            .await;
+        let posted = app.anonymous(Method::POST, path, Some(&json!({}))).await;
         assert_taler_error(&posted, StatusCode::METHOD_NOT_ALLOWED, 20);
     }
     // Metrics are off by default.
-    let metrics = app.request(Method::GET, "/metrics", None, None).await;
+    let metrics = app.anonymous(Method::GET, "/metrics", None).await;
     assert_taler_error(&metrics, StatusCode::NOT_FOUND, 21);
 }
 
 #[tokio::test]
 async fn readiness_follows_the_database_and_the_schema() {
-    let db = TestDb::new().await;
-    let proxy = TcpProxy::start(db.upstream_addr()).await;
-    let url = db.url_via(proxy.addr());
-    let app = spawn_app_on(db, |settings| {
-        settings.database_url = Some(zeroize::Zeroizing::new(url.clone()));
-        settings.db_timeout = Duration::from_millis(500);
-    })
-    .await;
-    let ready = async |app: &TestApp| app.request(Method::GET, "/readyz", None, None).await;
+    let (app, proxy) = spawn_app_behind_proxy(|_| {}).await;
+    let ready = async |app: &TestApp| app.anonymous(Method::GET, "/readyz", None).await;
     assert_eq!(ready(&app).await.status, StatusCode::OK);
 
     proxy.set_down(true);
     let down = ready(&app).await;
     assert_taler_error(&down, StatusCode::SERVICE_UNAVAILABLE, 51);
     assert!(down.headers.get("retry-after").is_some(), "no Retry-After");
-    let alive = app.request(Method::GET, "/healthz", None, None).await;
+    let alive = app.anonymous(Method::GET, "/healthz", None).await;
     assert_eq!(alive.status, StatusCode::OK, "the process is up");
 
     proxy.set_down(false);
@@ -226,7 +217,7 @@ fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64
 }
 
 async fn scrape_metrics(app: &TestApp) -> (String, Vec<Sample>) {
-    let answer = app.request(Method::GET, "/metrics", None, None).await;
+    let answer = app.anonymous(Method::GET, "/metrics", None).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     let content_type = answer.headers["content-type"].to_str().unwrap();
     assert!(
@@ -245,7 +236,7 @@ async fn metrics_parse_and_count_a_known_sequence_exactly() {
     })
     .await;
     for _ in 0..3 {
-        app.request(Method::GET, "/config", None, None).await;
+        app.anonymous(Method::GET, "/config", None).await;
     }
     for _ in 0..2 {
         app.get("/private/otp-devices/ghost").await;
@@ -255,21 +246,13 @@ async fn metrics_parse_and_count_a_known_sequence_exactly() {
     for _ in 0..2 {
         app.get("/instances/admin/private/otp-devices/t").await;
     }
-    app.post("/private/otp-devices/t/confirmations", &json!({}))
-        .await;
-    app.post("/private/otp-devices/h/confirmations", &json!({}))
-        .await;
-    app.post("/private/otp-devices/h/confirmations", &json!({}))
-        .await;
-    let verified = app
-        .post(
-            "/private/otp-devices/t/verifications",
-            &json!({"code": "00000000"}),
-        )
-        .await;
+    for device in ["t", "h", "h"] {
+        app.confirm(device, &json!({})).await;
+    }
+    let verified = app.verify("t", &json!({"code": "00000000"})).await;
     assert_eq!(verified.json["reason"], "mismatch", "{}", verified.text);
-    app.request(Method::GET, "/no/such/path", None, None).await;
-    app.request(Method::PATCH, "/config", None, Some(&json!({})))
+    app.anonymous(Method::GET, "/no/such/path", None).await;
+    app.anonymous(Method::PATCH, "/config", Some(&json!({})))
         .await;
 
     let (text, scrape) = scrape_metrics(&app).await;
@@ -386,36 +369,13 @@ async fn metrics_parse_and_count_a_known_sequence_exactly() {
     assert!(open >= 1.0 && idle <= open, "{text}");
     assert!(sample(&scrape, "taler_otp_db_checkout_wait_seconds_count", &[]).unwrap() >= 10.0);
     // GET one twice within the cache's bound: the second from the cache.
-    let hits = sample(
-        &scrape,
-        "taler_otp_cache_hits_total",
-        &[("cache", "devices")],
-    )
-    .unwrap();
-    let misses = sample(
-        &scrape,
-        "taler_otp_cache_misses_total",
-        &[("cache", "devices")],
-    )
-    .unwrap();
+    let cache = |name: &str, cache: &str| sample(&scrape, name, &[("cache", cache)]).unwrap();
+    let hits = cache("taler_otp_cache_hits_total", "devices");
+    let misses = cache("taler_otp_cache_misses_total", "devices");
     assert!(hits >= 1.0 && misses >= 1.0, "{text}");
+    assert!(cache("taler_otp_cache_hits_total", "tokens") >= 5.0);
     assert!(
-        sample(
-            &scrape,
-            "taler_otp_cache_hits_total",
-            &[("cache", "tokens")]
-        )
-        .unwrap()
-            >= 5.0
-    );
-    assert!(
-        sample(
-            &scrape,
-            "taler_otp_cache_invalidations_total",
-            &[("cache", "devices")]
-        )
-        .unwrap()
-            >= 1.0,
+        cache("taler_otp_cache_invalidations_total", "devices") >= 1.0,
         "creating devices invalidates: {text}"
     );
     assert_eq!(

@@ -2,19 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use otp_store::testing::{TcpProxy, TestDb};
-use otp_tests::{RFC_KEY, assert_taler_error, spawn_app_on};
+use otp_tests::{RFC_KEY, assert_taler_error, spawn_app_behind_proxy};
 use reqwest::StatusCode;
 use serde_json::json;
 
 #[tokio::test]
 async fn database_outage_gives_503_then_recovers_without_restart() {
-    let db = TestDb::new().await;
-    let proxy = TcpProxy::start(db.upstream_addr()).await;
-    let url = db.url_via(proxy.addr());
-    let app = spawn_app_on(db, |settings| {
-        settings.database_url = Some(zeroize::Zeroizing::new(url.clone()));
-        settings.db_timeout = Duration::from_millis(500);
+    let (app, proxy) = spawn_app_behind_proxy(|settings| {
         settings.cache_ttl = Duration::ZERO;
     })
     .await;
