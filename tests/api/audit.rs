@@ -3,22 +3,14 @@
 
 use otp_store::audit;
 use otp_store::{InstanceId, tokens};
-use otp_tests::{RFC_KEY, Reply, TestApp, assert_taler_error, reply, spawn_app};
+use otp_tests::{RFC_KEY, Reply, TestApp, assert_taler_error, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// `POST /private/token` with HTTP Basic for the default instance.
 async fn basic_login(app: &TestApp, password: &str) -> Reply {
-    reply(
-        app.client
-            .post(format!("{}/private/token", app.address))
-            .basic_auth("admin", Some(password))
-            .json(&json!({"scope": "readonly"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    let body = json!({"scope": "readonly"});
+    app.basic("/private/token", "admin", password, &body).await
 }
 
 /// The serial of the token whose secret is `secret`.
@@ -36,14 +28,8 @@ async fn serial_of(app: &TestApp, secret: &str) -> i64 {
 
 /// The trail after `since`, as the API lists it to the read token.
 async fn trail(app: &TestApp, since: i64) -> Vec<Value> {
-    let listed = app
-        .request(
-            Method::GET,
-            &format!("/private/audit?since={since}&limit=1000"),
-            Some(&app.read_token),
-            None,
-        )
-        .await;
+    let path = format!("/private/audit?since={since}&limit=1000");
+    let listed = app.get_as(&app.read_token, &path).await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
     listed.json["entries"].as_array().unwrap().clone()
 }
@@ -72,28 +58,14 @@ async fn every_audited_action_appears_once_with_its_token_and_client() {
         .await;
     assert_eq!(patched.status, StatusCode::NO_CONTENT, "{}", patched.text);
     for device in ["totp", "hotp"] {
-        let issued = app
-            .post(
-                &format!("/private/otp-devices/{device}/confirmations"),
-                &json!({}),
-            )
-            .await;
+        let issued = app.confirm(device, &json!({})).await;
         assert_eq!(issued.status, StatusCode::OK, "{}", issued.text);
     }
     let verified = app
-        .post(
-            "/private/otp-devices/totp/verifications",
-            &json!({"code": "00000000", "reference": "order-7"}),
-        )
+        .verify("totp", &json!({"code": "00000000", "reference": "order-7"}))
         .await;
     assert_eq!(verified.status, StatusCode::OK, "{}", verified.text);
-    let set = app
-        .post(
-            "/private/auth",
-            &json!({"method": "token", "password": "secret password"}),
-        )
-        .await;
-    assert_eq!(set.status, StatusCode::NO_CONTENT, "{}", set.text);
+    app.set_password("secret password").await;
     assert_eq!(
         basic_login(&app, "wrong").await.status,
         StatusCode::UNAUTHORIZED
@@ -188,23 +160,11 @@ async fn reading_the_trail_needs_audit_read() {
             .await;
         assert_eq!(listed.status, status, "{}", listed.text);
     }
-    let forbidden = app
-        .request(
-            Method::GET,
-            "/instances/admin/private/audit",
-            Some(&order),
-            None,
-        )
-        .await;
+    let forbidden = app.get_as(&order, "/instances/admin/private/audit").await;
     assert_taler_error(&forbidden, StatusCode::FORBIDDEN, 16);
     assert!(forbidden.text.contains("audit-read"), "{}", forbidden.text);
     let unknown = app
-        .request(
-            Method::GET,
-            "/instances/ghost/private/audit",
-            Some(&app.read_token),
-            None,
-        )
+        .get_as(&app.read_token, "/instances/ghost/private/audit")
         .await;
     assert_taler_error(&unknown, StatusCode::NOT_FOUND, 2000);
 }
@@ -216,12 +176,7 @@ async fn the_trail_pages_with_since_and_limit() {
         app.add_device(&format!("d{n}"), RFC_KEY, json!(1)).await;
     }
     let page = app
-        .request(
-            Method::GET,
-            "/private/audit?since=3&limit=2",
-            Some(&app.read_token),
-            None,
-        )
+        .get_as(&app.read_token, "/private/audit?since=3&limit=2")
         .await;
     let seqs: Vec<i64> = page.json["entries"]
         .as_array()
@@ -233,12 +188,7 @@ async fn the_trail_pages_with_since_and_limit() {
     assert_eq!(trail(&app, 0).await.len(), 7);
     for bad in ["since=-1", "since=x", "limit=0", "limit=1001"] {
         let refused = app
-            .request(
-                Method::GET,
-                &format!("/private/audit?{bad}"),
-                Some(&app.read_token),
-                None,
-            )
+            .get_as(&app.read_token, &format!("/private/audit?{bad}"))
             .await;
         assert_taler_error(&refused, StatusCode::BAD_REQUEST, 26);
     }

@@ -1,9 +1,16 @@
 //! §7: authentication, scopes, the order of checks, and instance isolation.
 
 use otp_store::{InstanceId, tokens};
-use otp_tests::{RFC_KEY, assert_taler_error, spawn_app};
+use otp_tests::{RFC_KEY, TestApp, assert_taler_error, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+
+/// The status of `GET /private/otp-devices` with `value` as the whole `Authorization` header.
+async fn with_authorization(app: &TestApp, value: &str) -> StatusCode {
+    let url = format!("{}/private/otp-devices", app.address);
+    let request = app.client.get(url).header("Authorization", value);
+    request.send().await.unwrap().status()
+}
 
 #[tokio::test]
 async fn missing_or_wrong_credentials_are_401() {
@@ -16,27 +23,15 @@ async fn missing_or_wrong_credentials_are_401() {
         .get_as("secret-token:nope", "/private/otp-devices")
         .await;
     assert_taler_error(&wrong, StatusCode::UNAUTHORIZED, 2015);
-    let garbage = app
-        .client
-        .get(format!("{}/private/otp-devices", app.address))
-        .header("Authorization", "Basic dXNlcjpwdw==")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED);
+    let garbage = with_authorization(&app, "Basic dXNlcjpwdw==").await;
+    assert_eq!(garbage, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn token_without_bearer_prefix_is_accepted() {
     let app = spawn_app().await;
-    let reply = app
-        .client
-        .get(format!("{}/private/otp-devices", app.address))
-        .header("Authorization", app.read_token.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), StatusCode::OK);
+    let reply = with_authorization(&app, &app.read_token).await;
+    assert_eq!(reply, StatusCode::OK);
 }
 
 #[tokio::test]

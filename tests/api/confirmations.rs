@@ -3,19 +3,14 @@
 use std::collections::HashSet;
 
 use otp_tests::{RFC_KEY, assert_taler_error, spawn_app};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 #[tokio::test]
 async fn totp_confirmation_equals_get_one_and_changes_nothing() {
     let app = spawn_app().await;
     app.add_device("t", RFC_KEY, json!(2)).await;
-    let reply = app
-        .post(
-            "/private/otp-devices/t/confirmations",
-            &json!({"price": "EUR:1.5"}),
-        )
-        .await;
+    let reply = app.confirm("t", &json!({"price": "EUR:1.5"})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let ts = reply.json["otp_timestamp"].as_u64().unwrap();
     let get = app
@@ -33,26 +28,18 @@ async fn hotp_confirmation_uses_and_advances_the_counter() {
     app.add_device("h", RFC_KEY, json!(3)).await;
     let expected = ["84755224", "94287082"];
     for (counter, code) in expected.iter().enumerate() {
-        let reply = app
-            .post("/private/otp-devices/h/confirmations", &json!({}))
-            .await;
+        let reply = app.confirm("h", &json!({})).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
         assert_eq!(reply.json["pos_confirmation"], *code);
         assert_eq!(reply.json["otp_ctr"], counter as u64);
     }
     assert_eq!(app.get("/private/otp-devices/h").await.json["otp_ctr"], 2);
     // An empty body is accepted too.
+    let path = "/private/otp-devices/h/confirmations";
     let reply = app
-        .client
-        .post(format!(
-            "{}/private/otp-devices/h/confirmations",
-            app.address
-        ))
-        .header("Authorization", format!("Bearer {}", app.write_token))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), StatusCode::OK);
+        .request(Method::POST, path, Some(&app.write_token), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -61,31 +48,16 @@ async fn none_is_409_and_missing_price_is_400_25_without_advancing() {
     app.add_device("n", RFC_KEY, json!("NONE")).await;
     app.add_device("hp", RFC_KEY, json!("HOTP_WITH_PRICE"))
         .await;
-    let reply = app
-        .post("/private/otp-devices/n/confirmations", &json!({}))
-        .await;
+    let reply = app.confirm("n", &json!({})).await;
     assert_taler_error(&reply, StatusCode::CONFLICT, 26);
-    let reply = app
-        .post(
-            "/private/otp-devices/hp/confirmations",
-            &json!({"price": null}),
-        )
-        .await;
+    let reply = app.confirm("hp", &json!({"price": null})).await;
     assert_taler_error(&reply, StatusCode::BAD_REQUEST, 25);
     let reply = app
-        .post(
-            "/private/otp-devices/hp/confirmations",
-            &json!({"price": "EUR:1.123456789"}),
-        )
+        .confirm("hp", &json!({"price": "EUR:1.123456789"}))
         .await;
     assert_taler_error(&reply, StatusCode::BAD_REQUEST, 26);
     assert_eq!(app.get("/private/otp-devices/hp").await.json["otp_ctr"], 0);
-    let reply = app
-        .post(
-            "/private/otp-devices/hp/confirmations",
-            &json!({"price": "EUR:1.5"}),
-        )
-        .await;
+    let reply = app.confirm("hp", &json!({"price": "EUR:1.5"})).await;
     let key = otp_algo::OtpKey::from_base32(RFC_KEY).unwrap();
     let price = otp_algo::Amount::parse("EUR:1.5").unwrap();
     let expected =
@@ -93,8 +65,7 @@ async fn none_is_409_and_missing_price_is_400_25_without_advancing() {
             .unwrap();
     assert_eq!(reply.json["pos_confirmation"], expected);
     assert_taler_error(
-        &app.post("/private/otp-devices/ghost/confirmations", &json!({}))
-            .await,
+        &app.confirm("ghost", &json!({})).await,
         StatusCode::NOT_FOUND,
         2021,
     );
@@ -109,7 +80,7 @@ async fn sixty_four_concurrent_confirmations_get_distinct_codes_and_advance_by_6
         StatusCode::NO_CONTENT
     );
     let empty = json!({});
-    let calls = (0..64).map(|_| app.post("/private/otp-devices/busy/confirmations", &empty));
+    let calls = (0..64).map(|_| app.confirm("busy", &empty));
     let replies = futures_util::future::join_all(calls).await;
     let mut codes = HashSet::new();
     let mut counters = HashSet::new();
@@ -131,7 +102,7 @@ async fn a_confirmation_follows_the_algorithm_a_patch_set_and_moves_only_hotp_co
     let app = spawn_app().await;
     app.add_device("d", RFC_KEY, json!(1)).await;
     let empty = json!({});
-    let confirm = || app.post("/private/otp-devices/d/confirmations", &empty);
+    let confirm = || app.confirm("d", &empty);
     // Cached as TOTP (GET one): a confirmation is the TOTP answer and moves nothing.
     assert_eq!(app.get("/private/otp-devices/d").await.json["otp_ctr"], 0);
     let reply = confirm().await;
@@ -159,12 +130,7 @@ async fn a_confirmation_follows_the_algorithm_a_patch_set_and_moves_only_hotp_co
     // HOTP with price: a request without price moves nothing, one with a price does.
     assert_eq!(patch(4).await.status, StatusCode::NO_CONTENT);
     assert_taler_error(&confirm().await, StatusCode::BAD_REQUEST, 25);
-    let priced = app
-        .post(
-            "/private/otp-devices/d/confirmations",
-            &json!({"price": "EUR:1"}),
-        )
-        .await;
+    let priced = app.confirm("d", &json!({"price": "EUR:1"})).await;
     assert_eq!(priced.status, StatusCode::OK, "{}", priced.text);
     assert_eq!(priced.json["otp_ctr"], 2);
     assert_eq!(app.get("/private/otp-devices/d").await.json["otp_ctr"], 3);
@@ -198,9 +164,7 @@ async fn the_device_list_shows_this_servers_writes_at_once() {
         )
         .await;
     assert_eq!(patched.status, StatusCode::NO_CONTENT);
-    let confirmed = app
-        .post("/private/otp-devices/b/confirmations", &json!({}))
-        .await;
+    let confirmed = app.confirm("b", &json!({})).await;
     assert_eq!(confirmed.status, StatusCode::OK);
     assert_eq!(
         app.delete("/private/otp-devices/a").await.status,

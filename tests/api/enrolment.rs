@@ -3,9 +3,8 @@
 //! against the codes the server computes.
 
 use otp_algo::{Algorithm, Amount, OtpKey};
-use otp_store::{InstanceId, instances, tokens};
-use otp_tests::{TestApp, assert_taler_error, spawn_app};
-use reqwest::{Method, StatusCode};
+use otp_tests::{TestApp, assert_json_content_type, assert_taler_error, assert_valid, spawn_app};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use url::Url;
 
@@ -14,33 +13,20 @@ const FAKETIME: u64 = 1_700_000_015;
 
 /// Posts a device without `otp_key` at `prefix` ("" or "/instances/ID") with `token`.
 async fn enrol(app: &TestApp, prefix: &str, token: &str, id: &str, algorithm: Value) -> Value {
-    let reply = app
-        .request(
-            Method::POST,
-            &format!("{prefix}/private/otp-devices"),
-            Some(token),
-            Some(&json!({
-                "otp_device_id": id,
-                "otp_device_description": format!("device {id}"),
-                "otp_algorithm": algorithm,
-            })),
-        )
-        .await;
+    let body = json!({
+        "otp_device_id": id,
+        "otp_device_description": format!("device {id}"),
+        "otp_algorithm": algorithm,
+    });
+    let path = format!("{prefix}/private/otp-devices");
+    let reply = app.post_as(token, &path, &body).await;
     assert_eq!(
         reply.status,
         StatusCode::OK,
         "enrolling {id}: {}",
         reply.text
     );
-    let content_type = reply
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    assert!(
-        content_type.starts_with("application/json"),
-        "{content_type}"
-    );
+    assert_json_content_type(&reply);
     reply.json
 }
 
@@ -301,12 +287,8 @@ async fn algorithm_none_without_a_key_is_400_and_stores_nothing() {
 #[tokio::test]
 async fn a_given_key_still_answers_204_without_a_body() {
     let app = spawn_app().await;
-    let reply = app
-        .post(
-            "/private/otp-devices",
-            &json!({"otp_device_id": "k", "otp_device_description": "k", "otp_key": otp_tests::RFC_KEY, "otp_algorithm": 1}),
-        )
-        .await;
+    let body = json!({"otp_device_id": "k", "otp_device_description": "k", "otp_key": otp_tests::RFC_KEY, "otp_algorithm": 1});
+    let reply = app.post("/private/otp-devices", &body).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert!(reply.text.is_empty());
 }
@@ -314,17 +296,11 @@ async fn a_given_key_still_answers_204_without_a_body() {
 #[tokio::test]
 async fn issuer_and_device_id_are_percent_encoded_and_the_id_stands_in_for_a_missing_name() {
     let app = spawn_app().await;
-    let shop = InstanceId::parse("shop").expect("id");
-    instances::create(&app.store, &shop, "Café & Co Zürich")
-        .await
-        .expect("instance");
-    let (_, token) = tokens::create(&app.store, &shop, "write", None, "t")
-        .await
-        .expect("token");
+    let token = app.new_instance("shop", "Café & Co Zürich").await;
     let answer = enrol(
         &app,
         "/instances/shop",
-        token.expose(),
+        &token,
         "Till 1 ü+%~",
         json!("TOTP_WITH_PRICE"),
     )
@@ -342,14 +318,8 @@ async fn issuer_and_device_id_are_percent_encoded_and_the_id_stands_in_for_a_mis
     );
     assert!(!raw.contains('+') && !raw.contains(' '), "{raw}");
 
-    let nameless = InstanceId::parse("nameless").expect("id");
-    instances::create(&app.store, &nameless, "")
-        .await
-        .expect("instance");
-    let (_, token) = tokens::create(&app.store, &nameless, "write", None, "t")
-        .await
-        .expect("token");
-    let answer = enrol(&app, "/instances/nameless", token.expose(), "d", json!(1)).await;
+    let token = app.new_instance("nameless", "").await;
+    let answer = enrol(&app, "/instances/nameless", &token, "d", json!(1)).await;
     let (uri, _) = check_enrolment(&answer, Algorithm::TotpWithoutPrice);
     assert_eq!(uri.label, "nameless:d");
     assert_eq!(uri.issuer, "nameless");
@@ -358,10 +328,7 @@ async fn issuer_and_device_id_are_percent_encoded_and_the_id_stands_in_for_a_mis
 #[tokio::test]
 async fn the_enrolment_answer_matches_the_openapi_document() {
     let app = spawn_app().await;
-    let doc = app
-        .request(Method::GET, "/openapi.json", None, None)
-        .await
-        .json;
+    let doc = app.openapi().await;
     let post = &doc["paths"]["/private/otp-devices"]["post"];
     assert_eq!(
         post["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
@@ -387,31 +354,16 @@ async fn the_enrolment_answer_matches_the_openapi_document() {
             json!({"otp_device_id": "a", "otp_device_description": "d", "otp_key": null, "otp_algorithm": 1}),
         ),
     ] {
-        let schema = json!({
-            "$ref": format!("#/components/schemas/{name}"),
-            "components": doc["components"].clone(),
-        });
-        let validator = jsonschema::JSONSchema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .compile(&schema)
-            .expect("schema compiles");
-        if let Err(errors) = validator.validate(&instance) {
-            let messages: Vec<String> = errors.map(|e| e.to_string()).collect();
-            panic!("{name} does not validate {instance}: {messages:?}");
-        }
+        assert_valid(&doc, name, &instance);
     }
 }
 
 #[tokio::test]
 async fn a_readonly_token_cannot_enrol() {
     let app = spawn_app().await;
+    let body = json!({"otp_device_id": "r", "otp_device_description": "r", "otp_algorithm": 1});
     let reply = app
-        .request(
-            Method::POST,
-            "/private/otp-devices",
-            Some(&app.read_token),
-            Some(&json!({"otp_device_id": "r", "otp_device_description": "r", "otp_algorithm": 1})),
-        )
+        .post_as(&app.read_token, "/private/otp-devices", &body)
         .await;
     assert_taler_error(&reply, StatusCode::FORBIDDEN, 16);
     assert!(!reply.text.contains("otpauth"));

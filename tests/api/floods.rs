@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use otp_tests::{RFC_KEY, TestApp, assert_taler_error, retry_after, spawn_app_with};
+use otp_tests::{RFC_KEY, TestApp, assert_taler_error, retry_after, spawn_app_with_metrics};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -35,8 +35,7 @@ fn unknown_token(seed: u64) -> String {
 
 #[tokio::test]
 async fn malformed_tokens_and_remembered_failures_cost_no_query() {
-    let app = spawn_app_with(|settings| {
-        settings.metrics = true;
+    let app = spawn_app_with_metrics(|settings| {
         settings.cache_ttl = Duration::from_secs(1);
     })
     .await;
@@ -89,10 +88,7 @@ async fn malformed_tokens_and_remembered_failures_cost_no_query() {
 
 #[tokio::test]
 async fn a_flooding_address_is_refused_while_valid_tokens_are_served_quickly() {
-    let app = spawn_app_with(|settings| {
-        settings.metrics = true;
-    })
-    .await;
+    let app = spawn_app_with_metrics(|_| {}).await;
     app.add_device("till", RFC_KEY, json!(1)).await;
     let flooder_address = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let client_at = |address: IpAddr| {

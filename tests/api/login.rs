@@ -14,15 +14,11 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// Sets the default instance's password through the API, with the write token.
-async fn given_password(app: &TestApp, password: &str) {
-    let set = app
-        .post(
-            "/private/auth",
-            &json!({"method": "token", "password": password}),
-        )
-        .await;
-    assert_eq!(set.status, StatusCode::NO_CONTENT, "{}", set.text);
+/// Starts an app whose default instance has the password [`PASSWORD`].
+async fn spawn_app_with_password() -> TestApp {
+    let app = spawn_app().await;
+    app.set_password(PASSWORD).await;
+    app
 }
 
 /// Logs in to the default instance with the password and returns the answer's body.
@@ -40,6 +36,20 @@ async fn given_shop_with_password(app: &TestApp) {
     instances::set_password_hash(&app.store, &shop, Some(&hash))
         .await
         .unwrap();
+}
+
+/// Logs in to `shop` with its password and returns the answer's body.
+async fn login_to_shop(app: &TestApp, body: &Value) -> Value {
+    let path = "/instances/shop/private/token";
+    let answer = app.basic(path, "shop", "shop password", body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    answer.json
+}
+
+/// Asserts that `token` may not list the tokens: 403.
+async fn assert_lists_no_tokens(app: &TestApp, token: &str) {
+    let listed = app.get_as(token, "/private/tokens").await;
+    assert_taler_error(&listed, StatusCode::FORBIDDEN, 16);
 }
 
 fn token_of(answer: &Value) -> String {
@@ -63,8 +73,7 @@ fn now_seconds() -> i64 {
 
 #[tokio::test]
 async fn the_right_password_gives_a_token_of_the_scope_asked_for() {
-    let app = spawn_app().await;
-    given_password(&app, PASSWORD).await;
+    let app = spawn_app_with_password().await;
 
     let answer = login(&app, json!({"scope": "readonly", "description": "laptop"})).await;
 
@@ -109,7 +118,7 @@ async fn wrong_passwords_users_and_missing_credentials_are_401_and_unknown_insta
             2015,
         );
     }
-    given_password(&app, PASSWORD).await;
+    app.set_password(PASSWORD).await;
 
     for (user, password) in [
         ("admin", "wrong"),
@@ -147,8 +156,7 @@ async fn wrong_passwords_users_and_missing_credentials_are_401_and_unknown_insta
 
 #[tokio::test]
 async fn instances_are_isolated_the_user_is_the_instance_id() {
-    let app = spawn_app().await;
-    given_password(&app, PASSWORD).await;
+    let app = spawn_app_with_password().await;
     given_shop_with_password(&app).await;
     let body = json!({"scope": "write"});
 
@@ -163,16 +171,8 @@ async fn instances_are_isolated_the_user_is_the_instance_id() {
             .await;
         assert_taler_error(&answer, StatusCode::UNAUTHORIZED, 2015);
     }
-    let shop_login = app
-        .basic(
-            "/instances/shop/private/token",
-            "shop",
-            "shop password",
-            &body,
-        )
-        .await;
-    assert_eq!(shop_login.status, StatusCode::OK, "{}", shop_login.text);
-    let shop_token = token_of(&shop_login.json);
+    let shop_login = login_to_shop(&app, &body).await;
+    let shop_token = token_of(&shop_login);
     assert_eq!(
         status_with(&app, &shop_token, "/instances/shop/private/otp-devices").await,
         StatusCode::OK
@@ -185,8 +185,7 @@ async fn instances_are_isolated_the_user_is_the_instance_id() {
 
 #[tokio::test]
 async fn a_refreshable_token_creates_tokens_of_its_own_or_a_narrower_scope_only() {
-    let app = spawn_app().await;
-    given_password(&app, PASSWORD).await;
+    let app = spawn_app_with_password().await;
     let full = login(&app, json!({"scope": "order-full:refreshable"})).await;
     assert_eq!(full["scope"], "order-full");
     assert_eq!(full["refreshable"], true);
@@ -235,8 +234,7 @@ async fn a_refreshable_token_creates_tokens_of_its_own_or_a_narrower_scope_only(
 
 #[tokio::test]
 async fn tokens_expire_as_asked_and_forever_never_does() {
-    let app = spawn_app().await;
-    given_password(&app, PASSWORD).await;
+    let app = spawn_app_with_password().await;
 
     let short = login(
         &app,
@@ -269,21 +267,16 @@ async fn tokens_expire_as_asked_and_forever_never_does() {
         status_with(&app, &token_of(&forever), "/private/otp-devices").await,
         StatusCode::OK
     );
+    let negative = json!({"scope": "readonly", "duration": {"d_us": -5}});
     let bad = app
-        .basic(
-            "/private/token",
-            "admin",
-            PASSWORD,
-            &json!({"scope": "readonly", "duration": {"d_us": -5}}),
-        )
+        .basic("/private/token", "admin", PASSWORD, &negative)
         .await;
     assert_taler_error(&bad, StatusCode::BAD_REQUEST, 26);
 }
 
 #[tokio::test]
 async fn listing_shows_every_token_by_serial_and_never_a_secret() {
-    let app = spawn_app().await;
-    given_password(&app, PASSWORD).await;
+    let app = spawn_app_with_password().await;
     let a = login(
         &app,
         json!({"scope": "order-pos:refreshable", "description": "till"}),
@@ -344,15 +337,13 @@ async fn listing_shows_every_token_by_serial_and_never_a_secret() {
     }
     // Only admin scopes list tokens.
     for token in [app.read_token.clone(), token_of(&a)] {
-        let answer = app.get_as(&token, "/private/tokens").await;
-        assert_taler_error(&answer, StatusCode::FORBIDDEN, 16);
+        assert_lists_no_tokens(&app, &token).await;
     }
 }
 
 #[tokio::test]
 async fn revoked_tokens_are_refused_by_serial_or_by_logging_out() {
-    let app = spawn_app().await;
-    given_password(&app, PASSWORD).await;
+    let app = spawn_app_with_password().await;
     let victim = token_of(&login(&app, json!({"scope": "readonly"})).await);
     let leaving = token_of(&login(&app, json!({"scope": "order-simple"})).await);
     assert_eq!(
@@ -431,8 +422,8 @@ async fn a_revocation_reaches_another_server_process_within_the_cache_bound() {
 #[tokio::test]
 async fn the_password_is_set_through_the_api_by_admin_scopes_only() {
     let app = spawn_app().await;
-    given_password(&app, "first").await;
-    given_password(&app, PASSWORD).await;
+    app.set_password("first").await;
+    app.set_password(PASSWORD).await;
     let old = app
         .basic("/private/token", "admin", "first", &json!({"scope": "all"}))
         .await;
@@ -465,8 +456,7 @@ async fn the_password_is_set_through_the_api_by_admin_scopes_only() {
 
 #[tokio::test]
 async fn five_failures_throttle_basic_logins_even_with_the_right_password() {
-    let app = spawn_app().await;
-    given_password(&app, PASSWORD).await;
+    let app = spawn_app_with_password().await;
     given_shop_with_password(&app).await;
     let body = json!({"scope": "readonly:refreshable"});
     // A success before the limit changes no count.
@@ -491,15 +481,7 @@ async fn five_failures_throttle_basic_logins_even_with_the_right_password() {
         assert_eq!(refused.json["detail"], retry_after.to_string());
     }
     // Another instance from the same address is not throttled; bearer refreshes are not either.
-    let shop_login = app
-        .basic(
-            "/instances/shop/private/token",
-            "shop",
-            "shop password",
-            &body,
-        )
-        .await;
-    assert_eq!(shop_login.status, StatusCode::OK, "{}", shop_login.text);
+    login_to_shop(&app, &body).await;
     let refreshed = refresh(&app, &token_of(&refreshable), "readonly").await;
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
 }
@@ -532,36 +514,24 @@ async fn every_scope_grants_exactly_its_permissions() {
                 let answer = app.get_as(&token, path).await;
                 assert_eq!(answer.status, expect(read, StatusCode::OK), "{stored} read");
             }
-            let patch = app
-                .send_as(
-                    &token,
-                    Method::PATCH,
-                    "/private/otp-devices/d",
-                    &json!({"otp_device_description": "d"}),
-                )
-                .await;
-            assert_eq!(
-                patch.status,
-                expect(write, StatusCode::NO_CONTENT),
-                "{stored} write: {}",
-                patch.text
-            );
+            let patch = json!({"otp_device_description": "d"});
             let code = json!({"code": "00000000"});
-            let attempt = app
-                .post_as(&token, "/private/otp-devices/d/verifications", &code)
-                .await;
-            assert_eq!(
-                attempt.status,
-                expect(verify, StatusCode::OK),
-                "{stored} verify: {}",
-                attempt.text
-            );
+            let device = "/private/otp-devices/d";
+            let verifications = "/private/otp-devices/d/verifications";
+            let patched = expect(write, StatusCode::NO_CONTENT);
+            let verified = expect(verify, StatusCode::OK);
+            for (method, path, body, expected, what) in [
+                (Method::PATCH, device, &patch, patched, "write"),
+                (Method::POST, verifications, &code, verified, "verify"),
+            ] {
+                let answer = app.send_as(&token, method, path, body).await;
+                assert_eq!(answer.status, expected, "{stored} {what}: {}", answer.text);
+            }
             // Mismatches would lock the device after a few scopes.
             let unlocked = app.unlock("d").await;
             assert_eq!(unlocked.status, StatusCode::NO_CONTENT, "{}", unlocked.text);
             if !(read && write && verify) {
-                let listed = app.get_as(&token, "/private/tokens").await;
-                assert_taler_error(&listed, StatusCode::FORBIDDEN, 16);
+                assert_lists_no_tokens(&app, &token).await;
             }
         }
     }
@@ -569,8 +539,7 @@ async fn every_scope_grants_exactly_its_permissions() {
 
 #[tokio::test]
 async fn answers_match_the_openapi_schemas() {
-    let app = spawn_app().await;
-    given_password(&app, PASSWORD).await;
+    let app = spawn_app_with_password().await;
     let doc = app.openapi().await;
     let answer = login(
         &app,

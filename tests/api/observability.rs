@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use otp_tests::{
     RFC_KEY, TestApp, assert_taler_error, eventually, spawn_app, spawn_app_behind_proxy,
-    spawn_app_with,
+    spawn_app_with_metrics,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -230,8 +230,7 @@ async fn scrape_metrics(app: &TestApp) -> (String, Vec<Sample>) {
 
 #[tokio::test]
 async fn metrics_parse_and_count_a_known_sequence_exactly() {
-    let app = spawn_app_with(|settings| {
-        settings.metrics = true;
+    let app = spawn_app_with_metrics(|settings| {
         settings.cache_ttl = Duration::from_secs(60);
     })
     .await;
@@ -330,27 +329,13 @@ async fn metrics_parse_and_count_a_known_sequence_exactly() {
         ),
         Some(3.0)
     );
+    let issued = "taler_otp_confirmations_issued_total";
+    let verifications = "taler_otp_verifications_total";
     for (name, labels, value) in [
-        (
-            "taler_otp_confirmations_issued_total",
-            vec![("mode", "totp")],
-            1.0,
-        ),
-        (
-            "taler_otp_confirmations_issued_total",
-            vec![("mode", "hotp")],
-            2.0,
-        ),
-        (
-            "taler_otp_verifications_total",
-            vec![("outcome", "mismatch")],
-            1.0,
-        ),
-        (
-            "taler_otp_verifications_total",
-            vec![("outcome", "verified")],
-            0.0,
-        ),
+        (issued, vec![("mode", "totp")], 1.0),
+        (issued, vec![("mode", "hotp")], 2.0),
+        (verifications, vec![("outcome", "mismatch")], 1.0),
+        (verifications, vec![("outcome", "verified")], 0.0),
         ("taler_otp_device_locks_total", vec![], 0.0),
         ("taler_otp_logins_total", vec![("outcome", "failure")], 0.0),
         ("taler_otp_db_pool_max_size", vec![], 8.0),

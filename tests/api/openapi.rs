@@ -1,6 +1,6 @@
 //! The OpenAPI document: committed, up to date, served, and matching real responses.
 
-use otp_tests::{RFC_KEY, spawn_app};
+use otp_tests::{RFC_KEY, assert_valid, spawn_app};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -49,29 +49,10 @@ fn document_is_openapi_3_1_with_every_path_and_marked_extensions() {
     );
 }
 
-fn validator(doc: &Value, schema_name: &str) -> jsonschema::JSONSchema {
-    let schema = json!({
-        "$ref": format!("#/components/schemas/{schema_name}"),
-        "components": doc["components"].clone(),
-    });
-    jsonschema::JSONSchema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .compile(&schema)
-        .unwrap()
-}
-
-fn assert_valid(doc: &Value, schema_name: &str, instance: &Value) {
-    let validator = validator(doc, schema_name);
-    if let Err(errors) = validator.validate(instance) {
-        let messages: Vec<String> = errors.map(|e| e.to_string()).collect();
-        panic!("{schema_name} does not validate {instance}: {messages:?}");
-    }
-}
-
 #[tokio::test]
 async fn served_document_and_real_responses_match_the_schemas() {
     let app = spawn_app().await;
-    let served = app.request(Method::GET, "/openapi.json", None, None).await;
+    let served = app.anonymous(Method::GET, "/openapi.json", None).await;
     assert_eq!(served.status, StatusCode::OK);
     let doc = served.json;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
@@ -80,7 +61,7 @@ async fn served_document_and_real_responses_match_the_schemas() {
     assert_valid(
         &doc,
         "VersionResponse",
-        &app.request(Method::GET, "/config", None, None).await.json,
+        &app.anonymous(Method::GET, "/config", None).await.json,
     );
     assert_valid(
         &doc,
@@ -102,12 +83,7 @@ async fn served_document_and_real_responses_match_the_schemas() {
     assert_valid(
         &doc,
         "ConfirmationResponse",
-        &app.post(
-            "/private/otp-devices/v/confirmations",
-            &json!({"price": "EUR:2"}),
-        )
-        .await
-        .json,
+        &app.confirm("v", &json!({"price": "EUR:2"})).await.json,
     );
     assert_valid(
         &doc,
@@ -126,7 +102,7 @@ async fn served_document_and_real_responses_match_the_schemas() {
 #[tokio::test]
 async fn swagger_ui_is_served_offline() {
     let app = spawn_app().await;
-    let reply = app.request(Method::GET, "/docs/", None, None).await;
+    let reply = app.anonymous(Method::GET, "/docs/", None).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(
         reply.text.contains("swagger"),
@@ -134,7 +110,7 @@ async fn swagger_ui_is_served_offline() {
         &reply.text[..reply.text.len().min(200)]
     );
     let js = app
-        .request(Method::GET, "/docs/swagger-ui-bundle.js", None, None)
+        .anonymous(Method::GET, "/docs/swagger-ui-bundle.js", None)
         .await;
     assert_eq!(js.status, StatusCode::OK);
 }

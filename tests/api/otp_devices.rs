@@ -140,13 +140,9 @@ async fn post_is_idempotent_for_identical_details_and_conflicts_otherwise() {
 #[tokio::test]
 async fn json_null_means_absent() {
     let app = spawn_app().await;
-    let reply = app
-        .post(
-            "/private/otp-devices",
-            &json!({"otp_device_id": "n", "otp_device_description": "d", "otp_key": RFC_KEY,
-                    "otp_algorithm": 3, "otp_ctr": null, "unknown_field": {"x": 1}}),
-        )
-        .await;
+    let body = json!({"otp_device_id": "n", "otp_device_description": "d", "otp_key": RFC_KEY,
+                      "otp_algorithm": 3, "otp_ctr": null, "unknown_field": {"x": 1}});
+    let reply = app.post("/private/otp-devices", &body).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
     assert_eq!(app.get("/private/otp-devices/n").await.json["otp_ctr"], 0);
     // The PHP SDK's minimal update sends nulls for everything but the description.

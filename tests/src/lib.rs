@@ -55,6 +55,15 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_on(db, adjust).await
 }
 
+/// Starts an app serving `/metrics`, after `adjust` has changed the test settings.
+pub async fn spawn_app_with_metrics(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with(|settings| {
+        settings.metrics = true;
+        adjust(settings);
+    })
+    .await
+}
+
 /// Starts an app on an existing test database (for a second server on the same database use
 /// [`spawn_server`]).
 pub async fn spawn_app_on(db: TestDb, adjust: impl FnOnce(&mut Settings)) -> TestApp {
@@ -334,6 +343,13 @@ impl TestApp {
             .await
             .expect("token");
         (token.serial, secret.expose().to_owned())
+    }
+
+    /// Sets the default instance's password through the API with the write token; asserts 204.
+    pub async fn set_password(&self, password: &str) {
+        let body = serde_json::json!({"method": "token", "password": password});
+        let set = self.post("/private/auth", &body).await;
+        assert_eq!(set.status, StatusCode::NO_CONTENT, "{}", set.text);
     }
 
     /// `POST …/otp-devices/{device}/confirmations` with the write token.
