@@ -1,5 +1,5 @@
 //! Counters and histograms for the hot path: each thread adds to its own cache lines (one of
-//! [`SHARDS`] shards, picked once per thread), so two workers serving the same route never
+//! eight shards, picked once per thread), so two workers serving the same route never
 //! contend; a scrape sums the shards. Encoded with `prometheus-client`'s encoder.
 
 use std::cell::Cell;
