@@ -14,7 +14,7 @@ use otp_store::testing::TestDb;
 use otp_store::verifications::{self, Attempt, Candidates, Outcome, VerifyPolicy};
 use otp_store::{InstanceId, Store, tokens};
 
-use crate::{device_id, given_instance, key, new_device};
+use crate::{device_id, given_instance, given_shop, key, new_device};
 
 async fn trail(store: &Store, instance: &InstanceId) -> Vec<AuditEntry> {
     audit::list(store, instance, 0, 1000).await.unwrap()
@@ -35,9 +35,7 @@ async fn execute(store: &Store, sql: &str) -> Result<u64, tokio_postgres::Error>
 
 #[tokio::test]
 async fn device_and_token_writes_append_one_row_each_with_their_actor() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let device = new_device("pos");
     // As the operator (no request scope).
     otp_devices::create(&store, &shop, &device).await.unwrap();
@@ -172,9 +170,7 @@ async fn instances_have_chains_of_their_own_and_concurrent_appends_never_fork() 
 
 #[tokio::test]
 async fn the_log_refuses_updates_deletes_and_truncation_and_outlives_its_instance() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     otp_devices::create(&store, &shop, &new_device("pos"))
         .await
         .unwrap();
@@ -246,9 +242,7 @@ async fn first_broken(store: &Store, shop: &InstanceId) -> Option<BrokenLink> {
 
 #[tokio::test]
 async fn devices_have_chains_of_their_own_and_a_break_names_its_chain() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     for id in ["a", "b"] {
         otp_devices::create(&store, &shop, &new_device(id))
             .await

@@ -7,17 +7,27 @@ use otp_store::changes::{self, Change};
 use otp_store::otp_devices::{self, OtpDevicePatch};
 use otp_store::testing::{TcpProxy, TestDb};
 use otp_store::verifications::{self, Attempt, Candidates, Outcome, VerifyPolicy};
-use otp_store::{instances, tokens};
+use otp_store::{InstanceId, Store, instances, tokens};
 use tokio::sync::mpsc::{self, Receiver, UnboundedReceiver};
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::{device_id, given_instance, instance_id, new_device};
+use crate::{device_id, given_shop, given_token, instance_id, new_device};
 
 async fn next(changes: &mut Receiver<Change>) -> Change {
     tokio::time::timeout(Duration::from_secs(10), changes.recv())
         .await
         .expect("a change within 10 s")
         .expect("the subscription is open")
+}
+
+/// Creates a token of `shop` and asserts that its notification is the next one: nothing done
+/// since the last notification notified anything.
+async fn next_is_a_new_token(store: &Store, shop: &InstanceId, changes: &mut Receiver<Change>) {
+    given_token(store, shop, "readonly").await;
+    let expected = Change::Tokens {
+        instance: shop.clone(),
+    };
+    assert_eq!(next(changes).await, expected);
 }
 
 #[tokio::test]
@@ -31,6 +41,9 @@ async fn every_change_of_instances_tokens_and_devices_is_notified() {
     let device_change = Change::Device {
         instance: shop.clone(),
         device: device_id("pos:1"),
+    };
+    let tokens_change = Change::Tokens {
+        instance: shop.clone(),
     };
     let patch = OtpDevicePatch {
         description: "new".into(),
@@ -46,22 +59,10 @@ async fn every_change_of_instances_tokens_and_devices_is_notified() {
             instance: shop.clone()
         }
     );
-    let (token, _) = tokens::create(&store, &shop, "write", None, "")
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut changes).await,
-        Change::Tokens {
-            instance: shop.clone()
-        }
-    );
+    let (token, _) = given_token(&store, &shop, "write").await;
+    assert_eq!(next(&mut changes).await, tokens_change);
     tokens::revoke(&store, &shop, token.serial).await.unwrap();
-    assert_eq!(
-        next(&mut changes).await,
-        Change::Tokens {
-            instance: shop.clone()
-        }
-    );
+    assert_eq!(next(&mut changes).await, tokens_change);
     otp_devices::create(&store, &shop, &device).await.unwrap();
     assert_eq!(next(&mut changes).await, device_change);
     // An idempotent replay and a no-op resync change nothing and notify
@@ -70,15 +71,7 @@ async fn every_change_of_instances_tokens_and_devices_is_notified() {
     otp_devices::resync_counter(&store, &shop, &device.id, 0)
         .await
         .unwrap();
-    tokens::create(&store, &shop, "readonly", None, "")
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut changes).await,
-        Change::Tokens {
-            instance: shop.clone()
-        }
-    );
+    next_is_a_new_token(&store, &shop, &mut changes).await;
     otp_devices::update(&store, &shop, &device.id, &patch)
         .await
         .unwrap();
@@ -88,15 +81,7 @@ async fn every_change_of_instances_tokens_and_devices_is_notified() {
     otp_devices::advance_counter(&store, &shop, &device.id, false)
         .await
         .unwrap();
-    tokens::create(&store, &shop, "readonly", None, "")
-        .await
-        .unwrap();
-    assert_eq!(
-        next(&mut changes).await,
-        Change::Tokens {
-            instance: shop.clone()
-        }
-    );
+    next_is_a_new_token(&store, &shop, &mut changes).await;
     otp_devices::delete(&store, &shop, &device.id)
         .await
         .unwrap();
@@ -165,9 +150,7 @@ async fn next_payload(payloads: &mut UnboundedReceiver<serde_json::Value>) -> se
 
 #[tokio::test]
 async fn counter_advances_and_accepted_hotp_codes_notify_nothing_while_a_patch_does() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (db, store, shop) = given_shop().await;
     let (_listening, mut payloads) = listen(&db.url()).await;
     let device = new_device("pos");
     otp_devices::create(&store, &shop, &device).await.unwrap();
@@ -232,9 +215,7 @@ async fn counter_advances_and_accepted_hotp_codes_notify_nothing_while_a_patch_d
             .unwrap(),
         (Algorithm::HotpWithoutPrice, 20)
     );
-    tokens::create(&store, &shop, "readonly", None, "")
-        .await
-        .unwrap();
+    given_token(&store, &shop, "readonly").await;
     assert_eq!(next_payload(&mut payloads).await, tokens_payload);
 
     // A PATCH of what the caches hold notifies: the description, the key, the algorithm.
@@ -273,9 +254,7 @@ async fn counter_advances_and_accepted_hotp_codes_notify_nothing_while_a_patch_d
             "{patch:?}"
         );
     }
-    tokens::create(&store, &shop, "readonly", None, "")
-        .await
-        .unwrap();
+    given_token(&store, &shop, "readonly").await;
     assert_eq!(next_payload(&mut payloads).await, tokens_payload);
 }
 

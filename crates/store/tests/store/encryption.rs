@@ -3,15 +3,8 @@
 use otp_store::otp_devices::{self, Created};
 use otp_store::testing::TestDb;
 use otp_store::{Store, StoreError};
-use zeroize::Zeroizing;
 
-use crate::{given_instance, key, new_device};
-
-fn store_with_kek(db: &TestDb, kek: Option<u8>) -> Store {
-    let mut config = db.config();
-    config.key_encryption_key = kek.map(|byte| Zeroizing::new([byte; 32]));
-    Store::connect(&config).unwrap()
-}
+use crate::{given_instance, given_shop_with_kek, key, new_device, store_with_kek, stored};
 
 async fn raw_key(store: &Store, device: &str) -> (Vec<u8>, bool) {
     let client = store.pool().get().await.unwrap();
@@ -27,29 +20,21 @@ async fn raw_key(store: &Store, device: &str) -> (Vec<u8>, bool) {
 
 #[tokio::test]
 async fn with_a_kek_keys_are_stored_encrypted_and_read_back() {
-    let db = TestDb::new().await;
-    let store = store_with_kek(&db, Some(1));
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop_with_kek(1).await;
     let device = new_device("pos");
 
     otp_devices::create(&store, &shop, &device).await.unwrap();
-    let (stored, encrypted) = raw_key(&store, "pos").await;
+    let (at_rest, encrypted) = raw_key(&store, "pos").await;
 
     assert!(encrypted);
-    assert_ne!(stored, device.key.as_bytes());
+    assert_ne!(at_rest, device.key.as_bytes());
     assert!(
-        !stored
+        !at_rest
             .windows(8)
             .any(|w| device.key.as_bytes().windows(8).any(|k| k == w)),
         "key bytes visible at rest"
     );
-    assert_eq!(
-        otp_devices::get(&store, &shop, &device.id)
-            .await
-            .unwrap()
-            .key,
-        device.key
-    );
+    assert_eq!(stored(&store, &shop, &device.id).await.key, device.key);
     assert_eq!(
         otp_devices::advance_counter(&store, &shop, &device.id, false)
             .await
@@ -63,9 +48,7 @@ async fn with_a_kek_keys_are_stored_encrypted_and_read_back() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_kek_is_a_crypto_error() {
-    let db = TestDb::new().await;
-    let store = store_with_kek(&db, Some(1));
-    let shop = given_instance(&store, "shop").await;
+    let (db, store, shop) = given_shop_with_kek(1).await;
     let device = new_device("pos");
     otp_devices::create(&store, &shop, &device).await.unwrap();
 
@@ -78,9 +61,7 @@ async fn a_wrong_or_missing_kek_is_a_crypto_error() {
 
 #[tokio::test]
 async fn a_ciphertext_moved_to_another_device_does_not_decrypt() {
-    let db = TestDb::new().await;
-    let store = store_with_kek(&db, Some(1));
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop_with_kek(1).await;
     otp_devices::create(&store, &shop, &new_device("one"))
         .await
         .unwrap();
@@ -134,12 +115,6 @@ async fn idempotent_create_compares_keys_under_encryption_and_across_enabling_it
         Err(StoreError::DeviceExists)
     ));
     // Plaintext rows stay readable once a KEK is configured.
-    assert_eq!(
-        otp_devices::get(&encrypted, &shop, &old.id)
-            .await
-            .unwrap()
-            .key,
-        old.key
-    );
+    assert_eq!(stored(&encrypted, &shop, &old.id).await.key, old.key);
     assert!(!raw_key(&plain, "before-kek").await.1);
 }

@@ -3,7 +3,7 @@
 use otp_store::testing::TestDb;
 use otp_store::{StoreError, instances, otp_devices, tokens};
 
-use crate::{given_instance, instance_id, new_device};
+use crate::{given_shop, given_token, instance_id, new_device};
 
 #[tokio::test]
 async fn created_instances_can_be_read_listed_and_deleted() {
@@ -76,15 +76,11 @@ async fn creating_an_existing_instance_conflicts_and_ensure_is_idempotent() {
 
 #[tokio::test]
 async fn deleting_an_instance_deletes_its_tokens_and_devices() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     otp_devices::create(&store, &shop, &new_device("pos"))
         .await
         .unwrap();
-    let (_, secret) = tokens::create(&store, &shop, "write", None, "")
-        .await
-        .unwrap();
+    let (_, secret) = given_token(&store, &shop, "write").await;
 
     instances::delete(&store, &shop).await.unwrap();
     instances::create(&store, &shop, "Reborn").await.unwrap();

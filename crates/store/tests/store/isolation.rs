@@ -4,17 +4,13 @@
 use chrono::Utc;
 use otp_store::StoreError;
 use otp_store::otp_devices::{self, Created, OtpDevicePatch};
-use otp_store::testing::TestDb;
 use otp_store::tokens::{self, AuthOutcome};
 
-use crate::{given_instance, key, new_device};
+use crate::{given_alpha_and_beta, given_token, key, new_device, stored};
 
 #[tokio::test]
 async fn an_instance_can_never_read_change_delete_or_advance_another_instances_devices() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let alpha = given_instance(&store, "alpha").await;
-    let beta = given_instance(&store, "beta").await;
+    let (_db, store, alpha, beta) = given_alpha_and_beta().await;
     let only_alpha = new_device("alpha-only");
     let shared = new_device("shared");
     otp_devices::create(&store, &alpha, &only_alpha)
@@ -24,10 +20,8 @@ async fn an_instance_can_never_read_change_delete_or_advance_another_instances_d
     let mut beta_shared = new_device("shared");
     beta_shared.key = key(7);
     beta_shared.counter = 100;
-    let alpha_before = otp_devices::get(&store, &alpha, &only_alpha.id)
-        .await
-        .unwrap();
-    let shared_before = otp_devices::get(&store, &alpha, &shared.id).await.unwrap();
+    let alpha_before = stored(&store, &alpha, &only_alpha.id).await;
+    let shared_before = stored(&store, &alpha, &shared.id).await;
 
     // The same id in another instance is a different device, not a conflict.
     assert_eq!(
@@ -85,16 +79,8 @@ async fn an_instance_can_never_read_change_delete_or_advance_another_instances_d
         .await
         .unwrap();
 
-    assert_eq!(
-        otp_devices::get(&store, &alpha, &only_alpha.id)
-            .await
-            .unwrap(),
-        alpha_before
-    );
-    assert_eq!(
-        otp_devices::get(&store, &alpha, &shared.id).await.unwrap(),
-        shared_before
-    );
+    assert_eq!(stored(&store, &alpha, &only_alpha.id).await, alpha_before);
+    assert_eq!(stored(&store, &alpha, &shared.id).await, shared_before);
     let beta_ids: Vec<String> = otp_devices::list(&store, &beta)
         .await
         .unwrap()
@@ -107,16 +93,9 @@ async fn an_instance_can_never_read_change_delete_or_advance_another_instances_d
 
 #[tokio::test]
 async fn an_instance_can_never_list_revoke_or_authenticate_with_another_instances_tokens() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let alpha = given_instance(&store, "alpha").await;
-    let beta = given_instance(&store, "beta").await;
-    let (alpha_token, alpha_secret) = tokens::create(&store, &alpha, "admin", None, "")
-        .await
-        .unwrap();
-    let (beta_token, _) = tokens::create(&store, &beta, "readonly", None, "")
-        .await
-        .unwrap();
+    let (_db, store, alpha, beta) = given_alpha_and_beta().await;
+    let (alpha_token, alpha_secret) = given_token(&store, &alpha, "admin").await;
+    let (beta_token, _) = given_token(&store, &beta, "readonly").await;
 
     let with_alpha_secret =
         tokens::authenticate(&store, &beta, Some(alpha_secret.expose()), Utc::now())

@@ -9,13 +9,7 @@ use otp_store::testing::{TestDb, first_form_ciphertext};
 use otp_store::{Store, StoreError, instances};
 use zeroize::Zeroizing;
 
-use crate::{given_instance, key, new_device};
-
-fn store_with_kek(db: &TestDb, kek: Option<u8>) -> Store {
-    let mut config = db.config();
-    config.key_encryption_key = kek.map(|byte| Zeroizing::new([byte; 32]));
-    Store::connect(&config).unwrap()
-}
+use crate::{given_instance, given_shop_with_kek, key, new_device, store_with_kek, stored};
 
 fn kek(byte: u8) -> Zeroizing<[u8; 32]> {
     Zeroizing::new([byte; 32])
@@ -58,9 +52,7 @@ async fn wrapped_data_key(store: &Store, instance: &str) -> Option<Vec<u8>> {
 
 #[tokio::test]
 async fn a_missing_or_wrong_kek_is_refused_before_any_key_is_read() {
-    let db = TestDb::new().await;
-    let store = store_with_kek(&db, Some(1));
-    let shop = given_instance(&store, "shop").await;
+    let (db, store, shop) = given_shop_with_kek(1).await;
     otp_devices::create(&store, &shop, &new_device("pos"))
         .await
         .unwrap();
@@ -132,10 +124,8 @@ async fn plaintext_keys_with_a_kek_are_refused_unless_accepted_and_rekey_encrypt
     let status = key_check::check(&encrypted, false).await.unwrap();
     assert_eq!(status.under_data_keys, 5);
     for (instance, device) in &devices {
-        let stored = otp_devices::get(&encrypted, instance, &device.id)
-            .await
-            .unwrap();
-        assert_eq!(stored.key, device.key);
+        let row = stored(&encrypted, instance, &device.id).await;
+        assert_eq!(row.key, device.key);
         // The idempotent create still recognises the same key, and only it.
         assert_eq!(
             otp_devices::create(&encrypted, instance, device)
@@ -172,7 +162,7 @@ async fn rekey_rotates_to_a_new_kek_given_the_old_one_once() {
 
     let without_old = rekey(&new, None, 10).await;
     let with_wrong_old = rekey(&new, Some(&kek(3)), 10).await;
-    let still_old = otp_devices::get(&old, &shop, &device.id).await.unwrap();
+    let still_old = stored(&old, &shop, &device.id).await;
     let report = rekey(&new, Some(&kek(1)), 1).await.unwrap();
 
     assert!(matches!(mismatch(without_old), KeyMismatch::Wrong { .. }));
@@ -184,7 +174,7 @@ async fn rekey_rotates_to_a_new_kek_given_the_old_one_once() {
     assert_eq!(report.rewrapped, 2);
     assert_eq!((report.encrypted, report.moved), (0, 0));
     for instance in [&shop, &cafe] {
-        let read = otp_devices::get(&new, instance, &device.id).await.unwrap();
+        let read = stored(&new, instance, &device.id).await;
         assert_eq!(read.key, device.key);
         assert!(matches!(
             otp_devices::get(&old, instance, &device.id).await,
@@ -223,7 +213,7 @@ async fn first_form_keys_are_read_checked_and_moved_under_the_data_key() {
 
     let wrong = key_check::check(&store_with_kek(&db, Some(2)), false).await;
     let status = key_check::check(&store, false).await.unwrap();
-    let read = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+    let read = stored(&store, &shop, &device.id).await;
     let report = rekey(&store, None, 10).await.unwrap();
 
     assert!(matches!(mismatch(wrong), KeyMismatch::Undecryptable { .. }));
@@ -231,20 +221,12 @@ async fn first_form_keys_are_read_checked_and_moved_under_the_data_key() {
     assert_eq!(read.key, device.key);
     assert_eq!(report.moved, 1);
     assert_eq!(forms(&store).await, vec![("pos".to_owned(), true, true)]);
-    assert_eq!(
-        otp_devices::get(&store, &shop, &device.id)
-            .await
-            .unwrap()
-            .key,
-        device.key
-    );
+    assert_eq!(stored(&store, &shop, &device.id).await.key, device.key);
 }
 
 #[tokio::test]
 async fn each_instance_has_its_own_data_key_and_loses_it_with_the_instance() {
-    let db = TestDb::new().await;
-    let store = store_with_kek(&db, Some(1));
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop_with_kek(1).await;
     let cafe = given_instance(&store, "cafe").await;
     let device = new_device("pos");
     otp_devices::create(&store, &shop, &device).await.unwrap();

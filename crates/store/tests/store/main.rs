@@ -23,6 +23,7 @@ mod verifications; // Verifying a typed code once: lockout, history, concurrency
 
 use otp_algo::{Algorithm, OtpKey};
 use otp_store::otp_devices::NewOtpDevice;
+use otp_store::testing::TestDb;
 use otp_store::{InstanceId, OtpDeviceId, Store};
 
 /// A valid instance id.
@@ -58,4 +59,63 @@ pub async fn given_instance(store: &Store, id: &str) -> InstanceId {
         .await
         .unwrap();
     instance
+}
+
+/// A fresh database (keep it while the store is used), its store and the instance `shop`.
+pub async fn given_shop() -> (TestDb, Store, InstanceId) {
+    given_shop_named("shop").await
+}
+
+/// A fresh database (keep it while the store is used), its store and the instance `id`.
+pub async fn given_shop_named(id: &str) -> (TestDb, Store, InstanceId) {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let shop = given_instance(&store, id).await;
+    (db, store, shop)
+}
+
+/// A store on `db` whose key-encryption key is 32 bytes of `kek`, or that has none.
+pub fn store_with_kek(db: &TestDb, kek: Option<u8>) -> Store {
+    let mut config = db.config();
+    config.key_encryption_key = kek.map(|byte| zeroize::Zeroizing::new([byte; 32]));
+    Store::connect(&config).unwrap()
+}
+
+/// [`given_shop`] with a store whose key-encryption key is 32 bytes of `kek`.
+pub async fn given_shop_with_kek(kek: u8) -> (TestDb, Store, InstanceId) {
+    let db = TestDb::new().await;
+    let store = store_with_kek(&db, Some(kek));
+    let shop = given_instance(&store, "shop").await;
+    (db, store, shop)
+}
+
+/// A token of `shop` with `scope`, no expiry and no description.
+pub async fn given_token(
+    store: &Store,
+    shop: &InstanceId,
+    scope: &str,
+) -> (
+    otp_store::tokens::AccessToken,
+    otp_store::tokens::SecretToken,
+) {
+    otp_store::tokens::create(store, shop, scope, None, "")
+        .await
+        .unwrap()
+}
+
+/// The device `id` of `shop` as stored.
+pub async fn stored(
+    store: &Store,
+    shop: &InstanceId,
+    id: &OtpDeviceId,
+) -> otp_store::otp_devices::OtpDevice {
+    otp_store::otp_devices::get(store, shop, id).await.unwrap()
+}
+
+/// A fresh database (keep it while the store is used), its store and the instances `alpha`
+/// and `beta`.
+pub async fn given_alpha_and_beta() -> (TestDb, Store, InstanceId, InstanceId) {
+    let (db, store, alpha) = given_shop_named("alpha").await;
+    let beta = given_instance(&store, "beta").await;
+    (db, store, alpha, beta)
 }

@@ -7,55 +7,46 @@ use otp_store::StoreError;
 use otp_store::otp_devices::{self, Advance, Created, OtpDevicePatch};
 use otp_store::testing::TestDb;
 
-use crate::{device_id, given_instance, instance_id, key, new_device};
+use crate::{device_id, given_instance, given_shop, instance_id, key, new_device, stored};
 
 #[tokio::test]
 async fn a_created_device_reads_back_identically() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let mut device = new_device("pos: caf\u{e9} \"1\"");
     device.algorithm = Algorithm::TotpWithPrice;
     device.counter = 42;
 
     let created = otp_devices::create(&store, &shop, &device).await.unwrap();
-    let stored = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+    let row = stored(&store, &shop, &device.id).await;
 
     assert_eq!(created, Created::Inserted);
-    assert_eq!(stored.id, device.id);
-    assert_eq!(stored.description, device.description);
-    assert_eq!(stored.key, device.key);
-    assert_eq!(stored.algorithm, Algorithm::TotpWithPrice);
-    assert_eq!(stored.counter, 42);
-    assert_eq!(stored.created_at, stored.updated_at);
+    assert_eq!(row.id, device.id);
+    assert_eq!(row.description, device.description);
+    assert_eq!(row.key, device.key);
+    assert_eq!(row.algorithm, Algorithm::TotpWithPrice);
+    assert_eq!(row.counter, 42);
+    assert_eq!(row.created_at, row.updated_at);
 }
 
 #[tokio::test]
 async fn creating_an_identical_device_again_is_unchanged() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let device = new_device("pos");
     otp_devices::create(&store, &shop, &device).await.unwrap();
-    let before = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+    let before = stored(&store, &shop, &device.id).await;
 
     let again = otp_devices::create(&store, &shop, &device).await.unwrap();
 
     assert_eq!(again, Created::Unchanged);
-    assert_eq!(
-        otp_devices::get(&store, &shop, &device.id).await.unwrap(),
-        before
-    );
+    assert_eq!(stored(&store, &shop, &device.id).await, before);
 }
 
 #[tokio::test]
 async fn creating_a_device_that_differs_in_any_field_conflicts() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let original = new_device("pos");
     otp_devices::create(&store, &shop, &original).await.unwrap();
-    let before = otp_devices::get(&store, &shop, &original.id).await.unwrap();
+    let before = stored(&store, &shop, &original.id).await;
 
     let mut variants = Vec::new();
     let mut changed = original.clone();
@@ -78,17 +69,12 @@ async fn creating_a_device_that_differs_in_any_field_conflicts() {
             "different {field}: {outcome:?}"
         );
     }
-    assert_eq!(
-        otp_devices::get(&store, &shop, &original.id).await.unwrap(),
-        before
-    );
+    assert_eq!(stored(&store, &shop, &original.id).await, before);
 }
 
 #[tokio::test]
 async fn concurrent_identical_creates_insert_once() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let device = new_device("pos");
 
     let outcomes =
@@ -121,9 +107,7 @@ async fn devices_need_an_existing_instance() {
 
 #[tokio::test]
 async fn counters_above_i64_max_are_out_of_range() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let mut device = new_device("pos");
     device.counter = u64::MAX;
 
@@ -139,9 +123,7 @@ async fn counters_above_i64_max_are_out_of_range() {
 
 #[tokio::test]
 async fn devices_are_listed_in_id_order() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     for id in ["b", "a", "C", "a-2"] {
         otp_devices::create(&store, &shop, &new_device(id))
             .await
@@ -163,12 +145,10 @@ async fn devices_are_listed_in_id_order() {
 
 #[tokio::test]
 async fn a_patch_replaces_the_given_fields_and_keeps_the_others() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let device = new_device("pos");
     otp_devices::create(&store, &shop, &device).await.unwrap();
-    let before = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+    let before = stored(&store, &shop, &device.id).await;
 
     let minimal = OtpDevicePatch {
         description: "renamed".into(),
@@ -179,7 +159,7 @@ async fn a_patch_replaces_the_given_fields_and_keeps_the_others() {
     otp_devices::update(&store, &shop, &device.id, &minimal)
         .await
         .unwrap();
-    let after_minimal = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+    let after_minimal = stored(&store, &shop, &device.id).await;
     let full = OtpDevicePatch {
         description: "all new".into(),
         key: Some(key(9)),
@@ -189,7 +169,7 @@ async fn a_patch_replaces_the_given_fields_and_keeps_the_others() {
     otp_devices::update(&store, &shop, &device.id, &full)
         .await
         .unwrap();
-    let after_full = otp_devices::get(&store, &shop, &device.id).await.unwrap();
+    let after_full = stored(&store, &shop, &device.id).await;
 
     assert_eq!(after_minimal.description, "renamed");
     assert_eq!(
@@ -210,9 +190,7 @@ async fn a_patch_replaces_the_given_fields_and_keeps_the_others() {
 
 #[tokio::test]
 async fn unknown_devices_are_not_found_by_every_operation() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let missing = device_id("missing");
     let patch = OtpDevicePatch {
         description: "x".into(),
@@ -253,9 +231,7 @@ async fn unknown_devices_are_not_found_by_every_operation() {
 
 #[tokio::test]
 async fn a_deleted_device_is_gone() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let device = new_device("pos");
     otp_devices::create(&store, &shop, &device).await.unwrap();
 
@@ -279,9 +255,7 @@ async fn a_deleted_device_is_gone() {
 
 #[tokio::test]
 async fn advancing_returns_the_counter_to_use_and_stores_the_next() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let mut device = new_device("pos");
     device.counter = 10;
     otp_devices::create(&store, &shop, &device).await.unwrap();
@@ -299,20 +273,12 @@ async fn advancing_returns_the_counter_to_use_and_stores_the_next() {
 
     assert_eq!((first.counter, second.counter), (10, 11));
     assert_eq!(first.key, device.key);
-    assert_eq!(
-        otp_devices::get(&store, &shop, &device.id)
-            .await
-            .unwrap()
-            .counter,
-        12
-    );
+    assert_eq!(stored(&store, &shop, &device.id).await.counter, 12);
 }
 
 #[tokio::test]
 async fn a_counter_at_i64_max_cannot_advance() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let mut device = new_device("pos");
     device.counter = i64::MAX as u64 - 1;
     otp_devices::create(&store, &shop, &device).await.unwrap();
@@ -330,19 +296,14 @@ async fn a_counter_at_i64_max_cannot_advance() {
         "{beyond:?}"
     );
     assert_eq!(
-        otp_devices::get(&store, &shop, &device.id)
-            .await
-            .unwrap()
-            .counter,
+        stored(&store, &shop, &device.id).await.counter,
         i64::MAX as u64
     );
 }
 
 #[tokio::test]
 async fn only_counter_based_devices_advance_and_only_with_the_price_they_need() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let mut devices = Vec::new();
     for (id, algorithm) in [
         ("none", Algorithm::None),
@@ -430,29 +391,16 @@ async fn concurrent_advances_get_distinct_consecutive_counters() {
     }
 
     assert_eq!(counters, (1000..1064).collect::<BTreeSet<u64>>());
-    assert_eq!(
-        otp_devices::get(&store, &shop, &device.id)
-            .await
-            .unwrap()
-            .counter,
-        1064
-    );
+    assert_eq!(stored(&store, &shop, &device.id).await.counter, 1064);
 }
 
 #[tokio::test]
 async fn resync_only_moves_the_counter_forward() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let mut device = new_device("pos");
     device.counter = 10;
     otp_devices::create(&store, &shop, &device).await.unwrap();
-    let counter = || async {
-        otp_devices::get(&store, &shop, &device.id)
-            .await
-            .unwrap()
-            .counter
-    };
+    let counter = || async { stored(&store, &shop, &device.id).await.counter };
 
     otp_devices::resync_counter(&store, &shop, &device.id, 15)
         .await

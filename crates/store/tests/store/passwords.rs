@@ -5,7 +5,7 @@ use otp_store::testing::TestDb;
 use otp_store::tokens::{self, AuthOutcome};
 use otp_store::{StoreError, instances};
 
-use crate::{given_instance, instance_id};
+use crate::{given_instance, given_shop, given_token, instance_id};
 
 /// A well-formed PHC string (its hash need not be right: the store never checks it).
 const HASH: &str =
@@ -13,9 +13,7 @@ const HASH: &str =
 
 #[tokio::test]
 async fn a_new_instance_has_no_password_until_one_is_set_and_clearing_removes_it() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let other = given_instance(&store, "other").await;
 
     assert_eq!(instances::password_hash(&store, &shop).await.unwrap(), None);
@@ -61,9 +59,7 @@ async fn passwords_of_unknown_instances_are_instance_not_found() {
 
 #[tokio::test]
 async fn only_argon2_phc_strings_are_stored() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
 
     for bad in ["hunter2", "", "$2b$12$abcdefghijklmnopqrstuv"] {
         let outcome = instances::set_password_hash(&store, &shop, Some(bad)).await;
@@ -74,9 +70,7 @@ async fn only_argon2_phc_strings_are_stored() {
 
 #[tokio::test]
 async fn revoking_by_secret_removes_that_token_only_and_only_in_its_instance() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let other = given_instance(&store, "other").await;
     let (_, used) = tokens::create(&store, &shop, "readonly", None, "used")
         .await
@@ -113,14 +107,10 @@ async fn revoking_by_secret_removes_that_token_only_and_only_in_its_instance() {
 
 #[tokio::test]
 async fn refreshable_scopes_are_stored_as_given_and_tokens_list_by_ascending_serial() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let mut created = Vec::new();
     for scope in ["order-pos:refreshable", "write.refreshable", "readonly"] {
-        let (token, _) = tokens::create(&store, &shop, scope, None, "")
-            .await
-            .unwrap();
+        let (token, _) = given_token(&store, &shop, scope).await;
         created.push(token);
     }
 

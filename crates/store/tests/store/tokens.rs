@@ -5,13 +5,11 @@ use otp_store::StoreError;
 use otp_store::testing::TestDb;
 use otp_store::tokens::{self, AuthOutcome};
 
-use crate::{given_instance, instance_id};
+use crate::{given_shop, given_token, instance_id};
 
 #[tokio::test]
 async fn a_new_token_authenticates_with_or_without_its_prefix() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
 
     let (token, secret) = tokens::create(&store, &shop, "write", None, "POS")
         .await
@@ -35,12 +33,8 @@ async fn a_new_token_authenticates_with_or_without_its_prefix() {
 
 #[tokio::test]
 async fn missing_or_wrong_secrets_are_invalid_and_unknown_instances_are_reported_first() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    let (_, secret) = tokens::create(&store, &shop, "write", None, "")
-        .await
-        .unwrap();
+    let (_db, store, shop) = given_shop().await;
+    let (_, secret) = given_token(&store, &shop, "write").await;
     let now = Utc::now();
 
     let cases = [
@@ -71,9 +65,7 @@ async fn missing_or_wrong_secrets_are_invalid_and_unknown_instances_are_reported
 
 #[tokio::test]
 async fn a_token_is_invalid_from_its_expiry_on() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let expires_at = Utc::now() + Duration::hours(1);
     let (_, secret) = tokens::create(&store, &shop, "readonly", Some(expires_at), "")
         .await
@@ -93,9 +85,7 @@ async fn a_token_is_invalid_from_its_expiry_on() {
 
 #[tokio::test]
 async fn only_the_sha256_of_the_secret_is_stored() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let (_, secret) = tokens::create(&store, &shop, "write", None, "note")
         .await
         .unwrap();
@@ -130,9 +120,7 @@ async fn only_the_sha256_of_the_secret_is_stored() {
 
 #[tokio::test]
 async fn tokens_are_listed_and_revoked_by_serial() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     let (first, first_secret) = tokens::create(&store, &shop, "readonly", None, "a")
         .await
         .unwrap();

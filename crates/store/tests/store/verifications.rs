@@ -11,7 +11,9 @@ use otp_store::verifications::{
 };
 use otp_store::{InstanceId, OtpDeviceId, Store, StoreError};
 
-use crate::{device_id, given_instance, instance_id, new_device};
+use crate::{
+    device_id, given_alpha_and_beta, given_instance, given_shop, instance_id, new_device, stored,
+};
 
 /// 2023-11-14T22:13:30Z, the first second of TOTP step 56_666_667.
 const T0: i64 = 1_700_000_010;
@@ -30,6 +32,15 @@ const POLICY: VerifyPolicy = VerifyPolicy {
     daily_failures: 100,
     hotp_lookahead: 10,
 };
+
+/// [`POLICY`] with F = `max_failures` and D = `daily_failures`.
+fn limits(max_failures: u32, daily_failures: u32) -> VerifyPolicy {
+    VerifyPolicy {
+        max_failures,
+        daily_failures,
+        ..POLICY
+    }
+}
 
 fn attempt(reference: Option<&str>) -> Attempt<'_> {
     Attempt {
@@ -75,8 +86,101 @@ async fn given_device_at(
     otp_devices::create(store, instance, &device).await.unwrap();
 }
 
+/// The instance `shop` with its device `pos` of `algorithm` at `counter`, in `store`.
+async fn given_shop_pos(
+    store: &Store,
+    algorithm: Algorithm,
+    counter: u64,
+) -> (InstanceId, OtpDeviceId) {
+    let shop = given_instance(store, "shop").await;
+    given_device_at(store, &shop, "pos", algorithm, counter).await;
+    (shop, device_id("pos"))
+}
+
+/// The instance `shop` and its device `pos` (with a fresh database, or on one the caller keeps):
+/// where a test's attempts go.
+struct Till {
+    _db: Option<TestDb>,
+    store: Store,
+    shop: InstanceId,
+    pos: OtpDeviceId,
+}
+
+impl Till {
+    /// The device `id` of `shop` in `store`, whose database the caller keeps.
+    fn on(store: &Store, shop: &InstanceId, id: &str) -> Till {
+        Till {
+            _db: None,
+            store: store.clone(),
+            shop: shop.clone(),
+            pos: device_id(id),
+        }
+    }
+
+    /// An attempt with reference `order` on `pos`.
+    async fn check(&self, now: DateTime<Utc>, code: &Candidates, policy: &VerifyPolicy) -> Outcome {
+        check(&self.store, &self.shop, &self.pos, now, code, policy).await
+    }
+
+    /// An attempt on `pos` with `reference` and [`POLICY`].
+    async fn verify_as(
+        &self,
+        now: DateTime<Utc>,
+        code: &Candidates,
+        reference: Option<&str>,
+    ) -> Outcome {
+        let attempt = attempt(reference);
+        verifications::verify(
+            &self.store,
+            &self.shop,
+            &self.pos,
+            now,
+            code,
+            &attempt,
+            &POLICY,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Asserts that an attempt with reference `order` on `pos` has the outcome `expected`.
+    async fn expect(
+        &self,
+        now: DateTime<Utc>,
+        code: &Candidates,
+        policy: &VerifyPolicy,
+        expected: Outcome,
+    ) {
+        assert_eq!(self.check(now, code, policy).await, expected, "at {now}");
+    }
+
+    /// Whether an attempt with a code matching nothing is refused by the daily limit.
+    async fn at_daily_limit(&self, now: DateTime<Utc>, policy: &VerifyPolicy) -> bool {
+        let outcome = self.check(now, &nothing(), policy).await;
+        matches!(outcome, Outcome::DailyLimit { .. })
+    }
+
+    /// The counter `pos` has stored.
+    async fn counter(&self) -> u64 {
+        stored_counter(&self.store, &self.shop, &self.pos).await
+    }
+}
+
+/// A fresh database with the instance `shop` and its device `pos` of `algorithm` at `counter`.
+async fn given_pos(algorithm: Algorithm, counter: u64) -> Till {
+    let db = TestDb::new().await;
+    let store = db.store();
+    let (shop, pos) = given_shop_pos(&store, algorithm, counter).await;
+    Till {
+        _db: Some(db),
+        store,
+        shop,
+        pos,
+    }
+}
+
 async fn stored_counter(store: &Store, instance: &InstanceId, id: &OtpDeviceId) -> u64 {
-    otp_devices::get(store, instance, id).await.unwrap().counter
+    stored(store, instance, id).await.counter
 }
 
 async fn check(
@@ -125,47 +229,15 @@ fn verified_counter(counter: u64) -> Outcome {
 
 #[tokio::test]
 async fn a_totp_step_is_accepted_once_and_then_answers_its_reference() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
-    let pos = device_id("pos");
+    let till = given_pos(Algorithm::TotpWithoutPrice, 0).await;
     let code = totp(&[(STEP0, 0)]);
 
-    let first = verifications::verify(
-        &store,
-        &shop,
-        &pos,
-        at(T0),
-        &code,
-        &attempt(Some("order-1")),
-        &POLICY,
-    )
-    .await
-    .unwrap();
-    let again = verifications::verify(
-        &store,
-        &shop,
-        &pos,
-        at(T0 + 5),
-        &code,
-        &attempt(Some("order-2")),
-        &POLICY,
-    )
-    .await
-    .unwrap();
+    let first = till.verify_as(at(T0), &code, Some("order-1")).await;
+    let again = till.verify_as(at(T0 + 5), &code, Some("order-2")).await;
     // Seen from the next step the same step is offset -1: still a replay.
-    let later = verifications::verify(
-        &store,
-        &shop,
-        &pos,
-        at(T0 + 30),
-        &totp(&[(STEP0, -1)]),
-        &attempt(None),
-        &POLICY,
-    )
-    .await
-    .unwrap();
+    let later = till
+        .verify_as(at(T0 + 30), &totp(&[(STEP0, -1)]), None)
+        .await;
 
     assert_eq!(first, verified_offset(0));
     let replay = Outcome::Replayed {
@@ -177,18 +249,12 @@ async fn a_totp_step_is_accepted_once_and_then_answers_its_reference() {
 
 #[tokio::test]
 async fn a_code_matching_several_steps_takes_the_first_one_not_accepted() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
-    let pos = device_id("pos");
+    let till = given_pos(Algorithm::TotpWithoutPrice, 0).await;
     let both = totp(&[(STEP0, 0), (STEP0 - 1, -1)]);
 
-    let first = check(&store, &shop, &pos, at(T0), &both, &POLICY).await;
-    let second = check(&store, &shop, &pos, at(T0), &both, &POLICY).await;
-    let third = verifications::verify(&store, &shop, &pos, at(T0), &both, &attempt(None), &POLICY)
-        .await
-        .unwrap();
+    let first = till.check(at(T0), &both, &POLICY).await;
+    let second = till.check(at(T0), &both, &POLICY).await;
+    let third = till.verify_as(at(T0), &both, None).await;
 
     assert_eq!(first, verified_offset(0));
     assert_eq!(second, verified_offset(-1));
@@ -202,22 +268,11 @@ async fn a_code_matching_several_steps_takes_the_first_one_not_accepted() {
 
 #[tokio::test]
 async fn an_accepted_attempt_without_reference_replays_as_none() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
-    let pos = device_id("pos");
+    let till = given_pos(Algorithm::TotpWithoutPrice, 0).await;
     let code = totp(&[(STEP0, 0)]);
 
-    let anonymous = attempt(None);
-    let outcomes: Vec<Outcome> =
-        futures_util::future::join_all((0..2).map(|_| {
-            verifications::verify(&store, &shop, &pos, at(T0), &code, &anonymous, &POLICY)
-        }))
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let both = (0..2).map(|_| till.verify_as(at(T0), &code, None));
+    let outcomes: Vec<Outcome> = futures_util::future::join_all(both).await;
 
     assert!(outcomes.contains(&verified_offset(0)), "{outcomes:?}");
     assert!(
@@ -228,20 +283,16 @@ async fn an_accepted_attempt_without_reference_replays_as_none() {
 
 #[tokio::test]
 async fn with_price_a_step_is_accepted_once_per_amount() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::TotpWithPrice).await;
-    let pos = device_id("pos");
+    let till = given_pos(Algorithm::TotpWithPrice, 0).await;
     let for_amount = |amount: &str| Candidates::Totp {
         amount: Some(amount.into()),
         steps: vec![(STEP0, 0)],
     };
 
-    let one = check(&store, &shop, &pos, at(T0), &for_amount("EUR:1"), &POLICY).await;
-    let two = check(&store, &shop, &pos, at(T0), &for_amount("EUR:2"), &POLICY).await;
-    let one_again = check(&store, &shop, &pos, at(T0), &for_amount("EUR:1"), &POLICY).await;
-    let two_again = check(&store, &shop, &pos, at(T0), &for_amount("EUR:2"), &POLICY).await;
+    let one = till.check(at(T0), &for_amount("EUR:1"), &POLICY).await;
+    let two = till.check(at(T0), &for_amount("EUR:2"), &POLICY).await;
+    let one_again = till.check(at(T0), &for_amount("EUR:1"), &POLICY).await;
+    let two_again = till.check(at(T0), &for_amount("EUR:2"), &POLICY).await;
 
     assert_eq!(one, verified_offset(0));
     assert_eq!(two, verified_offset(0));
@@ -257,9 +308,7 @@ async fn with_price_a_step_is_accepted_once_per_amount() {
 
 #[tokio::test]
 async fn hotp_accepts_up_to_the_look_ahead_and_stores_the_next_counter() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     given_device(&store, &shop, "near", Algorithm::HotpWithoutPrice).await;
     given_device(&store, &shop, "far", Algorithm::HotpWithoutPrice).await;
     let near = device_id("near");
@@ -277,49 +326,27 @@ async fn hotp_accepts_up_to_the_look_ahead_and_stores_the_next_counter() {
 
 #[tokio::test]
 async fn hotp_takes_the_smallest_match_in_the_window() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device_at(&store, &shop, "pos", Algorithm::HotpWithPrice, 100).await;
-    let pos = device_id("pos");
+    let till = given_pos(Algorithm::HotpWithPrice, 100).await;
 
-    let outcome = check(
-        &store,
-        &shop,
-        &pos,
-        at(T0),
-        &hotp(&[95, 103, 107], (90, 110)),
-        &POLICY,
-    )
-    .await;
+    let outcome = till
+        .check(at(T0), &hotp(&[95, 103, 107], (90, 110)), &POLICY)
+        .await;
 
     assert_eq!(outcome, verified_counter(103));
-    assert_eq!(stored_counter(&store, &shop, &pos).await, 104);
+    assert_eq!(till.counter().await, 104);
 }
 
 #[tokio::test]
 async fn hotp_below_the_counter_is_a_replay_if_accepted_and_a_mismatch_if_skipped() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::HotpWithoutPrice).await;
-    let pos = device_id("pos");
-    let verified = verifications::verify(
-        &store,
-        &shop,
-        &pos,
-        at(T0),
-        &hotp(&[5], (0, 10)),
-        &attempt(Some("order-5")),
-        &POLICY,
-    )
-    .await
-    .unwrap();
+    let till = given_pos(Algorithm::HotpWithoutPrice, 0).await;
+    let verified = till
+        .verify_as(at(T0), &hotp(&[5], (0, 10)), Some("order-5"))
+        .await;
     assert_eq!(verified, verified_counter(5));
-    assert_eq!(stored_counter(&store, &shop, &pos).await, 6);
+    assert_eq!(till.counter().await, 6);
 
-    let skipped = check(&store, &shop, &pos, at(T0), &hotp(&[3], (0, 16)), &POLICY).await;
-    let replayed = check(&store, &shop, &pos, at(T0), &hotp(&[5], (0, 16)), &POLICY).await;
+    let skipped = till.check(at(T0), &hotp(&[3], (0, 16)), &POLICY).await;
+    let replayed = till.check(at(T0), &hotp(&[5], (0, 16)), &POLICY).await;
 
     assert_eq!(skipped, Outcome::Mismatch);
     assert_eq!(
@@ -328,9 +355,9 @@ async fn hotp_below_the_counter_is_a_replay_if_accepted_and_a_mismatch_if_skippe
             reference: Some("order-5".into())
         }
     );
-    assert_eq!(stored_counter(&store, &shop, &pos).await, 6);
+    assert_eq!(till.counter().await, 6);
     assert_eq!(
-        outcomes(&store, &shop, &pos).await,
+        outcomes(&till.store, &till.shop, &till.pos).await,
         [
             RecordedOutcome::Replayed,
             RecordedOutcome::Mismatch,
@@ -341,60 +368,37 @@ async fn hotp_below_the_counter_is_a_replay_if_accepted_and_a_mismatch_if_skippe
 
 #[tokio::test]
 async fn hotp_is_stale_when_the_range_does_not_cover_the_window() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device_at(&store, &shop, "pos", Algorithm::HotpWithoutPrice, 6).await;
-    let pos = device_id("pos");
+    let till = given_pos(Algorithm::HotpWithoutPrice, 6).await;
 
     // [6, 16] is not inside [0, 10]: no match there says nothing.
-    let short = check(&store, &shop, &pos, at(T0), &hotp(&[], (0, 10)), &POLICY).await;
+    let short = till.check(at(T0), &hotp(&[], (0, 10)), &POLICY).await;
     // A match at 8, but 6 and 7 were not computed.
-    let late = check(&store, &shop, &pos, at(T0), &hotp(&[8], (7, 20)), &POLICY).await;
+    let late = till.check(at(T0), &hotp(&[8], (7, 20)), &POLICY).await;
     // Computed around the stored counter: decided.
-    let covered = check(&store, &shop, &pos, at(T0), &hotp(&[8], (0, 16)), &POLICY).await;
+    let covered = till.check(at(T0), &hotp(&[8], (0, 16)), &POLICY).await;
 
     assert_eq!(short, Outcome::Stale { stored_counter: 6 });
     assert_eq!(late, Outcome::Stale { stored_counter: 6 });
     assert_eq!(covered, verified_counter(8));
     // Stale attempts are neither recorded nor counted.
     assert_eq!(
-        outcomes(&store, &shop, &pos).await,
+        outcomes(&till.store, &till.shop, &till.pos).await,
         [RecordedOutcome::Verified]
     );
 }
 
 #[tokio::test]
 async fn hotp_at_the_largest_counter_accepts_it_once() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
     let max = i64::MAX.unsigned_abs();
-    given_device_at(&store, &shop, "pos", Algorithm::HotpWithoutPrice, max).await;
-    let pos = device_id("pos");
+    let till = given_pos(Algorithm::HotpWithoutPrice, max).await;
+    let at_max = hotp(&[max], (max, max));
 
-    let first = check(
-        &store,
-        &shop,
-        &pos,
-        at(T0),
-        &hotp(&[max], (max, max)),
-        &POLICY,
-    )
-    .await;
-    let again = check(
-        &store,
-        &shop,
-        &pos,
-        at(T0),
-        &hotp(&[max], (max, max)),
-        &POLICY,
-    )
-    .await;
+    let first = till.check(at(T0), &at_max, &POLICY).await;
+    let again = till.check(at(T0), &at_max, &POLICY).await;
     let beyond = verifications::verify(
-        &store,
-        &shop,
-        &pos,
+        &till.store,
+        &till.shop,
+        &till.pos,
         at(T0),
         &hotp(&[max], (max, max + 1)),
         &attempt(None),
@@ -404,7 +408,7 @@ async fn hotp_at_the_largest_counter_accepts_it_once() {
 
     assert_eq!(first, verified_counter(max));
     assert!(matches!(again, Outcome::Replayed { .. }), "{again:?}");
-    assert_eq!(stored_counter(&store, &shop, &pos).await, max);
+    assert_eq!(till.counter().await, max);
     assert!(
         matches!(beyond, Err(StoreError::OutOfRange(_))),
         "{beyond:?}"
@@ -470,9 +474,7 @@ async fn race(
 async fn of_32_concurrent_totp_attempts_with_one_code_exactly_one_is_verified() {
     let db = TestDb::new().await;
     let store = wide_store(&db);
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
-    let pos = device_id("pos");
+    let (shop, pos) = given_shop_pos(&store, Algorithm::TotpWithoutPrice, 0).await;
 
     let outcomes = race(&store, &shop, &pos, &totp(&[(STEP0, 0)])).await;
 
@@ -485,9 +487,7 @@ async fn of_32_concurrent_totp_attempts_with_one_code_exactly_one_is_verified() 
 async fn of_32_concurrent_hotp_attempts_with_one_code_exactly_one_is_verified() {
     let db = TestDb::new().await;
     let store = wide_store(&db);
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::HotpWithoutPrice).await;
-    let pos = device_id("pos");
+    let (shop, pos) = given_shop_pos(&store, Algorithm::HotpWithoutPrice, 0).await;
 
     // Every attempt computed its codes around the counter it read (0).
     let outcomes = race(&store, &shop, &pos, &hotp(&[3], (0, 10))).await;
@@ -510,33 +510,22 @@ async fn outcomes_of(store: &Store, instance: &InstanceId, id: &OtpDeviceId) -> 
 
 #[tokio::test]
 async fn the_fth_mismatch_locks_until_the_step_ends_then_every_next_one_locks_longer() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
-    let pos = device_id("pos");
+    let till = given_pos(Algorithm::TotpWithoutPrice, 0).await;
     let now = T0 + 5; // the step ends at T0 + 30
 
     for i in 0..5 {
-        let outcome = check(&store, &shop, &pos, at(now + i), &nothing(), &POLICY).await;
+        let outcome = till.check(at(now + i), &nothing(), &POLICY).await;
         assert_eq!(outcome, Outcome::Mismatch, "mismatch {i}");
     }
     // Locked until T0 + 30, even for a valid code, which stays unused.
     let valid = totp(&[(STEP0, 0)]);
     assert_eq!(
-        check(&store, &shop, &pos, at(now + 5), &valid, &POLICY).await,
+        till.check(at(now + 5), &valid, &POLICY).await,
         Outcome::Locked { retry_after_s: 20 }
     );
     assert_eq!(
-        check(
-            &store,
-            &shop,
-            &pos,
-            at_millis((T0 + 29) * 1000 + 1),
-            &nothing(),
-            &POLICY
-        )
-        .await,
+        till.check(at_millis((T0 + 29) * 1000 + 1), &nothing(), &POLICY)
+            .await,
         Outcome::Locked { retry_after_s: 1 }
     );
 
@@ -546,26 +535,19 @@ async fn the_fth_mismatch_locks_until_the_step_ends_then_every_next_one_locks_lo
     for expected in [60, 120, 240, 480, 900, 900] {
         t += 1000; // however late
         assert_eq!(
-            check(&store, &shop, &pos, at(t), &nothing(), &POLICY).await,
+            till.check(at(t), &nothing(), &POLICY).await,
             Outcome::Mismatch,
             "the mismatch before the {expected}-s lock"
         );
         assert_eq!(
-            check(&store, &shop, &pos, at(t), &nothing(), &POLICY).await,
+            till.check(at(t), &nothing(), &POLICY).await,
             Outcome::Locked {
-                retry_after_s: expected
+                retry_after_s: expected,
             }
         );
         assert_eq!(
-            check(
-                &store,
-                &shop,
-                &pos,
-                at(t + i64::from(expected) - 1),
-                &nothing(),
-                &POLICY
-            )
-            .await,
+            till.check(at(t + i64::from(expected) - 1), &nothing(), &POLICY)
+                .await,
             Outcome::Locked { retry_after_s: 1 }
         );
     }
@@ -574,197 +556,140 @@ async fn the_fth_mismatch_locks_until_the_step_ends_then_every_next_one_locks_lo
     // the step ends again.
     t += 1000;
     let step = u64::try_from(t / 30).unwrap();
-    assert_eq!(
-        check(&store, &shop, &pos, at(t), &totp(&[(step, 0)]), &POLICY).await,
-        verified_offset(0)
-    );
+    till.expect(at(t), &totp(&[(step, 0)]), &POLICY, verified_offset(0))
+        .await;
     let start = (t / 30 + 1) * 30; // the next step's first second
     for i in 0..4 {
-        assert_eq!(
-            check(&store, &shop, &pos, at(start + i), &nothing(), &POLICY).await,
-            Outcome::Mismatch
-        );
+        till.expect(at(start + i), &nothing(), &POLICY, Outcome::Mismatch)
+            .await;
     }
+    till.expect(at(start + 10), &nothing(), &POLICY, Outcome::Mismatch)
+        .await;
     assert_eq!(
-        check(&store, &shop, &pos, at(start + 10), &nothing(), &POLICY).await,
-        Outcome::Mismatch
-    );
-    assert_eq!(
-        check(&store, &shop, &pos, at(start + 10), &nothing(), &POLICY).await,
+        till.check(at(start + 10), &nothing(), &POLICY).await,
         Outcome::Locked { retry_after_s: 20 }
     );
 }
 
 #[tokio::test]
 async fn refused_attempts_and_replays_do_not_count() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
-    let pos = device_id("pos");
-    let policy = VerifyPolicy {
-        max_failures: 2,
-        daily_failures: 3,
-        hotp_lookahead: 10,
-    };
+    let till = given_pos(Algorithm::TotpWithoutPrice, 0).await;
+    let policy = limits(2, 3);
     let code = totp(&[(STEP0, 0)]);
-    assert_eq!(
-        check(&store, &shop, &pos, at(T0), &code, &policy).await,
-        verified_offset(0)
-    );
+    till.expect(at(T0), &code, &policy, verified_offset(0))
+        .await;
 
     // One mismatch, then replays: the second mismatch is the F-th.
-    assert_eq!(
-        check(&store, &shop, &pos, at(T0), &nothing(), &policy).await,
-        Outcome::Mismatch
-    );
+    till.expect(at(T0), &nothing(), &policy, Outcome::Mismatch)
+        .await;
     for _ in 0..5 {
         assert!(matches!(
-            check(&store, &shop, &pos, at(T0), &code, &policy).await,
+            till.check(at(T0), &code, &policy).await,
             Outcome::Replayed { .. }
         ));
     }
-    assert_eq!(
-        check(&store, &shop, &pos, at(T0), &nothing(), &policy).await,
-        Outcome::Mismatch
-    );
+    till.expect(at(T0), &nothing(), &policy, Outcome::Mismatch)
+        .await;
     // Refused while locked: not counted towards the daily limit (3).
     for _ in 0..5 {
         assert_eq!(
-            check(&store, &shop, &pos, at(T0 + 1), &nothing(), &policy).await,
+            till.check(at(T0 + 1), &nothing(), &policy).await,
             Outcome::Locked { retry_after_s: 29 }
         );
     }
-    assert_eq!(
-        check(&store, &shop, &pos, at(T0 + 30), &nothing(), &policy).await,
-        Outcome::Mismatch
-    );
-    assert!(matches!(
-        check(&store, &shop, &pos, at(T0 + 31), &nothing(), &policy).await,
-        Outcome::DailyLimit { .. }
-    ));
+    till.expect(at(T0 + 30), &nothing(), &policy, Outcome::Mismatch)
+        .await;
+    assert!(till.at_daily_limit(at(T0 + 31), &policy).await);
 }
 
 #[tokio::test]
 async fn the_daily_limit_refuses_until_midnight_utc_and_a_success_does_not_reset_it() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
-    let pos = device_id("pos");
-    let policy = VerifyPolicy {
-        max_failures: 1000,
-        daily_failures: 3,
-        hotp_lookahead: 10,
-    };
+    let till = given_pos(Algorithm::TotpWithoutPrice, 0).await;
+    let policy = limits(1000, 3);
     let midnight = 1_700_006_400; // 2023-11-15T00:00:00Z
     assert_eq!(at(midnight).to_rfc3339(), "2023-11-15T00:00:00+00:00");
 
     for _ in 0..2 {
-        assert_eq!(
-            check(&store, &shop, &pos, at(T0), &nothing(), &policy).await,
-            Outcome::Mismatch
-        );
+        till.expect(at(T0), &nothing(), &policy, Outcome::Mismatch)
+            .await;
     }
-    assert_eq!(
-        check(&store, &shop, &pos, at(T0), &totp(&[(STEP0, 0)]), &policy).await,
-        verified_offset(0)
-    );
-    assert_eq!(
-        check(&store, &shop, &pos, at(T0), &nothing(), &policy).await,
-        Outcome::Mismatch
-    );
+    till.expect(at(T0), &totp(&[(STEP0, 0)]), &policy, verified_offset(0))
+        .await;
+    till.expect(at(T0), &nothing(), &policy, Outcome::Mismatch)
+        .await;
     let valid_later = totp(&[(STEP0 + 1, 0)]);
     assert_eq!(
-        check(&store, &shop, &pos, at(T0 + 30), &valid_later, &policy).await,
+        till.check(at(T0 + 30), &valid_later, &policy).await,
         Outcome::DailyLimit {
-            retry_after_s: u32::try_from(midnight - T0 - 30).unwrap()
+            retry_after_s: u32::try_from(midnight - T0 - 30).unwrap(),
         }
     );
     assert_eq!(
-        check(
-            &store,
-            &shop,
-            &pos,
-            at_millis(midnight * 1000 - 1500),
-            &nothing(),
-            &policy
-        )
-        .await,
+        till.check(at_millis(midnight * 1000 - 1500), &nothing(), &policy)
+            .await,
         Outcome::DailyLimit { retry_after_s: 2 }
     );
 
     // A new UTC day starts with a clean count.
     for i in 0..3 {
-        assert_eq!(
-            check(&store, &shop, &pos, at(midnight + i), &nothing(), &policy).await,
-            Outcome::Mismatch
-        );
+        till.expect(at(midnight + i), &nothing(), &policy, Outcome::Mismatch)
+            .await;
     }
-    assert!(matches!(
-        check(&store, &shop, &pos, at(midnight + 3), &nothing(), &policy).await,
-        Outcome::DailyLimit { .. }
-    ));
+    assert!(till.at_daily_limit(at(midnight + 3), &policy).await);
 }
 
 #[tokio::test]
 async fn unlock_clears_the_lock_and_both_counts() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
-    let pos = device_id("pos");
-    let policy = VerifyPolicy {
-        max_failures: 2,
-        daily_failures: 4,
-        hotp_lookahead: 10,
-    };
+    let till = given_pos(Algorithm::TotpWithoutPrice, 0).await;
+    let policy = limits(2, 4);
     // Two locks in a row, 4 mismatches today: locked and at the daily limit.
     for t in [T0, T0, T0 + 100, T0 + 200] {
-        assert_eq!(
-            check(&store, &shop, &pos, at(t), &nothing(), &policy).await,
-            Outcome::Mismatch
-        );
+        till.expect(at(t), &nothing(), &policy, Outcome::Mismatch)
+            .await;
     }
-    assert!(matches!(
-        check(&store, &shop, &pos, at(T0 + 201), &nothing(), &policy).await,
-        Outcome::DailyLimit { .. }
-    ));
+    assert!(till.at_daily_limit(at(T0 + 201), &policy).await);
 
-    verifications::unlock(&store, &shop, &pos).await.unwrap();
+    verifications::unlock(&till.store, &till.shop, &till.pos)
+        .await
+        .unwrap();
 
     // One mismatch (F - 1) locks nothing; the F-th is the first lock again,
     // until the step ends.
+    till.expect(at(T0 + 210), &nothing(), &policy, Outcome::Mismatch)
+        .await;
+    till.expect(at(T0 + 211), &nothing(), &policy, Outcome::Mismatch)
+        .await;
     assert_eq!(
-        check(&store, &shop, &pos, at(T0 + 210), &nothing(), &policy).await,
-        Outcome::Mismatch
-    );
-    assert_eq!(
-        check(&store, &shop, &pos, at(T0 + 211), &nothing(), &policy).await,
-        Outcome::Mismatch
-    );
-    assert_eq!(
-        check(&store, &shop, &pos, at(T0 + 211), &nothing(), &policy).await,
+        till.check(at(T0 + 211), &nothing(), &policy).await,
         Outcome::Locked { retry_after_s: 29 }
     );
     // Unlocking a device that never verified, or twice, is fine.
-    verifications::unlock(&store, &shop, &pos).await.unwrap();
-    verifications::unlock(&store, &shop, &pos).await.unwrap();
-    given_device(&store, &shop, "fresh", Algorithm::TotpWithoutPrice).await;
-    verifications::unlock(&store, &shop, &device_id("fresh"))
+    verifications::unlock(&till.store, &till.shop, &till.pos)
+        .await
+        .unwrap();
+    verifications::unlock(&till.store, &till.shop, &till.pos)
+        .await
+        .unwrap();
+    given_device(
+        &till.store,
+        &till.shop,
+        "fresh",
+        Algorithm::TotpWithoutPrice,
+    )
+    .await;
+    verifications::unlock(&till.store, &till.shop, &device_id("fresh"))
         .await
         .unwrap();
 }
 
 #[tokio::test]
 async fn the_history_lists_newest_first_with_limit_and_offset() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     given_device(&store, &shop, "totp", Algorithm::TotpWithoutPrice).await;
     given_device(&store, &shop, "hotp", Algorithm::HotpWithoutPrice).await;
     let totp_dev = device_id("totp");
     let hotp_dev = device_id("hotp");
+    let on_hotp = Till::on(&store, &shop, "hotp");
     assert!(
         verifications::history(&store, &shop, &totp_dev, 100, 0)
             .await
@@ -851,37 +776,13 @@ async fn the_history_lists_newest_first_with_limit_and_offset() {
     }
 
     // HOTP records the counter; refusals are recorded too.
-    check(
-        &store,
-        &shop,
-        &hotp_dev,
-        at(T0),
-        &hotp(&[2], (0, 10)),
-        &POLICY,
-    )
-    .await;
+    on_hotp.check(at(T0), &hotp(&[2], (0, 10)), &POLICY).await;
     let strict = VerifyPolicy {
         max_failures: 1,
         ..POLICY
     };
-    check(
-        &store,
-        &shop,
-        &hotp_dev,
-        at(T0),
-        &hotp(&[], (0, 13)),
-        &strict,
-    )
-    .await;
-    check(
-        &store,
-        &shop,
-        &hotp_dev,
-        at(T0),
-        &hotp(&[], (0, 13)),
-        &strict,
-    )
-    .await;
+    on_hotp.check(at(T0), &hotp(&[], (0, 13)), &strict).await;
+    on_hotp.check(at(T0), &hotp(&[], (0, 13)), &strict).await;
     let hotp_history = verifications::history(&store, &shop, &hotp_dev, 10, 0)
         .await
         .unwrap();
@@ -933,13 +834,11 @@ async fn the_typed_code_is_never_stored() {
 
 #[tokio::test]
 async fn old_accepted_steps_and_counters_are_pruned() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
+    let (_db, store, shop) = given_shop().await;
     given_device(&store, &shop, "totp", Algorithm::TotpWithoutPrice).await;
     given_device(&store, &shop, "hotp", Algorithm::HotpWithoutPrice).await;
-    let totp_dev = device_id("totp");
-    let hotp_dev = device_id("hotp");
+    let on_totp = Till::on(&store, &shop, "totp");
+    let on_hotp = Till::on(&store, &shop, "hotp");
     let accepted = |kind: i16| {
         let store = store.clone();
         async move {
@@ -955,85 +854,40 @@ async fn old_accepted_steps_and_counters_are_pruned() {
         }
     };
 
-    check(
-        &store,
-        &shop,
-        &totp_dev,
-        at(T0),
-        &totp(&[(STEP0, 0)]),
-        &POLICY,
-    )
-    .await;
+    on_totp.check(at(T0), &totp(&[(STEP0, 0)]), &POLICY).await;
     // Still reachable by a window of 10 steps (and 10 more of clock skew).
-    check(
-        &store,
-        &shop,
-        &totp_dev,
-        at(T0 + 20 * 30),
-        &nothing(),
-        &POLICY,
-    )
-    .await;
+    on_totp.check(at(T0 + 20 * 30), &nothing(), &POLICY).await;
     assert_eq!(accepted(1).await, 1);
-    check(
-        &store,
-        &shop,
-        &totp_dev,
-        at(T0 + 21 * 30),
-        &nothing(),
-        &POLICY,
-    )
-    .await;
+    on_totp.check(at(T0 + 21 * 30), &nothing(), &POLICY).await;
     assert_eq!(accepted(1).await, 0);
 
     // HOTP keeps at least the last look-ahead + 10 accepted counters.
     for counter in 0u64..25 {
         let range = (counter.saturating_sub(30), counter + 10);
-        let outcome = check(
-            &store,
-            &shop,
-            &hotp_dev,
-            at(T0),
-            &hotp(&[counter], range),
-            &POLICY,
-        )
-        .await;
+        let outcome = on_hotp
+            .check(at(T0), &hotp(&[counter], range), &POLICY)
+            .await;
         assert_eq!(outcome, verified_counter(counter));
     }
     // Stored 25: counters below 25 - 10 - 10 = 5 are gone at the next call.
-    check(
-        &store,
-        &shop,
-        &hotp_dev,
-        at(T0),
-        &hotp(&[], (0, 35)),
-        &POLICY,
-    )
-    .await;
+    on_hotp.check(at(T0), &hotp(&[], (0, 35)), &POLICY).await;
     assert_eq!(accepted(2).await, 20);
     assert!(matches!(
-        check(
-            &store,
-            &shop,
-            &hotp_dev,
-            at(T0),
-            &hotp(&[5], (0, 35)),
-            &POLICY
-        )
-        .await,
+        on_hotp.check(at(T0), &hotp(&[5], (0, 35)), &POLICY).await,
         Outcome::Replayed { .. }
     ));
 }
 
 #[tokio::test]
 async fn instances_are_isolated() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let alpha = given_instance(&store, "alpha").await;
-    let beta = given_instance(&store, "beta").await;
+    let (_db, store, alpha, beta) = given_alpha_and_beta().await;
     given_device(&store, &alpha, "pos", Algorithm::TotpWithoutPrice).await;
     given_device(&store, &beta, "pos", Algorithm::TotpWithoutPrice).await;
     let pos = device_id("pos");
+    let (on_alpha, on_beta) = (
+        Till::on(&store, &alpha, "pos"),
+        Till::on(&store, &beta, "pos"),
+    );
     let code = totp(&[(STEP0, 0)]);
     let strict = VerifyPolicy {
         max_failures: 1,
@@ -1041,23 +895,23 @@ async fn instances_are_isolated() {
     };
 
     assert_eq!(
-        check(&store, &alpha, &pos, at(T0), &code, &POLICY).await,
+        on_alpha.check(at(T0), &code, &POLICY).await,
         verified_offset(0)
     );
     assert_eq!(
-        check(&store, &beta, &pos, at(T0), &code, &POLICY).await,
+        on_beta.check(at(T0), &code, &POLICY).await,
         verified_offset(0)
     );
     // Locking alpha's device leaves beta's alone, and unlocking beta's
     // leaves alpha's locked.
-    check(&store, &alpha, &pos, at(T0), &nothing(), &strict).await;
+    on_alpha.check(at(T0), &nothing(), &strict).await;
     verifications::unlock(&store, &beta, &pos).await.unwrap();
     assert!(matches!(
-        check(&store, &alpha, &pos, at(T0), &nothing(), &strict).await,
+        on_alpha.check(at(T0), &nothing(), &strict).await,
         Outcome::Locked { .. }
     ));
     assert_eq!(
-        check(&store, &beta, &pos, at(T0), &nothing(), &strict).await,
+        on_beta.check(at(T0), &nothing(), &strict).await,
         Outcome::Mismatch
     );
 
@@ -1077,19 +931,15 @@ async fn instances_are_isolated() {
 
 #[tokio::test]
 async fn a_missing_device_is_not_found_and_a_deleted_one_forgets_its_state() {
-    let db = TestDb::new().await;
-    let store = db.store();
-    let shop = given_instance(&store, "shop").await;
-    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
-    let pos = device_id("pos");
+    let till = given_pos(Algorithm::TotpWithoutPrice, 0).await;
     let code = totp(&[(STEP0, 0)]);
 
     for (instance, device) in [
-        (shop.clone(), device_id("nope")),
-        (instance_id("nope"), pos.clone()),
+        (till.shop.clone(), device_id("nope")),
+        (instance_id("nope"), till.pos.clone()),
     ] {
         let verified = verifications::verify(
-            &store,
+            &till.store,
             &instance,
             &device,
             at(T0),
@@ -1098,8 +948,8 @@ async fn a_missing_device_is_not_found_and_a_deleted_one_forgets_its_state() {
             &POLICY,
         )
         .await;
-        let unlocked = verifications::unlock(&store, &instance, &device).await;
-        let history = verifications::history(&store, &instance, &device, 10, 0).await;
+        let unlocked = verifications::unlock(&till.store, &instance, &device).await;
+        let history = verifications::history(&till.store, &instance, &device, 10, 0).await;
         assert!(
             matches!(verified, Err(StoreError::DeviceNotFound)),
             "{verified:?}"
@@ -1118,14 +968,18 @@ async fn a_missing_device_is_not_found_and_a_deleted_one_forgets_its_state() {
         max_failures: 1,
         ..POLICY
     };
-    check(&store, &shop, &pos, at(T0), &code, &strict).await;
-    check(&store, &shop, &pos, at(T0), &nothing(), &strict).await;
-    otp_devices::delete(&store, &shop, &pos).await.unwrap();
-    given_device(&store, &shop, "pos", Algorithm::TotpWithoutPrice).await;
+    till.check(at(T0), &code, &strict).await;
+    till.check(at(T0), &nothing(), &strict).await;
+    otp_devices::delete(&till.store, &till.shop, &till.pos)
+        .await
+        .unwrap();
+    given_device(&till.store, &till.shop, "pos", Algorithm::TotpWithoutPrice).await;
 
-    assert!(outcomes(&store, &shop, &pos).await.is_empty());
-    assert_eq!(
-        check(&store, &shop, &pos, at(T0), &code, &strict).await,
-        verified_offset(0)
+    assert!(
+        outcomes(&till.store, &till.shop, &till.pos)
+            .await
+            .is_empty()
     );
+    till.expect(at(T0), &code, &strict, verified_offset(0))
+        .await;
 }
