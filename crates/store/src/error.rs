@@ -75,6 +75,11 @@ pub enum StoreError {
     Db(#[source] tokio_postgres::Error),
 }
 
+/// `Ok` if a statement found (or changed) what it was after, else the error `missing`.
+pub(crate) fn found(found: bool, missing: StoreError) -> Result<(), StoreError> {
+    if found { Ok(()) } else { Err(missing) }
+}
+
 impl StoreError {
     /// Whether the database is unreachable (HTTP 503 rather than 500).
     pub fn is_unavailable(&self) -> bool {

@@ -121,22 +121,32 @@ impl_id_traits!(OtpDeviceId);
 mod tests {
     use super::*;
 
+    /// Asserts that `parse` refuses each id with its error.
+    fn refuses<T: std::fmt::Debug + PartialEq, const N: usize>(
+        parse: fn(&str) -> Result<T, IdError>,
+        cases: [(&str, IdError); N],
+    ) {
+        for (id, err) in cases {
+            assert_eq!(parse(id), Err(err), "case {id:?}");
+        }
+    }
+
     #[test]
     fn instance_ids_follow_taler_rules() {
         for ok in ["admin", "default", "a", "shop-1.eu_2", &"x".repeat(64)] {
             assert!(InstanceId::parse(ok).is_ok(), "{ok:?} should be valid");
         }
-        let cases = [
-            ("", IdError::Empty),
-            (&"x".repeat(65), IdError::TooLong { max: 64 }),
-            ("a b", IdError::InvalidCharacter),
-            ("a/b", IdError::InvalidCharacter),
-            ("caf\u{e9}", IdError::InvalidCharacter),
-            ("a:b", IdError::InvalidCharacter),
-        ];
-        for (id, err) in cases {
-            assert_eq!(InstanceId::parse(id), Err(err), "case {id:?}");
-        }
+        refuses(
+            InstanceId::parse,
+            [
+                ("", IdError::Empty),
+                (&"x".repeat(65), IdError::TooLong { max: 64 }),
+                ("a b", IdError::InvalidCharacter),
+                ("a/b", IdError::InvalidCharacter),
+                ("caf\u{e9}", IdError::InvalidCharacter),
+                ("a:b", IdError::InvalidCharacter),
+            ],
+        );
     }
 
     #[test]
@@ -151,17 +161,17 @@ mod tests {
         ] {
             assert!(OtpDeviceId::parse(ok).is_ok(), "{ok:?} should be valid");
         }
-        let cases = [
-            ("", IdError::Empty),
-            (&"x".repeat(129), IdError::TooLong { max: 128 }),
-            ("a/b", IdError::InvalidCharacter),
-            ("a\nb", IdError::InvalidCharacter),
-            ("a\u{7f}", IdError::InvalidCharacter),
-            ("a\u{85}", IdError::InvalidCharacter),
-        ];
-        for (id, err) in cases {
-            assert_eq!(OtpDeviceId::parse(id), Err(err), "case {id:?}");
-        }
+        refuses(
+            OtpDeviceId::parse,
+            [
+                ("", IdError::Empty),
+                (&"x".repeat(129), IdError::TooLong { max: 128 }),
+                ("a/b", IdError::InvalidCharacter),
+                ("a\nb", IdError::InvalidCharacter),
+                ("a\u{7f}", IdError::InvalidCharacter),
+                ("a\u{85}", IdError::InvalidCharacter),
+            ],
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::error::StoreError;
 use crate::ids::InstanceId;
@@ -44,12 +45,11 @@ pub async fn create(
     instance: &InstanceId,
     name: &str,
 ) -> Result<Instance, StoreError> {
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(INSERT).await?;
-    let row = client
-        .query_opt(&stmt, &[&instance.as_str(), &name])
+    let params: [&(dyn ToSql + Sync); 2] = [&instance.as_str(), &name];
+    let row = store
+        .query_found(INSERT, &params, StoreError::InstanceExists)
         .await?;
-    Instance::from_row(&row.ok_or(StoreError::InstanceExists)?)
+    Instance::from_row(&row)
 }
 
 /// Creates `instance` unless it exists; returns whether it was created. An
@@ -106,10 +106,11 @@ const SELECT_ONE: &str = "
 /// The instance `instance`; `InstanceNotFound` if it does not exist.
 #[tracing::instrument(skip(store))]
 pub async fn get(store: &Store, instance: &InstanceId) -> Result<Instance, StoreError> {
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(SELECT_ONE).await?;
-    let row = client.query_opt(&stmt, &[&instance.as_str()]).await?;
-    Instance::from_row(&row.ok_or(StoreError::InstanceNotFound)?)
+    let params: [&(dyn ToSql + Sync); 1] = [&instance.as_str()];
+    let row = store
+        .query_found(SELECT_ONE, &params, StoreError::InstanceNotFound)
+        .await?;
+    Instance::from_row(&row)
 }
 
 const SELECT_ALL: &str = "
@@ -132,12 +133,10 @@ const DELETE: &str = "DELETE FROM instances WHERE instance_id = $1";
 /// exist.
 #[tracing::instrument(skip(store))]
 pub async fn delete(store: &Store, instance: &InstanceId) -> Result<(), StoreError> {
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(DELETE).await?;
-    match client.execute(&stmt, &[&instance.as_str()]).await? {
-        0 => Err(StoreError::InstanceNotFound),
-        _ => Ok(()),
-    }
+    let params: [&(dyn ToSql + Sync); 1] = [&instance.as_str()];
+    store
+        .execute_found(DELETE, &params, StoreError::InstanceNotFound)
+        .await
 }
 
 const SET_PASSWORD_HASH: &str = "
@@ -153,12 +152,10 @@ pub async fn set_password_hash(
     instance: &InstanceId,
     hash: Option<&str>,
 ) -> Result<(), StoreError> {
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(SET_PASSWORD_HASH).await?;
-    match client.execute(&stmt, &[&instance.as_str(), &hash]).await? {
-        0 => Err(StoreError::InstanceNotFound),
-        _ => Ok(()),
-    }
+    let params: [&(dyn ToSql + Sync); 2] = [&instance.as_str(), &hash];
+    store
+        .execute_found(SET_PASSWORD_HASH, &params, StoreError::InstanceNotFound)
+        .await
 }
 
 const SELECT_PASSWORD_HASH: &str = "
@@ -173,10 +170,9 @@ pub async fn password_hash(
     store: &Store,
     instance: &InstanceId,
 ) -> Result<Option<String>, StoreError> {
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(SELECT_PASSWORD_HASH).await?;
-    let row = client.query_opt(&stmt, &[&instance.as_str()]).await?;
-    Ok(row
-        .ok_or(StoreError::InstanceNotFound)?
-        .try_get("password_hash")?)
+    let params: [&(dyn ToSql + Sync); 1] = [&instance.as_str()];
+    let row = store
+        .query_found(SELECT_PASSWORD_HASH, &params, StoreError::InstanceNotFound)
+        .await?;
+    Ok(row.try_get("password_hash")?)
 }

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{Object, Transaction};
 use otp_algo::OtpKey;
 use zeroize::Zeroizing;
 
@@ -143,13 +143,17 @@ pub async fn rekey(
             }
         }
     }
-    let ciphers: Vec<&KeyCipher> = [Some(new), old.as_ref()].into_iter().flatten().collect();
-    let mut report = RekeyReport::default();
+    let mut run = Run {
+        new,
+        ciphers: [Some(new), old.as_ref()].into_iter().flatten().collect(),
+        batch,
+        report: RekeyReport::default(),
+    };
     // A server still running with the old key may wrap a new data key meanwhile: go round again.
     let mut left: i64 = 0;
     for _ in 0..3 {
-        while rewrap_batch(&mut client, new, &ciphers, batch, &mut report).await? {}
-        while seal_batch(&mut client, new, &ciphers, batch, &mut report).await? {}
+        while run.rewrap_batch(&mut client).await? {}
+        while run.seal_batch(&mut client).await? {}
         let transaction = client.transaction().await?;
         let foreign = transaction.prepare_cached(FOREIGN_COUNT).await?;
         left = transaction
@@ -162,8 +166,8 @@ pub async fn rekey(
                 .execute(&record, &[&new.id().as_slice(), &new.check().as_slice()])
                 .await?;
             transaction.commit().await?;
-            report.batches += 1;
-            return Ok(report);
+            run.report.batches += 1;
+            return Ok(run.report);
         }
     }
     Err(KeyMismatch::RotationUnfinished {
@@ -173,114 +177,115 @@ pub async fn rekey(
     .into())
 }
 
-/// Wraps up to `batch` data keys not under `new` anew; whether there were any.
-async fn rewrap_batch(
-    client: &mut deadpool_postgres::Object,
-    new: &KeyCipher,
-    ciphers: &[&KeyCipher],
+/// One `rekey`: the key to put everything under, the keys that may open what is there, the
+/// batch size and what was done so far.
+struct Run<'a> {
+    new: &'a KeyCipher,
+    ciphers: Vec<&'a KeyCipher>,
     batch: i64,
-    report: &mut RekeyReport,
-) -> Result<bool, StoreError> {
-    let transaction = client.transaction().await?;
-    let select = transaction.prepare_cached(FOREIGN_DATA_KEYS).await?;
-    let rows = transaction
-        .query(&select, &[&new.id().as_slice(), &batch])
-        .await?;
-    if rows.is_empty() {
-        return Ok(false);
-    }
-    let mut serials = Vec::with_capacity(rows.len());
-    let mut wrapped_anew = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let instance = instance_id(row.try_get("instance_id")?)?;
-        let kek_id: Vec<u8> = row.try_get("data_key_kek_id")?;
-        let wrapped: Vec<u8> = row.try_get("data_key_wrapped")?;
-        let cipher = ciphers
-            .iter()
-            .find(|cipher| cipher.id().as_slice() == kek_id.as_slice())
-            .ok_or_else(|| KeyMismatch::Wrong {
-                configured: hex(&new.id()),
-                database: hex(&kek_id),
-            })?;
-        let data_key = cipher.unwrap(&instance, &wrapped)?;
-        serials.push(row.try_get::<_, i64>("instance_serial")?);
-        wrapped_anew.push(new.wrap(&instance, &data_key)?);
-    }
-    let update = transaction.prepare_cached(REWRAP).await?;
-    transaction
-        .execute(&update, &[&serials, &wrapped_anew, &new.id().as_slice()])
-        .await?;
-    transaction.commit().await?;
-    report.rewrapped += rows.len() as u64;
-    report.batches += 1;
-    Ok(true)
+    report: RekeyReport,
 }
 
-/// Encrypts up to `batch` device keys not yet under their instance's data key; whether there
-/// were any.
-async fn seal_batch(
-    client: &mut deadpool_postgres::Object,
-    new: &KeyCipher,
-    ciphers: &[&KeyCipher],
-    batch: i64,
-    report: &mut RekeyReport,
-) -> Result<bool, StoreError> {
-    let transaction = client.transaction().await?;
-    let select = transaction.prepare_cached(UNSEALED_DEVICES).await?;
-    let rows = transaction.query(&select, &[&batch]).await?;
-    if rows.is_empty() {
-        return Ok(false);
-    }
-    let mut data_keys: HashMap<i64, DataKey> = HashMap::new();
-    let (mut serials, mut devices, mut keys, mut digests) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for row in &rows {
-        let serial: i64 = row.try_get("instance_serial")?;
-        let instance = instance_id(row.try_get("instance_id")?)?;
-        let device_text: String = row.try_get("otp_device_id")?;
-        let device = OtpDeviceId::parse(&device_text)
-            .map_err(|err| StoreError::Corrupt(format!("device id {device_text:?}: {err}")))?;
-        let stored = Zeroizing::new(row.try_get::<_, Vec<u8>>("otp_key")?);
-        let encrypted: bool = row.try_get("otp_key_encrypted")?;
-        let key = if encrypted {
-            let plaintext = ciphers
+impl Run<'_> {
+    /// Wraps up to `batch` data keys not under `new` anew; whether there were any.
+    async fn rewrap_batch(&mut self, client: &mut Object) -> Result<bool, StoreError> {
+        let (new, ciphers, batch, report) = (self.new, &self.ciphers, self.batch, &mut self.report);
+        let transaction = client.transaction().await?;
+        let select = transaction.prepare_cached(FOREIGN_DATA_KEYS).await?;
+        let rows = transaction
+            .query(&select, &[&new.id().as_slice(), &batch])
+            .await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let mut serials = Vec::with_capacity(rows.len());
+        let mut wrapped_anew = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let instance = instance_id(row.try_get("instance_id")?)?;
+            let kek_id: Vec<u8> = row.try_get("data_key_kek_id")?;
+            let wrapped: Vec<u8> = row.try_get("data_key_wrapped")?;
+            let cipher = ciphers
                 .iter()
-                .find_map(|cipher| cipher.open_first_form(&instance, &device, &stored).ok())
-                .ok_or_else(|| KeyMismatch::Undecryptable {
+                .find(|cipher| cipher.id().as_slice() == kek_id.as_slice())
+                .ok_or_else(|| KeyMismatch::Wrong {
                     configured: hex(&new.id()),
+                    database: hex(&kek_id),
                 })?;
-            OtpKey::from_bytes(&plaintext)
-        } else {
-            OtpKey::from_bytes(&stored)
+            let data_key = cipher.unwrap(&instance, &wrapped)?;
+            serials.push(row.try_get::<_, i64>("instance_serial")?);
+            wrapped_anew.push(new.wrap(&instance, &data_key)?);
         }
-        .map_err(|err| StoreError::Corrupt(format!("otp key of device {device}: {err}")))?;
-        let data_key = match data_keys.entry(serial) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let wrapped: Option<Vec<u8>> = row.try_get("data_key_wrapped")?;
-                entry.insert(
-                    data_key_of(&transaction, new, serial, &instance, wrapped, report).await?,
-                )
-            }
-        };
-        let sealed = crypto::seal(Some(data_key), &instance, &device, &key)?;
-        if encrypted {
-            report.moved += 1;
-        } else {
-            report.encrypted += 1;
-        }
-        serials.push(serial);
-        devices.push(device_text);
-        keys.push(sealed.bytes.to_vec());
-        digests.push(sealed.digest.to_vec());
+        let update = transaction.prepare_cached(REWRAP).await?;
+        transaction
+            .execute(&update, &[&serials, &wrapped_anew, &new.id().as_slice()])
+            .await?;
+        transaction.commit().await?;
+        report.rewrapped += rows.len() as u64;
+        report.batches += 1;
+        Ok(true)
     }
-    let update = transaction.prepare_cached(SEAL).await?;
-    transaction
-        .execute(&update, &[&serials, &devices, &keys, &digests])
-        .await?;
-    transaction.commit().await?;
-    report.batches += 1;
-    Ok(true)
+
+    /// Encrypts up to `batch` device keys not yet under their instance's data key; whether
+    /// there were any.
+    async fn seal_batch(&mut self, client: &mut Object) -> Result<bool, StoreError> {
+        let (new, ciphers, batch, report) = (self.new, &self.ciphers, self.batch, &mut self.report);
+        let transaction = client.transaction().await?;
+        let select = transaction.prepare_cached(UNSEALED_DEVICES).await?;
+        let rows = transaction.query(&select, &[&batch]).await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let mut data_keys: HashMap<i64, DataKey> = HashMap::new();
+        let (mut serials, mut devices, mut keys, mut digests) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            let serial: i64 = row.try_get("instance_serial")?;
+            let instance = instance_id(row.try_get("instance_id")?)?;
+            let device_text: String = row.try_get("otp_device_id")?;
+            let device = OtpDeviceId::parse(&device_text)
+                .map_err(|err| StoreError::Corrupt(format!("device id {device_text:?}: {err}")))?;
+            let stored = Zeroizing::new(row.try_get::<_, Vec<u8>>("otp_key")?);
+            let encrypted: bool = row.try_get("otp_key_encrypted")?;
+            let key = if encrypted {
+                let plaintext = ciphers
+                    .iter()
+                    .find_map(|cipher| cipher.open_first_form(&instance, &device, &stored).ok())
+                    .ok_or_else(|| KeyMismatch::Undecryptable {
+                        configured: hex(&new.id()),
+                    })?;
+                OtpKey::from_bytes(&plaintext)
+            } else {
+                OtpKey::from_bytes(&stored)
+            }
+            .map_err(|err| StoreError::Corrupt(format!("otp key of device {device}: {err}")))?;
+            let data_key = match data_keys.entry(serial) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => {
+                    let wrapped: Option<Vec<u8>> = row.try_get("data_key_wrapped")?;
+                    entry.insert(
+                        data_key_of(&transaction, new, serial, &instance, wrapped, report).await?,
+                    )
+                }
+            };
+            let sealed = crypto::seal(Some(data_key), &instance, &device, &key)?;
+            if encrypted {
+                report.moved += 1;
+            } else {
+                report.encrypted += 1;
+            }
+            serials.push(serial);
+            devices.push(device_text);
+            keys.push(sealed.bytes.to_vec());
+            digests.push(sealed.digest.to_vec());
+        }
+        let update = transaction.prepare_cached(SEAL).await?;
+        transaction
+            .execute(&update, &[&serials, &devices, &keys, &digests])
+            .await?;
+        transaction.commit().await?;
+        report.batches += 1;
+        Ok(true)
+    }
 }
 
 /// The data key of the instance `serial` (`wrapped`, as read), created when it has none.

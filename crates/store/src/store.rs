@@ -9,6 +9,8 @@ use deadpool_postgres::{
     ClientWrapper, Hook, HookError, Manager, ManagerConfig, Metrics, Object, Pool, QueueMode,
     RecyclingMethod, Runtime,
 };
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use zeroize::Zeroizing;
 
 use crate::crypto::KeyCipher;
@@ -246,6 +248,33 @@ impl Store {
             Ok(Err(err)) => Err(StoreError::from_pool(err)),
             Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
         }
+    }
+
+    /// Runs the statement `sql` (prepared once per connection) with `params`: `Ok` if it
+    /// changed a row, else the error `missing`.
+    pub(crate) async fn execute_found(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        missing: StoreError,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        let changed = client.execute(&stmt, params).await?;
+        crate::error::found(changed > 0, missing)
+    }
+
+    /// Runs the query `sql` (prepared once per connection) with `params`: its row, or the
+    /// error `missing` when it has none.
+    pub(crate) async fn query_found(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        missing: StoreError,
+    ) -> Result<Row, StoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        client.query_opt(&stmt, params).await?.ok_or(missing)
     }
 
     /// The OTP key cipher, when a key-encryption key is configured.

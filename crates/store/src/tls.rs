@@ -36,7 +36,7 @@ use crate::error::StoreError;
 
 mod verify;
 
-use verify::{ChainOnly, SignatureOnly};
+use verify::NameBlind;
 
 /// The TLS connector every connection of the store uses.
 pub(crate) type Connector = MakeRustlsConnect;
@@ -263,9 +263,12 @@ impl TlsSettings {
 fn client_config(check: Check, root_cert: Option<&str>) -> Result<ClientConfig, StoreError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match check {
-        Check::Nothing => Arc::new(SignatureOnly(provider.clone())),
-        Check::Chain => Arc::new(ChainOnly {
-            roots: Arc::new(roots(root_cert)?),
+        Check::Nothing => Arc::new(NameBlind {
+            roots: None,
+            provider: provider.clone(),
+        }),
+        Check::Chain => Arc::new(NameBlind {
+            roots: Some(Arc::new(roots(root_cert)?)),
             provider: provider.clone(),
         }),
         Check::ChainAndName => WebPkiServerVerifier::builder_with_provider(
@@ -378,22 +381,18 @@ mod tests {
             tls.apply(&mut pg).unwrap();
             pg.get_ssl_mode()
         };
-        assert_eq!(
-            mode(settings(SslMode::Disable, None), "host=h"),
-            DriverSslMode::Disable
-        );
-        assert_eq!(
-            mode(settings(SslMode::Prefer, None), "host=h"),
-            DriverSslMode::Prefer
-        );
-        assert_eq!(
-            mode(settings(SslMode::Require, None), "host=h"),
-            DriverSslMode::Require
-        );
-        assert_eq!(
-            mode(settings(SslMode::Require, None), "host=/run/postgresql"),
-            DriverSslMode::Disable
-        );
+        for (ssl, url, driver) in [
+            (SslMode::Disable, "host=h", DriverSslMode::Disable),
+            (SslMode::Prefer, "host=h", DriverSslMode::Prefer),
+            (SslMode::Require, "host=h", DriverSslMode::Require),
+            (
+                SslMode::Require,
+                "host=/run/postgresql",
+                DriverSslMode::Disable,
+            ),
+        ] {
+            assert_eq!(mode(settings(ssl, None), url), driver, "{url}");
+        }
         assert_eq!(settings(SslMode::Require, None).check(), Check::Nothing);
         assert_eq!(settings(SslMode::Require, Some("/x")).check(), Check::Chain);
         assert_eq!(settings(SslMode::VerifyCa, None).check(), Check::Chain);

@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 use zeroize::Zeroizing;
 
 use crate::audit;
-use crate::error::StoreError;
+use crate::error::{StoreError, found};
 use crate::ids::InstanceId;
 use crate::store::Store;
 
@@ -276,10 +276,7 @@ async fn run_revoke(
         &actor.client,
     ];
     let revoked: i64 = client.query_one(&stmt, &params).await?.try_get("revoked")?;
-    match revoked {
-        0 => Err(StoreError::TokenNotFound),
-        _ => Ok(()),
-    }
+    found(revoked > 0, StoreError::TokenNotFound)
 }
 
 /// Revokes token `serial` of `instance`; `TokenNotFound` if `instance` has no

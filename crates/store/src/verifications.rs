@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::error::StoreError;
+use crate::error::{StoreError, found};
 use crate::ids::{InstanceId, OtpDeviceId};
 use crate::store::Store;
 
@@ -352,11 +352,7 @@ pub async fn unlock(
     let row = client
         .query_one(&stmt, &[&instance.as_str(), &id.as_str()])
         .await?;
-    if row.try_get("found")? {
-        Ok(())
-    } else {
-        Err(StoreError::DeviceNotFound)
-    }
+    found(row.try_get("found")?, StoreError::DeviceNotFound)
 }
 
 const HISTORY: &str = "
