@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 pub use ini::{ENV_PREFIX, RawConfig, parse_ini};
 use keys::{DefaultValue, KEYS};
+pub(crate) use values::key256;
 pub use values::mask_database_url;
 use values::{Value, Values};
 

@@ -88,21 +88,21 @@ struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut OpenApiDoc) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("secret-token:…")
-                    .description(Some(
-                        "`Authorization: Bearer secret-token:TOKEN` (the form without `Bearer` is accepted too). \
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("secret-token:…")
+            .description(Some(
+                "`Authorization: Bearer secret-token:TOKEN` (the form without `Bearer` is accepted too). \
 Scopes: readonly grants otp-devices-read; write/all/admin grant everything; order-* grant no otp-devices permission.",
-                    ))
-                    .build(),
-            ),
-        );
+            ));
+        add_http_scheme(openapi, "bearer", scheme);
     }
+}
+
+/// Adds the HTTP security scheme `scheme` as `name` to the document's components.
+pub(crate) fn add_http_scheme(openapi: &mut OpenApiDoc, name: &str, scheme: HttpBuilder) {
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(name, SecurityScheme::Http(scheme.build()));
 }
 
 /// Vendor extension marking operations that go beyond upstream GNU Taler.

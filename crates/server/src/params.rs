@@ -10,26 +10,24 @@ pub const MAX_COUNTER: u64 = i64::MAX as u64;
 /// Whole seconds since the epoch: decimal digits only, 0 ≤ value ≤ 18446744073709 (the largest
 /// time upstream's microsecond arithmetic represents).
 pub fn seconds(text: &str) -> Result<u64, String> {
-    text.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| text.parse::<u64>().ok())
-        .flatten()
-        .filter(|seconds| *seconds <= MAX_TIMESTAMP)
-        .ok_or_else(|| {
-            format!(
-                "expected an integer number of seconds between 0 and {MAX_TIMESTAMP}, got {text:?}"
-            )
-        })
+    digits_up_to(text, MAX_TIMESTAMP).ok_or_else(|| {
+        format!("expected an integer number of seconds between 0 and {MAX_TIMESTAMP}, got {text:?}")
+    })
 }
 
 /// A counter value: decimal digits only, 0 ≤ value ≤ 2^63 − 1.
 pub fn counter(text: &str) -> Result<u64, String> {
+    digits_up_to(text, MAX_COUNTER)
+        .ok_or_else(|| format!("expected an integer between 0 and {MAX_COUNTER}, got {text:?}"))
+}
+
+/// `text` as a number if it is decimal digits only (no sign, no space) and at most `max`.
+fn digits_up_to(text: &str, max: u64) -> Option<u64> {
     text.bytes()
         .all(|b| b.is_ascii_digit())
         .then(|| text.parse::<u64>().ok())
         .flatten()
-        .filter(|counter| *counter <= MAX_COUNTER)
-        .ok_or_else(|| format!("expected an integer between 0 and {MAX_COUNTER}, got {text:?}"))
+        .filter(|value| *value <= max)
 }
 
 /// A Taler amount, `CURRENCY:VALUE[.FRACTION]`, exactly as docs/api.md §4 describes it.

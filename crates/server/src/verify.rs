@@ -62,6 +62,19 @@ pub async fn decide(
     settings: &VerifySettings,
 ) -> Result<Outcome, StoreError> {
     let unix_seconds = u64::try_from(now.timestamp()).unwrap_or(0);
+    let attempt_with = |candidates: Candidates| async move {
+        let policy = &settings.policy;
+        verifications::verify(
+            store,
+            instance,
+            &device.id,
+            now,
+            &candidates,
+            attempt,
+            policy,
+        )
+        .await
+    };
     if device.algorithm.is_time_based() {
         let steps = totp_matches(
             &device.key,
@@ -76,32 +89,11 @@ pub async fn decide(
             .uses_price()
             .then(|| typed.price.map(ToString::to_string))
             .flatten();
-        let candidates = Candidates::Totp { amount, steps };
-        return verifications::verify(
-            store,
-            instance,
-            &device.id,
-            now,
-            &candidates,
-            attempt,
-            &settings.policy,
-        )
-        .await;
+        return attempt_with(Candidates::Totp { amount, steps }).await;
     }
     let mut around = device.counter;
     for _ in 0..3 {
-        let candidates = hotp_candidates(device, typed, around, settings);
-        match verifications::verify(
-            store,
-            instance,
-            &device.id,
-            now,
-            &candidates,
-            attempt,
-            &settings.policy,
-        )
-        .await?
-        {
+        match attempt_with(hotp_candidates(device, typed, around, settings)).await? {
             Outcome::Stale { stored_counter } => around = stored_counter,
             outcome => return Ok(outcome),
         }

@@ -2,8 +2,9 @@
 
 use chrono::Duration as ChronoDuration;
 use otp_algo::Algorithm;
+use otp_store::instances::Instance;
 use otp_store::otp_devices::{self, Created, NewOtpDevice};
-use otp_store::{InstanceId, Store, StoreError, instances, migrate, tokens};
+use otp_store::{InstanceId, OtpDeviceId, Store, StoreError, instances, migrate, tokens};
 
 use super::{DeviceCommand, Failure, InstanceArg, InstanceCommand, TokenCommand};
 use crate::api::{check_description, parse_device_id};
@@ -70,9 +71,7 @@ pub async fn instance(settings: &Settings, command: InstanceCommand) -> Result<(
             }
             InstanceCommand::SetPassword { id } => {
                 let instance = parse_instance(&id)?;
-                instances::get(&store, &instance)
-                    .await
-                    .map_err(not_found(format!("instance '{instance}'")))?;
+                existing_instance(&store, &instance).await?;
                 super::password::set_password(&store, &instance).await?;
                 println!("set the password of instance '{instance}'");
             }
@@ -111,7 +110,7 @@ pub async fn token(settings: &Settings, command: TokenCommand) -> Result<(), Fai
             }
             TokenCommand::List { instance } => {
                 let instance = instance_or_default(&instance, settings)?;
-                instances::get(&store, &instance).await.map_err(not_found(format!("instance '{instance}'")))?;
+                existing_instance(&store, &instance).await?;
                 println!("serial\tscope\texpires\tcreated\tdescription");
                 for token in tokens::list(&store, &instance).await.map_err(db_failure)? {
                     let expires = token.expires_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into());
@@ -155,8 +154,7 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                 description,
             } => {
                 let instance = instance_or_default(&instance, settings)?;
-                let id =
-                    parse_device_id(&id).map_err(|why| Failure::usage(format!("--id: {why}")))?;
+                let id = device_arg(&id, "--id")?;
                 let algorithm = algorithm
                     .parse::<Algorithm>()
                     .map_err(|err| Failure::usage(format!("--algorithm: {err}")))?;
@@ -205,9 +203,7 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
             }
             DeviceCommand::List { instance } => {
                 let instance = instance_or_default(&instance, settings)?;
-                instances::get(&store, &instance)
-                    .await
-                    .map_err(not_found(format!("instance '{instance}'")))?;
+                existing_instance(&store, &instance).await?;
                 for device in otp_devices::list(&store, &instance)
                     .await
                     .map_err(db_failure)?
@@ -222,8 +218,7 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                 price,
             } => {
                 let instance = instance_or_default(&instance, settings)?;
-                let id =
-                    parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
+                let id = device_arg(&id, "id")?;
                 let time = time
                     .as_deref()
                     .map(parse_time)
@@ -236,7 +231,7 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                     .map_err(|why| Failure::usage(format!("--price: {why}")))?;
                 let device = otp_devices::get(&store, &instance, &id)
                     .await
-                    .map_err(not_found(format!("device '{id}' of instance '{instance}'")))?;
+                    .map_err(device_not_found(&id, &instance))?;
                 println!("id: {}", device.id);
                 println!("description: {}", device.description);
                 println!(
@@ -259,11 +254,10 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
             }
             DeviceCommand::Delete { instance, id } => {
                 let instance = instance_or_default(&instance, settings)?;
-                let id =
-                    parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
+                let id = device_arg(&id, "id")?;
                 otp_devices::delete(&store, &instance, &id)
                     .await
-                    .map_err(not_found(format!("device '{id}' of instance '{instance}'")))?;
+                    .map_err(device_not_found(&id, &instance))?;
                 println!("deleted device '{id}'");
             }
             DeviceCommand::Verify {
@@ -274,8 +268,7 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
                 reference,
             } => {
                 let instance = instance_or_default(&instance, settings)?;
-                let id =
-                    parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
+                let id = device_arg(&id, "id")?;
                 let args = super::verify::VerifyArgs {
                     code,
                     price,
@@ -285,11 +278,10 @@ pub async fn device(settings: &Settings, command: DeviceCommand) -> Result<(), F
             }
             DeviceCommand::Unlock { instance, id } => {
                 let instance = instance_or_default(&instance, settings)?;
-                let id =
-                    parse_device_id(&id).map_err(|why| Failure::usage(format!("id: {why}")))?;
+                let id = device_arg(&id, "id")?;
                 otp_store::verifications::unlock(&store, &instance, &id)
                     .await
-                    .map_err(not_found(format!("device '{id}' of instance '{instance}'")))?;
+                    .map_err(device_not_found(&id, &instance))?;
                 println!("unlocked device '{id}'");
             }
         }
@@ -311,9 +303,7 @@ async fn add_with_generated_key(
             "--generate-key: algorithm NONE has no codes, so there is no key to generate; give --key or another --algorithm",
         ));
     }
-    let found = instances::get(store, instance)
-        .await
-        .map_err(not_found(format!("instance '{instance}'")))?;
+    let found = existing_instance(store, instance).await?;
     let issuer = if found.name.is_empty() {
         found.id.as_str()
     } else {
@@ -397,6 +387,23 @@ where
         f(store).await
     })
     .await
+}
+
+/// The device id `id` given as `arg`, or a usage failure naming `arg`.
+fn device_arg(id: &str, arg: &str) -> Result<OtpDeviceId, Failure> {
+    parse_device_id(id).map_err(|why| Failure::usage(format!("{arg}: {why}")))
+}
+
+/// The instance `instance`, or a failure saying it does not exist.
+async fn existing_instance(store: &Store, instance: &InstanceId) -> Result<Instance, Failure> {
+    instances::get(store, instance)
+        .await
+        .map_err(not_found(format!("instance '{instance}'")))
+}
+
+/// [`not_found`] for the device `id` of `instance`.
+fn device_not_found(id: &OtpDeviceId, instance: &InstanceId) -> impl FnOnce(StoreError) -> Failure {
+    not_found(format!("device '{id}' of instance '{instance}'"))
 }
 
 fn parse_instance(id: &str) -> Result<InstanceId, Failure> {

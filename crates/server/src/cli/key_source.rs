@@ -123,24 +123,18 @@ mod tests {
 
     #[test]
     fn missing_sources_name_the_option() {
-        let failure = source(None, Some(Path::new("/nonexistent/key")), None)
-            .read()
-            .err()
-            .unwrap();
-        assert!(
-            failure.message.contains("--key-file /nonexistent/key"),
-            "{}",
-            failure.message
-        );
-        let failure = source(None, None, Some("TALER_OTP_TEST_NO_SUCH_VARIABLE"))
-            .read()
-            .err()
-            .unwrap();
-        assert!(
-            failure.message.contains("is not set"),
-            "{}",
-            failure.message
-        );
+        let nonexistent = Path::new("/nonexistent/key");
+        let unset = "TALER_OTP_TEST_NO_SUCH_VARIABLE";
+        for (given, expected) in [
+            (
+                source(None, Some(nonexistent), None),
+                "--key-file /nonexistent/key",
+            ),
+            (source(None, None, Some(unset)), "is not set"),
+        ] {
+            let failure = given.read().err().unwrap();
+            assert!(failure.message.contains(expected), "{}", failure.message);
+        }
         let failure = source(Some("GEZD1"), None, None).read().err().unwrap();
         assert!(failure.message.starts_with("--key:"), "{}", failure.message);
     }

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use super::Failure;
 use super::admin::db_failure;
-use crate::config::Settings;
+use crate::config::{Settings, key256};
 use crate::database::Database;
 use crate::keys_at_rest;
 
@@ -103,26 +103,12 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<[u8; 32]>, Failure> {
             path.display()
         ))
     })?;
-    parse_key(text.trim()).ok_or_else(|| {
+    key256(text.trim()).ok_or_else(|| {
         Failure::usage(format!(
             "--old-key-file: {} does not hold 64 hexadecimal digits (32 bytes)",
             path.display()
         ))
     })
-}
-
-fn parse_key(text: &str) -> Option<Zeroizing<[u8; 32]>> {
-    let bytes = Zeroizing::new(
-        data_encoding::HEXLOWER_PERMISSIVE
-            .decode(text.as_bytes())
-            .ok()?,
-    );
-    let mut key = Zeroizing::new([0u8; 32]);
-    if bytes.len() != key.len() {
-        return None;
-    }
-    key.copy_from_slice(&bytes);
-    Some(key)
 }
 
 #[cfg(test)]
@@ -132,11 +118,11 @@ mod tests {
     #[test]
     fn keys_are_64_hex_digits_in_either_case() {
         let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191A1B1C1D1E1F";
-        let key = parse_key(hex).unwrap();
+        let key = key256(hex).unwrap();
         assert_eq!(key.first(), Some(&0));
         assert_eq!(key.last(), Some(&0x1f));
-        assert!(parse_key(&hex[2..]).is_none());
-        assert!(parse_key(&format!("{hex}00")).is_none());
-        assert!(parse_key("zz").is_none());
+        assert!(key256(&hex[2..]).is_none());
+        assert!(key256(&format!("{hex}00")).is_none());
+        assert!(key256("zz").is_none());
     }
 }

@@ -11,6 +11,11 @@ fn load(text: &str) -> Result<Settings, ConfigError> {
     Settings::from_raw(&parse_ini(text, "test.conf")?)
 }
 
+/// Why `text` does not load.
+fn refusal(text: &str) -> String {
+    load(text).unwrap_err().to_string()
+}
+
 #[test]
 fn issue_example_parses_with_inline_comments() {
     let settings = load(
@@ -34,15 +39,13 @@ fn issue_example_parses_with_inline_comments() {
 
 #[test]
 fn unknown_keys_sections_and_bad_values_are_named() {
-    let err = load("[merchant]\nPROT = 1\n").unwrap_err().to_string();
+    let err = refusal("[merchant]\nPROT = 1\n");
     assert!(err.contains("PROT") && err.contains("test.conf:2"), "{err}");
-    let err = load("[bogus]\nX = 1\n").unwrap_err().to_string();
+    let err = refusal("[bogus]\nX = 1\n");
     assert!(err.contains("[bogus]"), "{err}");
-    let err = load("[merchant]\nPORT = 99999\n").unwrap_err().to_string();
+    let err = refusal("[merchant]\nPORT = 99999\n");
     assert!(err.contains("PORT") && err.contains("99999"), "{err}");
-    let err = load("[otp]\nKEY_ENCRYPTION_KEY = abc\n")
-        .unwrap_err()
-        .to_string();
+    let err = refusal("[otp]\nKEY_ENCRYPTION_KEY = abc\n");
     assert!(
         err.contains("KEY_ENCRYPTION_KEY") && !err.contains("abc"),
         "{err}"
@@ -62,9 +65,7 @@ fn benchmark_route_is_off_by_default() {
             .unwrap()
             .benchmark_route
     );
-    let err = load("[otp]\nBENCHMARK_ROUTE = maybe\n")
-        .unwrap_err()
-        .to_string();
+    let err = refusal("[otp]\nBENCHMARK_ROUTE = maybe\n");
     assert!(err.contains("BENCHMARK_ROUTE"), "{err}");
 }
 
@@ -119,7 +120,7 @@ fn defaults_of_the_verification_and_login_limits() {
         "VERIFY_DAILY_FAILURES = 2147483648",
         "LOGIN_MAX_FAILURES = 1001",
     ] {
-        let err = load(&format!("[otp]\n{bad}\n")).unwrap_err().to_string();
+        let err = refusal(&format!("[otp]\n{bad}\n"));
         let key = bad.split(' ').next().unwrap_or_default();
         assert!(err.contains(key), "{err}");
     }
@@ -148,16 +149,12 @@ fn exchanges_come_from_the_list_and_the_sections() {
         )),
         "{shown}"
     );
-    let err = load("[merchant-exchange-c]\nCURRENCY = EUR\n")
-        .unwrap_err()
-        .to_string();
+    let err = refusal("[merchant-exchange-c]\nCURRENCY = EUR\n");
     assert!(
         err.contains("[merchant-exchange-c]") && err.contains("EXCHANGE_BASE_URL"),
         "{err}"
     );
-    let err = load("[otp]\nEXCHANGES = https://a.example/\n")
-        .unwrap_err()
-        .to_string();
+    let err = refusal("[otp]\nEXCHANGES = https://a.example/\n");
     assert!(err.contains("EXCHANGES"), "{err}");
 }
 

@@ -185,7 +185,9 @@ fn currency(text: &str) -> Result<&str, String> {
     Ok(text)
 }
 
-fn key256(text: &str) -> Option<Zeroizing<[u8; 32]>> {
+/// A 256-bit key written as 64 hexadecimal digits in either case (`KEY_ENCRYPTION_KEY`, and the
+/// old key `rekey` reads).
+pub(crate) fn key256(text: &str) -> Option<Zeroizing<[u8; 32]>> {
     let bytes = Zeroizing::new(
         data_encoding::HEXLOWER_PERMISSIVE
             .decode(text.as_bytes())

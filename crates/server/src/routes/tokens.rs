@@ -15,7 +15,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use otp_store::changes::Change;
 use otp_store::{InstanceId, StoreError, instances, tokens};
 use utoipa::Modify;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder};
 use zeroize::Zeroizing;
 
 use crate::api::{
@@ -361,18 +361,12 @@ pub struct BasicAuth;
 
 impl Modify for BasicAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "basic",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Basic)
-                    .description(Some(
-                        "HTTP Basic for `POST …/private/token` only: the user name is the instance id, the password the instance's (set with `POST …/private/auth` or `taler-otp instance set-password`).",
-                    ))
-                    .build(),
-            ),
-        );
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Basic)
+            .description(Some(
+                "HTTP Basic for `POST …/private/token` only: the user name is the instance id, the password the instance's (set with `POST …/private/auth` or `taler-otp instance set-password`).",
+            ));
+        crate::openapi::add_http_scheme(openapi, "basic", scheme);
     }
 }
 
