@@ -17,8 +17,9 @@
 # instance with 20 devices, (e) 80% GET one / 20% POST confirmations on HOTP devices;
 # then the write ceiling, pgbench (the PostgreSQL binaries' own) running a one-statement
 # prepared UPDATE ... RETURNING of the counter of 1,000 HOTP devices at the same connection
-# count, and (f) POST confirmations spread over those 1,000 devices, (g) POST confirmations of
-# one device (the hot-row rate; pgbench on that one row is shown beside it).
+# count, and (f) POST confirmations spread over those 1,000 devices (beside it pgbench with the
+# audit row such a confirmation appends), (g) POST confirmations of one device (the hot-row
+# rate; pgbench on that one row is shown beside it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -210,6 +211,14 @@ cat >"$OUT/pgbench-spread.sql" <<SQL
 \set d random(0, $((CONFIRM_DEVICES - 1)))
 UPDATE otp_devices SET otp_ctr = otp_ctr + 1 WHERE instance_serial = $BENCH_SERIAL AND otp_device_id = 'c3-' || lpad(:d::text, 4, '0') RETURNING otp_ctr;
 SQL
+# The same with the audit row an HOTP confirmation appends in its statement (docs/audit.md):
+# what the database does for one audited confirmation; shown beside (f) when the schema has it.
+AUDIT_APPEND="$("$PSQL" -h "$PG_SOCKET" -p "$PG_PORT" -U postgres -d taler -XAtc \
+    "SELECT to_regprocedure('audit_append(text,text,text,bigint,text,text)') IS NOT NULL")"
+cat >"$OUT/pgbench-audit.sql" <<SQL
+\set d random(0, $((CONFIRM_DEVICES - 1)))
+WITH taken AS (UPDATE otp_devices SET otp_ctr = otp_ctr + 1 WHERE instance_serial = $BENCH_SERIAL AND otp_device_id = 'c3-' || lpad(:d::text, 4, '0') RETURNING otp_device_id, otp_ctr - 1 AS otp_ctr) SELECT t.otp_ctr, audit_append('bench', 'confirmation_issued', t.otp_device_id, NULL, '127.0.0.1', jsonb_build_object('otp_ctr', t.otp_ctr)::text) FROM taken t;
+SQL
 cat >"$OUT/pgbench-hot.sql" <<SQL
 UPDATE otp_devices SET otp_ctr = otp_ctr + 1 WHERE instance_serial = $BENCH_SERIAL AND otp_device_id = 'g3-0' RETURNING otp_ctr;
 SQL
@@ -224,7 +233,8 @@ db_xacts() {
 # load OUTPUT DURATION SCENARIO TOKEN INSTANCE: runs the load generator in the background.
 load() {
     local output="$1" duration="$2" scenario="$3" token="$4" instance="$5"
-    if [ "$scenario" = pgbench-spread ] || [ "$scenario" = pgbench-hot ]; then
+    if [ "$scenario" = pgbench-spread ] || [ "$scenario" = pgbench-hot ] ||
+        [ "$scenario" = pgbench-audit ]; then
         # pgbench logs every transaction's latency (for p50/p99) under $output.log.*
         rm -f "$output".log.*
         ( cd "$OUT" && "$PGBENCH" -n -M prepared -c "$CONNECTIONS" -j "$THREADS" \
@@ -294,6 +304,9 @@ run list "(d) list, instance of $SMALL_DEVICES devices" list "$SMALL_TOKEN" smal
 run mix "(e) ${WRITE_SHARE}% POST confirmations (HOTP) + GET" mix "$BENCH_TOKEN" bench
 run pgbench "write ceiling: pgbench UPDATE, $CONFIRM_DEVICES rows" pgbench-spread "" bench
 run confirm "(f) POST confirmations, $CONFIRM_DEVICES HOTP devices" confirm "$BENCH_TOKEN" bench
+if [ "$AUDIT_APPEND" = t ]; then
+    run pgbench-audit "pgbench UPDATE + audit_append, $CONFIRM_DEVICES rows" pgbench-audit "" bench
+fi
 run pgbench-hot "pgbench UPDATE, one row" pgbench-hot "" bench
 run hot "(g) POST confirmations, one HOTP device" hot "$BENCH_TOKEN" bench
 

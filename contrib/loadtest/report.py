@@ -17,7 +17,7 @@ import re
 import sys
 
 # Scenarios whose ratio refers to the write ceiling (pgbench) instead of the constant route.
-WRITES = ("pgbench", "pgbench-hot", "confirm", "hot")
+WRITES = ("pgbench", "pgbench-hot", "pgbench-audit", "confirm", "hot")
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
@@ -174,6 +174,13 @@ def main():
         )
 
     goal("confirm", "(f) >= 0.50 x pgbench, p99 < 10 ms, no non-2xx", 0.50, 10.0)
+    confirm = next((r for r in rows if r["key"] == "confirm"), None)
+    audited = next((r for r in rows if r["key"] == "pgbench-audit"), None)
+    if confirm and audited and audited["rps"]:
+        out.append(
+            f"(f) over pgbench running the audited statement (UPDATE + audit_append): "
+            f"{confirm['rps'] / audited['rps']:.2f}"
+        )
     goal("list", "(d) >= 0.35 x ceiling, no non-2xx", 0.35)
     goal("get2", "(c) >= 0.55 x ceiling, p99 < 4 ms, no non-2xx", 0.55, 4.0)
     get1 = next((r for r in rows if r["key"] == "get1"), None)

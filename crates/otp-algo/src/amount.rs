@@ -25,11 +25,23 @@ const FRACTION_BASE: u32 = 100_000_000;
 /// Invariants: the currency is 1 to 11 letters `A-Z`, the value is at most
 /// [`MAX_AMOUNT_VALUE`] and the fraction is below 10^8. Equal amounts have
 /// equal fields, so `EUR:1.5 == EUR:1.50`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// The currency is held inline (no allocation per parsed amount).
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Amount {
-    currency: String,
+    /// The currency's letters, NUL-padded (as in `TALER_AmountNBO`).
+    currency: [u8; MAX_CURRENCY_LEN],
     value: u64,
     fraction: u32,
+}
+
+impl fmt::Debug for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Amount")
+            .field("currency", &self.currency())
+            .field("value", &self.value)
+            .field("fraction", &self.fraction)
+            .finish()
+    }
 }
 
 impl Amount {
@@ -63,8 +75,12 @@ impl Amount {
         if fraction >= FRACTION_BASE {
             return Err(AmountError::InvalidFraction);
         }
+        let mut letters = [0u8; MAX_CURRENCY_LEN];
+        for (dst, src) in letters.iter_mut().zip(currency.bytes()) {
+            *dst = src;
+        }
         Ok(Amount {
-            currency: currency.to_owned(),
+            currency: letters,
             value,
             fraction,
         })
@@ -99,7 +115,16 @@ impl Amount {
 
     /// The currency code, e.g. `EUR`.
     pub fn currency(&self) -> &str {
-        &self.currency
+        let len = self
+            .currency
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(MAX_CURRENCY_LEN);
+        // Only A-Z are ever stored, so any prefix is UTF-8.
+        self.currency
+            .get(..len)
+            .and_then(|letters| std::str::from_utf8(letters).ok())
+            .unwrap_or_default()
     }
 
     /// The integer part.
@@ -121,7 +146,7 @@ impl Amount {
         let fields = value
             .iter()
             .chain(fraction.iter())
-            .chain(self.currency.as_bytes().iter());
+            .chain(self.currency.iter());
         for (dst, src) in out.iter_mut().zip(fields) {
             *dst = *src;
         }
@@ -132,7 +157,7 @@ impl Amount {
 impl fmt::Display for Amount {
     /// The canonical form: `EUR:1.5`, `EUR:1`, `EUR:0.00000001`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.currency, self.value)?;
+        write!(f, "{}:{}", self.currency(), self.value)?;
         if self.fraction == 0 {
             return Ok(());
         }

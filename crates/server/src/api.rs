@@ -88,10 +88,11 @@ pub struct OtpDeviceSummaryResponse {
 }
 
 /// Answer of `GET …/private/otp-devices/$DEVICE_ID`.
+// It borrows the cached description: an answer allocates nothing but its code and body.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OtpDeviceDetails {
+pub struct OtpDeviceDetails<'a> {
     /// Human-readable description of the device.
-    pub device_description: String,
+    pub device_description: &'a str,
     /// Algorithm, always as an integer (0 NONE, 1 TOTP_WITHOUT_PRICE, 2 TOTP_WITH_PRICE, 3 HOTP_WITHOUT_PRICE, 4 HOTP_WITH_PRICE).
     #[schema(minimum = 0, maximum = 4)]
     pub otp_algorithm: u8,

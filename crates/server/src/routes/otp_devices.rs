@@ -156,7 +156,7 @@ pub async fn get_otp_device(
         counter,
     );
     let details = OtpDeviceDetails {
-        device_description: device.description.clone(),
+        device_description: &device.description,
         otp_algorithm: device.algorithm.as_int(),
         otp_ctr: counter,
         otp_timestamp,
