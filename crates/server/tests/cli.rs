@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use otp_store::testing::TestDb;
 
-const BIN: &str = env!("CARGO_BIN_EXE_taler-otp");
+mod common;
+
+use common::{BIN, TempPath, free_port, stderr, stdout};
 
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
@@ -22,12 +24,18 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     command.output().expect("binary runs")
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
+/// A configuration for `db`, after `dbinit` on it succeeded.
+fn initialised(db: &TestDb) -> TempPath {
+    let conf = db_config(&db.url(), "");
+    assert!(run(&["-c", conf.arg(), "dbinit"], &[]).status.success());
+    conf
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+/// `taler-otp code --key RFC_KEY` with `args` after it.
+fn rfc_code(args: &[&str]) -> Output {
+    let mut all = vec!["code", "--key", RFC_KEY];
+    all.extend_from_slice(args);
+    run(&all, &[])
 }
 
 /// Asserts a failure: the exit status, one line on stderr containing `needle`, no panic.
@@ -42,51 +50,12 @@ fn assert_one_line_failure(output: &Output, status: i32, needle: &str) {
     );
 }
 
-fn config_file(text: &str) -> tempfile_path::TempPath {
-    tempfile_path::TempPath::with_contents(text)
+fn config_file(text: &str) -> TempPath {
+    TempPath::file("cli", text)
 }
 
-/// A tiny temp-file helper (no extra dependency).
-mod tempfile_path {
-    use std::path::PathBuf;
-
-    pub struct TempPath(PathBuf);
-
-    impl TempPath {
-        pub fn with_contents(text: &str) -> TempPath {
-            let name = format!(
-                "taler-otp-cli-{}-{}.conf",
-                std::process::id(),
-                rand_suffix()
-            );
-            let path = std::env::temp_dir().join(name);
-            std::fs::write(&path, text).unwrap();
-            TempPath(path)
-        }
-
-        pub fn arg(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-
-    fn rand_suffix() -> u128 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    }
-}
-
-fn db_config(url: &str, extra: &str) -> tempfile_path::TempPath {
-    config_file(&format!(
-        "[merchantdb-postgres]\nCONFIG = \"{url}\"\n{extra}"
-    ))
+fn db_config(url: &str, extra: &str) -> TempPath {
+    common::db_config("cli", url, extra)
 }
 
 #[test]
@@ -163,18 +132,7 @@ fn config_show_masks_secrets_and_applies_the_environment() {
 
 #[test]
 fn code_prints_exactly_the_confirmation_string() {
-    let output = run(
-        &[
-            "code",
-            "--key",
-            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
-            "--algorithm",
-            "1",
-            "--time",
-            "59",
-        ],
-        &[],
-    );
+    let output = rfc_code(&["--algorithm", "1", "--time", "59"]);
     assert_eq!(
         stdout(&output),
         "84755224\n84755224\n94287082\n37359152\n26969429\n"
@@ -198,54 +156,20 @@ fn code_prints_exactly_the_confirmation_string() {
         stdout(&output),
         "35036406\n95005311\n88950711\n67257768\n18509934\n"
     );
-    let output = run(
-        &[
-            "code",
-            "--key",
-            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
-            "--algorithm",
-            "HOTP_WITHOUT_PRICE",
-            "--counter",
-            "7",
-        ],
-        &[],
-    );
+    let output = rfc_code(&["--algorithm", "HOTP_WITHOUT_PRICE", "--counter", "7"]);
     assert_eq!(stdout(&output), "82162583\n");
     // Without --time the code is for now: the centre code matches a fresh computation.
-    let output = run(
-        &[
-            "code",
-            "--key",
-            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
-            "--algorithm",
-            "1",
-        ],
-        &[],
-    );
+    let output = rfc_code(&["--algorithm", "1"]);
     assert_eq!(stdout(&output).lines().count(), 5);
 }
 
 #[test]
 fn code_prints_nothing_when_there_is_no_code() {
     for args in [
-        &[
-            "code",
-            "--key",
-            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
-            "--algorithm",
-            "NONE",
-        ][..],
-        &[
-            "code",
-            "--key",
-            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ",
-            "--algorithm",
-            "2",
-            "--time",
-            "5",
-        ][..],
+        &["--algorithm", "NONE"][..],
+        &["--algorithm", "2", "--time", "5"][..],
     ] {
-        let output = run(args, &[]);
+        let output = rfc_code(args);
         assert!(output.status.success(), "{args:?}");
         assert!(
             output.stdout.is_empty() && output.stderr.is_empty(),
@@ -536,11 +460,7 @@ async fn serve_refuses_an_outdated_schema_and_names_dbinit() {
 async fn serve_writes_the_first_token_to_a_private_file_answers_and_stops_on_sigterm() {
     use std::os::unix::fs::PermissionsExt;
     let db = TestDb::new().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let data_dir = std::env::temp_dir().join(format!(
         "taler-otp-first-token-{}-{port}",
         std::process::id()
@@ -599,7 +519,7 @@ async fn serve_writes_the_first_token_to_a_private_file_answers_and_stops_on_sig
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-fn spawn_serve(conf: &tempfile_path::TempPath) -> std::process::Child {
+fn spawn_serve(conf: &TempPath) -> std::process::Child {
     Command::new(BIN)
         .args(["-c", conf.arg(), "serve"])
         .env("RUST_LOG", "warn")
@@ -661,11 +581,7 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     let (_, token) = otp_store::tokens::create(&db.store(), &admin, "write", None, "")
         .await
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let conf = db_config(&db.url(), &format!("[merchant]\nPORT = {port}\n"));
     let mut child = spawn_serve(&conf);
     reqwest_free_get(port, "/config").await;
@@ -752,11 +668,7 @@ async fn embedded_cluster_is_shared_by_serve_and_commands_and_stopped_by_its_las
     let _ = std::fs::remove_dir_all(&data_dir);
     std::fs::create_dir_all(&data_dir).unwrap();
     let pid_file = data_dir.join("postgres/postmaster.pid");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let port_text = port.to_string();
     let envs = [
         ("TALER_OTP_OTP__DATA_DIR", data_dir.to_str().unwrap()),
@@ -840,26 +752,23 @@ fn terminal_qr_image(lines: &[&str]) -> image::GrayImage {
 #[tokio::test]
 async fn device_add_generate_key_prints_the_key_uri_and_a_terminal_qr_code_once() {
     let db = TestDb::new_empty().await;
-    let conf = db_config(&db.url(), "");
+    let conf = initialised(&db);
     let c = conf.arg();
-    assert!(run(&["-c", c, "dbinit"], &[]).status.success());
 
-    let added = run(
-        &[
+    let add_generated = |more: &[&str]| {
+        let mut args = vec![
             "-c",
             c,
             "device",
             "add",
             "--id",
             "phone 1",
-            "--algorithm",
-            "HOTP_WITH_PRICE",
-            "--counter",
-            "7",
             "--generate-key",
-        ],
-        &[],
-    );
+        ];
+        args.extend_from_slice(more);
+        run(&args, &[])
+    };
+    let added = add_generated(&["--algorithm", "HOTP_WITH_PRICE", "--counter", "7"]);
     assert!(added.status.success(), "{}", stderr(&added));
     let out = stdout(&added);
     assert!(
@@ -914,20 +823,7 @@ async fn device_add_generate_key_prints_the_key_uri_and_a_terminal_qr_code_once(
     assert!(!shown.contains(key), "{shown}");
 
     // A repeat finds the device: a failure, and no key is printed.
-    let again = run(
-        &[
-            "-c",
-            c,
-            "device",
-            "add",
-            "--id",
-            "phone 1",
-            "--algorithm",
-            "4",
-            "--generate-key",
-        ],
-        &[],
-    );
+    let again = add_generated(&["--algorithm", "4"]);
     assert_one_line_failure(&again, 1, "already exists");
     assert!(stdout(&again).is_empty(), "{}", stdout(&again));
 
@@ -1031,9 +927,8 @@ fn code_reads_the_key_from_stdin_a_file_or_the_environment_never_needing_an_argu
 #[tokio::test]
 async fn device_add_reads_the_key_from_stdin_a_file_or_the_environment() {
     let db = TestDb::new().await;
-    let conf = db_config(&db.url(), "");
+    let conf = initialised(&db);
     let c = conf.arg();
-    assert!(run(&["-c", c, "dbinit"], &[]).status.success());
     let add = |id: &'static str, source: &[&'static str]| -> Vec<&'static str> {
         let mut args = vec!["device", "add", "--id", id, "--algorithm", "1"];
         args.extend_from_slice(source);

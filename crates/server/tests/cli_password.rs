@@ -11,7 +11,9 @@ use otp_server::password::verify_password;
 use otp_store::testing::TestDb;
 use otp_store::{InstanceId, instances};
 
-const BIN: &str = env!("CARGO_BIN_EXE_taler-otp");
+mod common;
+
+use common::{BIN, db_config, stderr};
 
 /// Runs the binary with `stdin` as standard input (a pipe, so not a terminal).
 fn run(config: &str, args: &[&str], stdin: &str) -> Output {
@@ -33,45 +35,10 @@ fn run(config: &str, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-struct ConfigFile(std::path::PathBuf);
-
-impl ConfigFile {
-    fn new(url: &str) -> ConfigFile {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "taler-otp-cli-password-{}-{nanos}.conf",
-            std::process::id()
-        ));
-        std::fs::write(
-            &path,
-            format!("[merchantdb-postgres]\nCONFIG = \"{url}\"\n"),
-        )
-        .unwrap();
-        ConfigFile(path)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn set_password_reads_one_line_from_standard_input_and_stores_a_hash() {
     let db = TestDb::new_empty().await;
-    let conf = ConfigFile::new(&db.url());
+    let conf = db_config("cli-password", &db.url(), "");
     let c = conf.arg();
     let init = run(c, &["dbinit"], "");
     assert!(init.status.success(), "{}", stderr(&init));
@@ -118,7 +85,7 @@ async fn set_password_reads_one_line_from_standard_input_and_stores_a_hash() {
 #[tokio::test]
 async fn set_password_refuses_empty_or_overlong_passwords_unknown_instances_and_arguments() {
     let db = TestDb::new_empty().await;
-    let conf = ConfigFile::new(&db.url());
+    let conf = db_config("cli-password", &db.url(), "");
     let c = conf.arg();
     assert!(run(c, &["dbinit"], "").status.success());
     let store = db.store();

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use otp_store::testing::TestDb;
 
-const BIN: &str = env!("CARGO_BIN_EXE_taler-otp");
+mod common;
+
+use common::{BIN, stderr, stdout};
+
 const KEY_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const KEY_B: &str = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405060708090a0b0c0d0e0f";
 const DEVICE_KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -50,13 +53,9 @@ fn run(db: &TestDb, key: Option<&str>, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Asserts exit status 1 and one line on stderr containing every needle.
 fn assert_refused(output: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&output.stderr);
+    let err = stderr(output);
     assert_eq!(output.status.code(), Some(1), "stderr: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     for needle in needles {
@@ -65,11 +64,7 @@ fn assert_refused(output: &Output, needles: &[&str]) {
 }
 
 fn assert_ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "stderr: {}", stderr(output));
 }
 
 fn add_device(db: &TestDb, key: Option<&str>) {
@@ -91,6 +86,13 @@ fn add_device(db: &TestDb, key: Option<&str>) {
         ],
         "",
     ));
+}
+
+/// Asserts that `device show` with the key-encryption key `key` prints the device's code.
+fn assert_shows_the_code(db: &TestDb, key: &str) {
+    let shown = show_device(db, Some(key));
+    assert_ok(&shown);
+    assert!(stdout(&shown).contains("84755224"), "{}", stdout(&shown));
 }
 
 fn show_device(db: &TestDb, key: Option<&str>) -> Output {
@@ -141,9 +143,7 @@ async fn a_missing_or_wrong_key_stops_serve_and_the_commands_and_rekey_rotates()
         stdout(&rotated)
     );
 
-    let shown = show_device(&db, Some(KEY_B));
-    assert_ok(&shown);
-    assert!(stdout(&shown).contains("84755224"), "{}", stdout(&shown));
+    assert_shows_the_code(&db, KEY_B);
     assert_refused(&show_device(&db, Some(KEY_A)), &["is not the one"]);
 }
 
@@ -167,9 +167,7 @@ async fn plaintext_keys_beside_a_key_stop_serve_until_rekey_encrypts_them() {
         "{}",
         stdout(&encrypted)
     );
-    let shown = show_device(&db, Some(KEY_A));
-    assert_ok(&shown);
-    assert!(stdout(&shown).contains("84755224"), "{}", stdout(&shown));
+    assert_shows_the_code(&db, KEY_A);
     assert_refused(
         &show_device(&db, None),
         &["no key-encryption key is configured"],

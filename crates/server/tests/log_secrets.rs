@@ -15,30 +15,11 @@ use otp_store::{InstanceId, instances, tokens};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_taler-otp");
+mod common;
+
+use common::{BIN, TempPath, free_port};
+
 const PASSWORD: &str = "correct horse battery staple 42";
-
-/// A temporary directory, removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let path =
-            std::env::temp_dir().join(format!("taler-otp-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Every spelling of `bytes` a log line could carry: base32 and hex in both cases, and the
 /// start of the list of numbers `Debug` prints for a byte slice.
@@ -99,19 +80,15 @@ async fn trace_logs_carry_no_key_token_hash_or_password() {
         .await
         .unwrap();
     let write = write.expose().to_owned();
-    let dir = TempDir::new("log-secrets");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let conf = dir.0.join("taler-otp.conf");
+    let dir = TempPath::dir("log-secrets");
+    let port = free_port();
+    let conf = dir.path().join("taler-otp.conf");
     std::fs::write(
         &conf,
         format!(
             "[merchant]\nPORT = {port}\n[merchantdb-postgres]\nCONFIG = \"{}\"\n[otp]\nDATA_DIR = {}\n",
             db.url(),
-            dir.0.display()
+            dir.path().display()
         ),
     )
     .unwrap();
@@ -137,7 +114,7 @@ async fn trace_logs_carry_no_key_token_hash_or_password() {
     );
     assert_no_secret(&cli_log, &[PASSWORD.to_owned()], "set-password");
 
-    let log_path = dir.0.join("serve.log");
+    let log_path = dir.path().join("serve.log");
     let mut server = Command::new(BIN)
         .args(["-c", &conf, "serve"])
         .env_remove("TALER_OTP_CONFIG")

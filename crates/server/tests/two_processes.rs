@@ -14,7 +14,9 @@ use otp_store::testing::TestDb;
 use otp_store::{InstanceId, instances, tokens};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_taler-otp");
+mod common;
+
+use common::{BIN, TempPath, db_config, free_port};
 /// `CACHE_TTL_MS` of both processes.
 const BOUND: Duration = Duration::from_millis(1000);
 const OLD_KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -23,15 +25,7 @@ const NEW_KEY: &str = "AAISEM2EKVTHPCEZ";
 struct Server {
     child: Child,
     base: String,
-    _config: PathGuard,
-}
-
-struct PathGuard(std::path::PathBuf);
-
-impl Drop for PathGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    _config: TempPath,
 }
 
 impl Drop for Server {
@@ -42,23 +36,14 @@ impl Drop for Server {
 }
 
 async fn start_server(url: &str, tag: &str) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let path =
-        std::env::temp_dir().join(format!("taler-otp-two-{}-{tag}.conf", std::process::id()));
-    std::fs::write(
-        &path,
-        format!(
-            "[merchant]\nPORT = {port}\n[merchantdb-postgres]\nCONFIG = \"{url}\"\n[otp]\nCACHE_TTL_MS = {}\nPOOL_SIZE = 8\n",
-            BOUND.as_millis()
-        ),
-    )
-    .unwrap();
+    let port = free_port();
+    let extra = format!(
+        "[merchant]\nPORT = {port}\n[otp]\nCACHE_TTL_MS = {}\nPOOL_SIZE = 8\n",
+        BOUND.as_millis()
+    );
+    let config = db_config(&format!("two-{tag}"), url, &extra);
     let child = Command::new(BIN)
-        .args(["-c", path.to_str().unwrap(), "serve"])
+        .args(["-c", config.arg(), "serve"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -73,7 +58,7 @@ async fn start_server(url: &str, tag: &str) -> Server {
     Server {
         child,
         base,
-        _config: PathGuard(path),
+        _config: config,
     }
 }
 
@@ -319,11 +304,12 @@ async fn an_hotp_counter_is_shown_fresh_and_lists_follow_changes_within_the_boun
         json!({"otp_device_id": "hotp", "otp_device_description": "h", "otp_key": OLD_KEY, "otp_algorithm": 3, "otp_ctr": 5}),
     )
     .await;
-    let get = |base: String| {
+    // `GET base path` with the write token, asserted 200: its JSON body.
+    let fetch = |base: String, path: &'static str| {
         let (client, write) = (client.clone(), write.clone());
         async move {
             let response = client
-                .get(format!("{base}/private/otp-devices/hotp"))
+                .get(format!("{base}{path}"))
                 .bearer_auth(write)
                 .send()
                 .await
@@ -332,19 +318,9 @@ async fn an_hotp_counter_is_shown_fresh_and_lists_follow_changes_within_the_boun
             response.json::<Value>().await.unwrap()
         }
     };
-    let list = |base: String| {
-        let (client, write) = (client.clone(), write.clone());
-        async move {
-            let response = client
-                .get(format!("{base}/private/otp-devices"))
-                .bearer_auth(write)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            response.json::<Value>().await.unwrap()["otp_devices"].clone()
-        }
-    };
+    let get = |base: String| fetch(base, "/private/otp-devices/hotp");
+    let list =
+        async |base: String| fetch(base, "/private/otp-devices").await["otp_devices"].clone();
     // B caches the device and the list; confirmations through A advance the counter without
     // a notification, and B shows the stored counter and its code at once.
     assert_eq!(get(b.base.clone()).await["otp_ctr"], 5);
