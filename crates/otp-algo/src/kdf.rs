@@ -30,10 +30,6 @@ pub fn gnunet_kdf(salt: &[u8], ikm: &[u8]) -> [u8; 64] {
 mod tests {
     use super::*;
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     #[test]
     fn vector_from_upstream() {
         // `wp-k32-lower-eur1.5` in tests/data/pos-confirmation.json.
@@ -47,7 +43,7 @@ mod tests {
             0x1d, 0xef, 0x7b, 0xa3,
         ];
         assert_eq!(
-            hex(&gnunet_kdf(&salt, &ikm)),
+            data_encoding::HEXLOWER.encode(&gnunet_kdf(&salt, &ikm)),
             "10be0dbb5a2a0b7e26db0e8a5e43b69a4a0983f35029e913ec18ebefa2518487\
              6834a2d790fbb308f4887471c482672a7f2fa81bf4ab56f970f4bf4f9edf9211"
         );

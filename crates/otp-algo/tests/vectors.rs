@@ -7,7 +7,7 @@
 
 use otp_algo::{
     Algorithm, Amount, OtpKey, confirmation, decode_base32, gnunet_kdf, hotp, hotp_code,
-    totp_counters, verify_hotp, verify_totp,
+    totp_counters, totp_matches, verify_hotp, verify_totp,
 };
 use serde::Deserialize;
 
@@ -43,22 +43,55 @@ fn rfc4226_appendix_d() {
     }
 }
 
+/// RFC 6238 Appendix B, SHA-1 with 8 digits: (T, code).
+const RFC6238_SHA1: [(u64, &str); 6] = [
+    (59, "94287082"),
+    (1_111_111_109, "07081804"),
+    (1_111_111_111, "14050471"),
+    (1_234_567_890, "89005924"),
+    (2_000_000_000, "69279037"),
+    (20_000_000_000, "65353130"),
+];
+
 #[test]
 fn rfc6238_appendix_b_sha1() {
     let key = OtpKey::from_bytes(RFC_SECRET).unwrap();
-    let table: [(u64, &str); 6] = [
-        (59, "94287082"),
-        (1_111_111_109, "07081804"),
-        (1_111_111_111, "14050471"),
-        (1_234_567_890, "89005924"),
-        (2_000_000_000, "69279037"),
-        (20_000_000_000, "65353130"),
-    ];
-    for (time, expected) in table {
+    for (time, expected) in RFC6238_SHA1 {
         let codes = confirmation(&key, Algorithm::TotpWithoutPrice, None, time, 0).unwrap();
         let centre = codes.split('\n').nth(2).unwrap();
         assert_eq!(centre, expected, "T = {time}");
         assert_eq!(hotp_code(RFC_SECRET, time / 30), expected, "T = {time}");
+    }
+}
+
+/// RFC 6238 Appendix B (SHA-1, 8 digits): each code is found at its
+/// time's step with offset 0, and from the neighbouring steps with the
+/// matching offset.
+#[test]
+fn totp_matches_rfc6238_vectors() {
+    let key = OtpKey::from_bytes(RFC_SECRET).unwrap();
+    let alg = Algorithm::TotpWithoutPrice;
+    for (time, code) in RFC6238_SHA1 {
+        let step = time / 30;
+        assert_eq!(
+            totp_matches(&key, alg, None, time, 2, code),
+            vec![(step, 0)],
+            "T = {time}"
+        );
+        assert_eq!(
+            totp_matches(&key, alg, None, time + 60, 2, code),
+            vec![(step, -2)],
+            "T = {time} + 60"
+        );
+        assert_eq!(
+            totp_matches(&key, alg, None, time - 30, 2, code),
+            vec![(step, 1)],
+            "T = {time} - 30"
+        );
+        assert!(totp_matches(&key, alg, None, time + 90, 2, code).is_empty());
+        assert!(totp_matches(&key, alg, None, time + 60, 1, code).is_empty());
+        // Agrees with the single-answer check.
+        assert_eq!(verify_totp(&key, alg, None, time, code, 2), Some(0));
     }
 }
 
