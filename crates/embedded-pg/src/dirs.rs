@@ -191,6 +191,14 @@ mod tests {
     use super::*;
 
     /// A fresh, empty path under the temporary directory.
+    /// Asserts that `result` refuses a directory as unsafe for a reason containing `why`.
+    fn assert_unsafe(result: &Result<(), EmbeddedError>, why: &str) {
+        assert!(
+            matches!(result, Err(EmbeddedError::UnsafeDirectory { reason, .. }) if reason.contains(why)),
+            "{result:?}"
+        );
+    }
+
     fn scratch(name: &str) -> PathBuf {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -267,10 +275,7 @@ mod tests {
         let _ = std::fs::remove_file(&link);
         let _ = std::fs::remove_dir(&target);
         assert!(made.is_ok(), "{made:?}");
-        assert!(
-            matches!(&result, Err(EmbeddedError::UnsafeDirectory { reason, .. }) if reason.contains("symbolic link")),
-            "{result:?}"
-        );
+        assert_unsafe(&result, "symbolic link");
         assert_eq!(
             target_mode.ok(),
             Some(0o755),
@@ -288,13 +293,7 @@ mod tests {
         let foreign = ensure_dir(&dir, 0o777, Some((other, other)));
         let _ = std::fs::remove_dir(&dir);
         assert!(made.is_ok(), "{made:?}");
-        assert!(
-            matches!(&open, Err(EmbeddedError::UnsafeDirectory { reason, .. }) if reason.contains("mode 777")),
-            "{open:?}"
-        );
-        assert!(
-            matches!(&foreign, Err(EmbeddedError::UnsafeDirectory { reason, .. }) if reason.contains("owned by")),
-            "{foreign:?}"
-        );
+        assert_unsafe(&open, "mode 777");
+        assert_unsafe(&foreign, "owned by");
     }
 }
