@@ -4,17 +4,18 @@ use otp_store::otp_devices::{self, Created};
 use otp_store::testing::TestDb;
 use otp_store::{Store, StoreError};
 
-use crate::{given_instance, given_shop_with_kek, key, new_device, store_with_kek, stored};
+use crate::{
+    given_instance, given_shop_with_kek, key, new_device, sql_execute, sql_row, store_with_kek,
+    stored,
+};
 
 async fn raw_key(store: &Store, device: &str) -> (Vec<u8>, bool) {
-    let client = store.pool().get().await.unwrap();
-    let row = client
-        .query_one(
-            "SELECT otp_key, otp_key_encrypted FROM otp_devices WHERE otp_device_id = $1",
-            &[&device],
-        )
-        .await
-        .unwrap();
+    let row = sql_row(
+        store,
+        "SELECT otp_key, otp_key_encrypted FROM otp_devices WHERE otp_device_id = $1",
+        &[&device],
+    )
+    .await;
     (row.get("otp_key"), row.get("otp_key_encrypted"))
 }
 
@@ -69,15 +70,8 @@ async fn a_ciphertext_moved_to_another_device_does_not_decrypt() {
     other.key = key(5);
     otp_devices::create(&store, &shop, &other).await.unwrap();
 
-    let client = store.pool().get().await.unwrap();
-    client
-        .execute(
-            "UPDATE otp_devices SET otp_key = (SELECT otp_key FROM otp_devices WHERE otp_device_id = 'one')
-              WHERE otp_device_id = 'two'",
-            &[],
-        )
-        .await
-        .unwrap();
+    sql_execute(&store, "UPDATE otp_devices SET otp_key = (SELECT otp_key FROM otp_devices WHERE otp_device_id = 'one')
+              WHERE otp_device_id = 'two'", &[]).await;
     let moved = otp_devices::get(&store, &shop, &other.id).await;
 
     assert!(matches!(moved, Err(StoreError::Crypto(_))), "{moved:?}");

@@ -9,7 +9,9 @@ use otp_store::testing::{TestDb, first_form_ciphertext};
 use otp_store::{Store, StoreError, instances};
 use zeroize::Zeroizing;
 
-use crate::{given_instance, given_shop_with_kek, key, new_device, store_with_kek, stored};
+use crate::{
+    given_instance, given_shop_with_kek, key, new_device, sql_execute, store_with_kek, stored,
+};
 
 fn kek(byte: u8) -> Zeroizing<[u8; 32]> {
     Zeroizing::new([byte; 32])
@@ -201,14 +203,12 @@ async fn first_form_keys_are_read_checked_and_moved_under_the_data_key() {
     otp_devices::create(&plain, &shop, &device).await.unwrap();
     // As a binary before migration 8 stored it with KEK 1.
     let ciphertext = first_form_ciphertext(&[1; 32], &shop, &device.id, &device.key);
-    let client = plain.pool().get().await.unwrap();
-    client
-        .execute(
-            "UPDATE otp_devices SET otp_key = $1, otp_key_encrypted = TRUE",
-            &[&ciphertext],
-        )
-        .await
-        .unwrap();
+    sql_execute(
+        &plain,
+        "UPDATE otp_devices SET otp_key = $1, otp_key_encrypted = TRUE",
+        &[&ciphertext],
+    )
+    .await;
     let store = store_with_kek(&db, Some(1));
 
     let wrong = key_check::check(&store_with_kek(&db, Some(2)), false).await;

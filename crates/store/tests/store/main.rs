@@ -119,3 +119,24 @@ pub async fn given_alpha_and_beta() -> (TestDb, Store, InstanceId, InstanceId) {
     let beta = given_instance(&store, "beta").await;
     (db, store, alpha, beta)
 }
+
+/// Runs the statement `sql` on a connection of `store`, behind the store's API; the rows
+/// changed.
+pub async fn sql_execute(
+    store: &Store,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> u64 {
+    let client = store.pool().get().await.unwrap();
+    client.execute(sql, params).await.unwrap()
+}
+
+/// Runs the query `sql` on a connection of `store`, behind the store's API; its one row.
+pub async fn sql_row(
+    store: &Store,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> tokio_postgres::Row {
+    let client = store.pool().get().await.unwrap();
+    client.query_one(sql, params).await.unwrap()
+}

@@ -5,6 +5,8 @@ use otp_store::migrate::{self, LATEST_VERSION, SchemaStatus};
 use otp_store::testing::TestDb;
 use otp_store::{Store, StoreError};
 
+use crate::sql_execute;
+
 /// A store whose tables live in a new, empty schema of `db`.
 async fn store_on_empty_schema(db: &TestDb, schema: &str) -> Store {
     let store = db.store();
@@ -104,14 +106,12 @@ async fn an_empty_schema_is_at_version_zero_and_concurrent_migrations_apply_each
 async fn a_database_newer_than_the_binary_is_refused() {
     let db = TestDb::new().await;
     let store = db.store();
-    let client = store.pool().get().await.unwrap();
-    client
-        .execute(
-            "INSERT INTO schema_version (version, name, sha256) VALUES ($1, 'future.sql', sha256(''))",
-            &[&(LATEST_VERSION + 1)],
-        )
-        .await
-        .unwrap();
+    sql_execute(
+        &store,
+        "INSERT INTO schema_version (version, name, sha256) VALUES ($1, 'future.sql', sha256(''))",
+        &[&(LATEST_VERSION + 1)],
+    )
+    .await;
 
     let refused = migrate::migrate(&store).await;
 
@@ -125,14 +125,12 @@ async fn a_database_newer_than_the_binary_is_refused() {
 async fn an_applied_migration_edited_afterwards_is_refused() {
     let db = TestDb::new().await;
     let store = db.store();
-    let client = store.pool().get().await.unwrap();
-    client
-        .execute(
-            "UPDATE schema_version SET sha256 = sha256('edited') WHERE version = 2",
-            &[],
-        )
-        .await
-        .unwrap();
+    sql_execute(
+        &store,
+        "UPDATE schema_version SET sha256 = sha256('edited') WHERE version = 2",
+        &[],
+    )
+    .await;
 
     let refused = migrate::migrate(&store).await;
 
