@@ -1,4 +1,4 @@
-//! Verifying a typed code once (`taler-otp-api.md` §10): the decision, the
+//! Verifying a typed code once (`docs/api.md` §10): the decision, the
 //! lockout and the history of a device's verifications.
 //!
 //! The server computes which TOTP steps or HOTP counters a typed code matches
