@@ -71,7 +71,10 @@ async fn a_totp_code_verifies_once_then_replays_with_the_first_reference() {
     assert_eq!(first.json["matched_offset"], 0);
     assert!(first.json["otp_timestamp"].as_u64().unwrap() > 1_700_000_000);
     let again = verify(&app, "t", json!({"code": code, "reference": "order-2"})).await;
-    assert_eq!(again.json, json!({"verified": false, "reason": "replayed", "reference": "order-1"}));
+    assert_eq!(
+        again.json,
+        json!({"verified": false, "reason": "replayed", "reference": "order-1"})
+    );
     let wrong = verify(&app, "t", json!({"code": "00000000"})).await;
     let wrong_is_right = wrong.json["verified"] == true;
     assert!(wrong_is_right || wrong.json == json!({"verified": false, "reason": "mismatch"}));
@@ -88,10 +91,18 @@ async fn the_window_accepts_w_steps_each_way_and_refuses_beyond() {
         let reply = verify(&app, &id, json!({"code": code})).await;
         assert_eq!(reply.status, StatusCode::OK);
         if offset.abs() <= 2 {
-            assert_eq!(reply.json["verified"], true, "offset {offset}: {}", reply.text);
+            assert_eq!(
+                reply.json["verified"], true,
+                "offset {offset}: {}",
+                reply.text
+            );
             assert_eq!(reply.json["matched_offset"], offset);
         } else {
-            assert_eq!(reply.json["reason"], "mismatch", "offset {offset}: {}", reply.text);
+            assert_eq!(
+                reply.json["reason"], "mismatch",
+                "offset {offset}: {}",
+                reply.text
+            );
         }
     }
 }
@@ -121,11 +132,19 @@ async fn with_price_codes_verify_once_per_amount_and_need_the_price() {
 async fn hotp_looks_ahead_resyncs_and_remembers_accepted_counters() {
     let app = spawn_app().await;
     add(&app, "h", 3, 0).await;
-    let ahead = verify(&app, "h", json!({"code": hotp(RFC_KEY, 10), "reference": "r10"})).await;
+    let ahead = verify(
+        &app,
+        "h",
+        json!({"code": hotp(RFC_KEY, 10), "reference": "r10"}),
+    )
+    .await;
     assert_eq!(ahead.json["verified"], true, "{}", ahead.text);
     assert_eq!(ahead.json["otp_ctr"], 10);
     let device = app.get("/private/otp-devices/h").await;
-    assert_eq!(device.json["otp_ctr"], 11, "the counter moves past the match");
+    assert_eq!(
+        device.json["otp_ctr"], 11,
+        "the counter moves past the match"
+    );
     let skipped = verify(&app, "h", json!({"code": hotp(RFC_KEY, 5)})).await;
     assert_eq!(skipped.json["reason"], "mismatch");
     let replayed = verify(&app, "h", json!({"code": hotp(RFC_KEY, 10)})).await;
@@ -145,7 +164,11 @@ async fn thirty_two_concurrent_attempts_with_one_code_verify_once() {
     let code = hotp(RFC_KEY, 0);
     let attempts = (0..32).map(|i| {
         let (client, token, code) = (app.client.clone(), app.write_token.clone(), code.clone());
-        let base = if i % 2 == 0 { app.address.clone() } else { second.clone() };
+        let base = if i % 2 == 0 {
+            app.address.clone()
+        } else {
+            second.clone()
+        };
         async move {
             let response = client
                 .post(format!("{base}/private/otp-devices/c/verifications"))
@@ -160,7 +183,11 @@ async fn thirty_two_concurrent_attempts_with_one_code_verify_once() {
     let answers = futures_util::future::join_all(attempts).await;
     let verified = answers.iter().filter(|a| a["verified"] == true).count();
     assert_eq!(verified, 1, "{answers:?}");
-    assert!(answers.iter().all(|a| a["verified"] == true || a["reason"] == "replayed"));
+    assert!(
+        answers
+            .iter()
+            .all(|a| a["verified"] == true || a["reason"] == "replayed")
+    );
 }
 
 #[tokio::test]
@@ -175,11 +202,23 @@ async fn mismatches_lock_for_a_short_time_and_unlock_clears_it() {
     }
     let locked = verify(&app, "l", json!({"code": hotp(RFC_KEY, 0)})).await;
     assert_taler_error(&locked, StatusCode::TOO_MANY_REQUESTS, 9901);
-    let retry: u32 = locked.headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=30).contains(&retry), "the first lock ends with the step: {retry}");
+    let retry: u32 = locked.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=30).contains(&retry),
+        "the first lock ends with the step: {retry}"
+    );
     assert_eq!(locked.json["detail"], retry.to_string());
     let unlocked = app
-        .request(Method::POST, "/private/otp-devices/l/unlock", Some(&app.write_token), None)
+        .request(
+            Method::POST,
+            "/private/otp-devices/l/unlock",
+            Some(&app.write_token),
+            None,
+        )
         .await;
     assert_eq!(unlocked.status, StatusCode::NO_CONTENT);
     let after = verify(&app, "l", json!({"code": hotp(RFC_KEY, 0)})).await;
@@ -193,7 +232,9 @@ async fn mismatches_lock_for_a_short_time_and_unlock_clears_it() {
         .collect();
     assert_eq!(
         outcomes,
-        ["verified", "locked", "mismatch", "mismatch", "mismatch", "mismatch", "mismatch"]
+        [
+            "verified", "locked", "mismatch", "mismatch", "mismatch", "mismatch", "mismatch"
+        ]
     );
 }
 
@@ -211,7 +252,11 @@ async fn the_daily_cap_refuses_until_midnight_utc() {
     }
     let capped = verify(&app, "d", json!({"code": hotp(RFC_KEY, 0)})).await;
     assert_taler_error(&capped, StatusCode::TOO_MANY_REQUESTS, 9902);
-    let retry: i64 = capped.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: i64 = capped.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let now = chrono::Utc::now().timestamp();
     let to_midnight = 86_400 - now.rem_euclid(86_400);
     assert!((retry - to_midnight).abs() <= 2, "{retry} vs {to_midnight}");
@@ -235,21 +280,45 @@ async fn permissions_and_bad_input() {
             .request(Method::GET, "/private/otp-devices/x", Some(&till), None)
             .await;
         assert_taler_error(&code, StatusCode::FORBIDDEN, 16);
-        let reply = app.send_as(&till, Method::POST, path, &json!({"code": "00000001"})).await;
-        assert_eq!(reply.status, StatusCode::OK, "{scope} verifies: {}", reply.text);
+        let reply = app
+            .send_as(&till, Method::POST, path, &json!({"code": "00000001"}))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{scope} verifies: {}",
+            reply.text
+        );
     }
     let simple = app.token("order-simple").await;
     let reply = app.send_as(&simple, Method::POST, path, &body).await;
     assert_taler_error(&reply, StatusCode::FORBIDDEN, 16);
 
-    for bad in [json!({"code": "1234567"}), json!({"code": "abcdefgh"}), json!({"code": 12345678}),
-                json!({"code": "123456789"}), json!({"code": "12345678", "reference": ""}),
-                json!({"code": "12345678", "price": "eur:1"})] {
+    for bad in [
+        json!({"code": "1234567"}),
+        json!({"code": "abcdefgh"}),
+        json!({"code": 12345678}),
+        json!({"code": "123456789"}),
+        json!({"code": "12345678", "reference": ""}),
+        json!({"code": "12345678", "price": "eur:1"}),
+    ] {
         assert_taler_error(&verify(&app, "x", bad).await, StatusCode::BAD_REQUEST, 26);
     }
-    assert_taler_error(&verify(&app, "x", json!({})).await, StatusCode::BAD_REQUEST, 25);
-    assert_taler_error(&verify(&app, "none", body.clone()).await, StatusCode::CONFLICT, 26);
-    assert_taler_error(&verify(&app, "nope", body).await, StatusCode::NOT_FOUND, 2021);
+    assert_taler_error(
+        &verify(&app, "x", json!({})).await,
+        StatusCode::BAD_REQUEST,
+        25,
+    );
+    assert_taler_error(
+        &verify(&app, "none", body.clone()).await,
+        StatusCode::CONFLICT,
+        26,
+    );
+    assert_taler_error(
+        &verify(&app, "nope", body).await,
+        StatusCode::NOT_FOUND,
+        2021,
+    );
     for query in ["limit=0", "limit=1001", "limit=x", "offset=-1"] {
         let reply = app.get(&format!("{path}?{query}")).await;
         assert_taler_error(&reply, StatusCode::BAD_REQUEST, 26);
@@ -261,10 +330,17 @@ async fn history_is_newest_first_paginated_and_never_holds_the_code() {
     let app = spawn_app().await;
     add(&app, "h", 3, 0).await;
     for (i, counter) in [0u64, 1, 2].into_iter().enumerate() {
-        let reply = verify(&app, "h", json!({"code": hotp(RFC_KEY, counter), "reference": format!("r{i}")})).await;
+        let reply = verify(
+            &app,
+            "h",
+            json!({"code": hotp(RFC_KEY, counter), "reference": format!("r{i}")}),
+        )
+        .await;
         assert_eq!(reply.json["verified"], true);
     }
-    let page = app.get("/private/otp-devices/h/verifications?limit=2&offset=1").await;
+    let page = app
+        .get("/private/otp-devices/h/verifications?limit=2&offset=1")
+        .await;
     let entries = page.json["verifications"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0]["reference"], "r1");
@@ -273,7 +349,10 @@ async fn history_is_newest_first_paginated_and_never_holds_the_code() {
     assert!(entries[0]["token_serial"].is_i64());
     assert_eq!(entries[0]["client"], "127.0.0.1");
     for counter in 0..3 {
-        assert!(!page.text.contains(&hotp(RFC_KEY, counter)), "a code in the history");
+        assert!(
+            !page.text.contains(&hotp(RFC_KEY, counter)),
+            "a code in the history"
+        );
     }
 }
 
@@ -281,7 +360,9 @@ async fn history_is_newest_first_paginated_and_never_holds_the_code() {
 async fn instances_are_isolated() {
     let app = spawn_app().await;
     let other = InstanceId::parse("other").unwrap();
-    instances::create(&app.store, &other, "Other").await.unwrap();
+    instances::create(&app.store, &other, "Other")
+        .await
+        .unwrap();
     let (_, other_token) = tokens::create(&app.store, &other, "write", None, "")
         .await
         .unwrap();
@@ -289,17 +370,38 @@ async fn instances_are_isolated() {
     add(&app, "same", 3, 0).await;
     let device = json!({"otp_device_id": "same", "otp_device_description": "s", "otp_key": RFC_KEY, "otp_algorithm": 3});
     let created = app
-        .send_as(&other_token, Method::POST, "/instances/other/private/otp-devices", &device)
+        .send_as(
+            &other_token,
+            Method::POST,
+            "/instances/other/private/otp-devices",
+            &device,
+        )
         .await;
     assert_eq!(created.status, StatusCode::NO_CONTENT);
     let code = json!({"code": hotp(RFC_KEY, 0)});
-    assert_eq!(verify(&app, "same", code.clone()).await.json["verified"], true);
+    assert_eq!(
+        verify(&app, "same", code.clone()).await.json["verified"],
+        true
+    );
     let there = app
-        .send_as(&other_token, Method::POST, "/instances/other/private/otp-devices/same/verifications", &code)
+        .send_as(
+            &other_token,
+            Method::POST,
+            "/instances/other/private/otp-devices/same/verifications",
+            &code,
+        )
         .await;
-    assert_eq!(there.json["verified"], true, "the other instance's counter is its own");
+    assert_eq!(
+        there.json["verified"], true,
+        "the other instance's counter is its own"
+    );
     let cross = app
-        .send_as(&app.write_token, Method::POST, "/instances/other/private/otp-devices/same/verifications", &code)
+        .send_as(
+            &app.write_token,
+            Method::POST,
+            "/instances/other/private/otp-devices/same/verifications",
+            &code,
+        )
         .await;
     assert_taler_error(&cross, StatusCode::UNAUTHORIZED, 2015);
 }

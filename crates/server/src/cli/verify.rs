@@ -67,7 +67,6 @@ pub async fn verify(
             token_serial: None,
         },
         &settings.verify.into(),
-
     )
     .await
     .map_err(db_failure)?;
@@ -99,7 +98,9 @@ pub async fn verify(
             )));
         }
         Outcome::Stale { .. } => {
-            return Err(Failure::failed("the device's counter kept moving; try again"));
+            return Err(Failure::failed(
+                "the device's counter kept moving; try again",
+            ));
         }
     }
     Ok(())

@@ -167,9 +167,14 @@ pub async fn list_verifications(
 ) -> Result<HttpResponse, ApiError> {
     let (limit, offset) = page(req.query_string())?;
     let auth = &request.auth;
-    let attempts =
-        verifications::history(&auth.state.store, &auth.instance, &request.device, limit, offset)
-            .await?;
+    let attempts = verifications::history(
+        &auth.state.store,
+        &auth.instance,
+        &request.device,
+        limit,
+        offset,
+    )
+    .await?;
     let verifications = attempts
         .into_iter()
         .map(|attempt| VerificationEntry {
