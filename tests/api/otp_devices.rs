@@ -417,3 +417,42 @@ async fn config_carries_every_field_strict_clients_require() {
         "none by default"
     );
 }
+
+#[tokio::test]
+async fn the_list_pages_with_limit_and_offset_and_lists_everything_without() {
+    let app = spawn_app().await;
+    for id in ["d1", "d2", "d3", "d4", "d5"] {
+        app.add_device(id, RFC_KEY, json!(1)).await;
+    }
+    let ids = |reply: &otp_tests::Reply| -> Vec<String> {
+        reply.json["otp_devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["otp_device_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = app.get("/private/otp-devices").await;
+    assert_eq!(
+        ids(&all),
+        ["d1", "d2", "d3", "d4", "d5"],
+        "no parameters: every device"
+    );
+    let page = app.get("/private/otp-devices?limit=2&offset=1").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(ids(&page), ["d2", "d3"]);
+    let tail = app.get("/private/otp-devices?offset=4").await;
+    assert_eq!(ids(&tail), ["d5"]);
+    let past = app.get("/private/otp-devices?offset=9").await;
+    assert!(ids(&past).is_empty());
+    for query in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "offset=-1",
+        "offset=1.5",
+    ] {
+        let reply = app.get(&format!("/private/otp-devices?{query}")).await;
+        assert_taler_error(&reply, StatusCode::BAD_REQUEST, 26);
+    }
+}

@@ -90,7 +90,58 @@ fn decode<'a>(raw: &'a str, buf: &'a mut [u8; SHORT]) -> Option<&'a str> {
     std::str::from_utf8(buf.get(..len)?).ok()
 }
 
+/// `limit` and `offset` of a listing: `limit` 1–1000, `offset` ≥ 0; either may be absent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// How many entries at most.
+    pub limit: Option<u32>,
+    /// How many entries to skip.
+    pub offset: Option<u64>,
+}
+
+impl Page {
+    /// Reads `limit` and `offset` from a raw query string (other parameters are ignored);
+    /// a malformed one is a 400, code 26, naming it.
+    pub fn parse(query_string: &str) -> Result<Page, ApiError> {
+        let mut page = Page::default();
+        for (name, value) in form_urlencoded::parse(query_string.as_bytes()) {
+            match name.as_ref() {
+                "limit" => {
+                    let limit = params::counter(&value)
+                        .ok()
+                        .and_then(|limit| u32::try_from(limit).ok())
+                        .filter(|limit| (1..=1000).contains(limit))
+                        .ok_or_else(|| {
+                            ApiError::malformed(format!(
+                                "limit: expected an integer between 1 and 1000, got {value:?}"
+                            ))
+                        })?;
+                    page.limit = Some(limit);
+                }
+                "offset" => {
+                    let offset = params::counter(&value)
+                        .map_err(|why| ApiError::malformed(format!("offset: {why}")))?;
+                    page.offset = Some(offset);
+                }
+                _ => {}
+            }
+        }
+        Ok(page)
+    }
+
+    /// Whether the request asked for a page at all.
+    pub fn is_requested(self) -> bool {
+        self.limit.is_some() || self.offset.is_some()
+    }
+
+    /// `limit` (default 100) and `offset` (default 0).
+    pub fn or_default(self) -> (u32, u64) {
+        (self.limit.unwrap_or(100), self.offset.unwrap_or(0))
+    }
+}
+
 /// Parses `faketime`: decimal digits only, 0 ≤ value ≤ 18446744073709.
+
 pub fn parse_faketime(value: &str) -> Result<u64, ApiError> {
     params::seconds(value).map_err(|why| ApiError::malformed(format!("faketime: {why}")))
 }

@@ -237,6 +237,17 @@ impl AppState {
         read_list(&self.store, &self.caches, instance.clone()).await
     }
 
+    /// One page of the instance's devices, read from the database (pages are not cached).
+    pub async fn device_list_page(
+        &self,
+        instance: &InstanceId,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Bytes, ApiError> {
+        let devices = otp_devices::list_page(&self.store, instance, limit, offset).await?;
+        list_body(devices)
+    }
+
     /// Creates `device`, and forgets this process's list of the instance's devices (other
     /// processes hear of it through the database's notification).
     pub async fn create_device(
@@ -393,7 +404,15 @@ async fn read_list(
     instance: InstanceId,
 ) -> Result<Bytes, ApiError> {
     let started = Instant::now();
-    let devices = otp_devices::list(store, &instance).await?;
+    let body = list_body(otp_devices::list(store, &instance).await?)?;
+    if body.len() <= LIST_CACHE_MAX_BYTES {
+        caches.lists.insert(instance, (), body.clone(), started);
+    }
+    Ok(body)
+}
+
+/// The JSON answer of a device listing.
+fn list_body(devices: Vec<otp_store::otp_devices::OtpDeviceSummary>) -> Result<Bytes, ApiError> {
     let otp_devices = devices
         .into_iter()
         .map(|d| OtpDeviceEntry {
@@ -403,9 +422,5 @@ async fn read_list(
         .collect();
     let body = serde_json::to_vec(&OtpDeviceSummaryResponse { otp_devices })
         .map_err(|err| ApiError::Internal(format!("serializing a device list: {err}")))?;
-    let body = Bytes::from(body);
-    if body.len() <= LIST_CACHE_MAX_BYTES {
-        caches.lists.insert(instance, (), body.clone(), started);
-    }
-    Ok(body)
+    Ok(Bytes::from(body))
 }

@@ -203,6 +203,44 @@ const SELECT_ALL: &str = "
      WHERE i.instance_id = $1
      ORDER BY d.otp_device_id COLLATE \"C\"";
 
+const SELECT_PAGE: &str = "
+    SELECT d.otp_device_id, d.description
+      FROM otp_devices d
+      JOIN instances i USING (instance_serial)
+     WHERE i.instance_id = $1
+     ORDER BY d.otp_device_id COLLATE \"C\"
+     LIMIT $2 OFFSET $3";
+
+/// At most `limit` devices of `instance` after skipping `offset`, in the order of [`list`];
+/// `OutOfRange` if `offset` is above 2^63 - 1.
+#[tracing::instrument(skip(store))]
+pub async fn list_page(
+    store: &Store,
+    instance: &InstanceId,
+    limit: u32,
+    offset: u64,
+) -> Result<Vec<OtpDeviceSummary>, StoreError> {
+    let offset =
+        i64::try_from(offset).map_err(|_| StoreError::OutOfRange("offset above 2^63 - 1"))?;
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(SELECT_PAGE).await?;
+    let rows = client
+        .query(&stmt, &[&instance.as_str(), &i64::from(limit), &offset])
+        .await?;
+    summaries(&rows)
+}
+
+fn summaries(rows: &[Row]) -> Result<Vec<OtpDeviceSummary>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            Ok(OtpDeviceSummary {
+                id: device_id(row)?,
+                description: row.try_get("description")?,
+            })
+        })
+        .collect()
+}
+
 /// The devices of `instance`, ordered by id (byte order); empty for an
 /// unknown instance.
 #[tracing::instrument(skip(store))]
@@ -213,14 +251,7 @@ pub async fn list(
     let client = store.client().await?;
     let stmt = client.prepare_cached(SELECT_ALL).await?;
     let rows = client.query(&stmt, &[&instance.as_str()]).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(OtpDeviceSummary {
-                id: device_id(row)?,
-                description: row.try_get("description")?,
-            })
-        })
-        .collect()
+    summaries(&rows)
 }
 
 const SELECT_ONE: &str = "

@@ -14,23 +14,40 @@ use crate::clock;
 use crate::enrolment::{self, Enrolment};
 use crate::error::{ApiError, ErrorDetail, PrivateEndpointErrors};
 use crate::extract::{Authorized, DeviceRequest, Read, Write};
-use crate::query::CodeQuery;
+use crate::query::{CodeQuery, Page};
 
 /// Lists the instance's OTP devices.
 #[utoipa::path(
     get,
     path = "/instances/{instance}/private/otp-devices",
     tag = "otp-devices",
-    params(("instance" = String, Path, description = "Instance ID")),
+    params(
+        ("instance" = String, Path, description = "Instance ID"),
+        ("limit" = Option<u32>, Query, description = "Devices to return, 1–1000 (extension; without `limit` and `offset` every device is listed, as upstream does; with only `offset`, 100)", minimum = 1, maximum = 1000),
+        ("offset" = Option<u64>, Query, description = "Devices to skip, in id order (extension; default 0)", minimum = 0),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The devices", body = OtpDeviceSummaryResponse),
+        (status = 400, description = "Malformed limit or offset (26)", body = ErrorDetail),
         (status = 404, description = "Instance unknown, code 2000", body = ErrorDetail),
         PrivateEndpointErrors,
     )
 )]
-pub async fn list_otp_devices(auth: Authorized<Read>) -> Result<HttpResponse, ApiError> {
-    let body = auth.state.device_list(&auth.instance).await?;
+pub async fn list_otp_devices(
+    auth: Authorized<Read>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let page = Page::parse(req.query_string())?;
+    let body = if page.is_requested() {
+        let (limit, offset) = page.or_default();
+        auth.state
+            .device_list_page(&auth.instance, limit, offset)
+            .await?
+    } else {
+        auth.state.device_list(&auth.instance).await?
+    };
+
     Ok(HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,

@@ -12,6 +12,7 @@ use crate::body::read_json;
 use crate::clock;
 use crate::error::{ApiError, ErrorDetail, PrivateEndpointErrors};
 use crate::extract::{DeviceRequest, Read, Verify, Write};
+use crate::query::Page;
 use crate::verify::Typed;
 
 /// Checks a code a person typed, once (**extension**). `verified: true` at most once per TOTP
@@ -165,7 +166,7 @@ pub async fn list_verifications(
     request: DeviceRequest<Read>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (limit, offset) = page(req.query_string())?;
+    let (limit, offset) = Page::parse(req.query_string())?.or_default();
     let auth = &request.auth;
     let attempts = verifications::history(
         &auth.state.store,
@@ -188,31 +189,4 @@ pub async fn list_verifications(
         })
         .collect();
     Ok(HttpResponse::Ok().json(VerificationsResponse { verifications }))
-}
-
-/// `limit` (1–1000, default 100) and `offset` (≥ 0, default 0) of a history query.
-fn page(query_string: &str) -> Result<(u32, u64), ApiError> {
-    let (mut limit, mut offset) = (100, 0);
-    for (name, value) in form_urlencoded::parse(query_string.as_bytes()) {
-        match name.as_ref() {
-            "limit" => {
-                limit = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|limit| (1..=1000).contains(limit))
-                    .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| {
-                        ApiError::malformed(format!(
-                            "limit: expected an integer between 1 and 1000, got {value:?}"
-                        ))
-                    })?;
-            }
-            "offset" => {
-                offset = crate::params::counter(&value)
-                    .map_err(|why| ApiError::malformed(format!("offset: {why}")))?;
-            }
-            _ => {}
-        }
-    }
-    Ok((limit, offset))
 }
