@@ -19,7 +19,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::metrics::caches::{CacheCounters, CacheCounts};
@@ -31,12 +31,20 @@ pub struct TtlCache<G, K, V> {
     refresh_after: Option<Duration>,
     capacity: usize,
     counters: CacheCounters,
+    /// Most bytes the values may weigh together ([`TtlCache::with_byte_budget`]).
+    max_bytes: usize,
+    /// The weight of a value in bytes.
+    weigh: fn(&V) -> usize,
+    /// A logical clock of lookups, for least-recently-used eviction.
+    tick: AtomicU64,
 }
 
 struct Inner<G, K, V> {
     groups: HashMap<G, Group<K, V>>,
     /// Entries and tombstones held.
     len: usize,
+    /// What the values held weigh together.
+    bytes: usize,
     /// Reads started at or before this instant are not stored.
     cleared_at: Option<Instant>,
     /// Every entry held, and every entry stored later from a read that nothing invalidated,
@@ -74,6 +82,10 @@ struct Entry<V> {
     at: Instant,
     /// A refresh of this entry has been handed out.
     refreshing: AtomicBool,
+    /// The value's weight in bytes (0 for a tombstone).
+    bytes: usize,
+    /// The lookup clock's value at the entry's last use.
+    used: AtomicU64,
 }
 
 /// A value found in the cache.
@@ -92,6 +104,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             inner: RwLock::new(Inner {
                 groups: HashMap::new(),
                 len: 0,
+                bytes: 0,
                 cleared_at: None,
                 up_to_date_at: None,
             }),
@@ -99,7 +112,18 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             refresh_after: refresh_after.filter(|after| *after < ttl),
             capacity,
             counters: CacheCounters::default(),
+            max_bytes: usize::MAX,
+            weigh: |_| 0,
+            tick: AtomicU64::new(0),
         }
+    }
+
+    /// Bounds what the values weigh together to `max_bytes`, each weighed by `weigh`: past
+    /// it, the least recently used entries are evicted (down to three quarters of the budget).
+    pub fn with_byte_budget(mut self, max_bytes: usize, weigh: fn(&V) -> usize) -> Self {
+        self.max_bytes = max_bytes;
+        self.weigh = weigh;
+        self
     }
 
     /// The lookups and invalidations counted so far (for the metrics).
@@ -147,6 +171,9 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         }
         let refresh = self.refresh_after.is_some_and(|after| age >= after)
             && !entry.refreshing.swap(true, Ordering::Relaxed);
+        entry
+            .used
+            .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         Some(Hit {
             value: value.clone(),
             refresh,
@@ -157,7 +184,11 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
     /// entry is served until `fetched_at + ttl`. Not stored when an invalidation of the entry
     /// (or of its group, or of everything) came at or after `fetched_at`, or when the entry
     /// holds the result of a read that started later.
-    pub fn insert(&self, group: G, key: K, value: V, fetched_at: Instant) {
+    pub fn insert(&self, group: G, key: K, value: V, fetched_at: Instant)
+    where
+        G: Clone,
+        K: Clone,
+    {
         if self.ttl.is_zero() || fetched_at.elapsed() >= self.ttl {
             return;
         }
@@ -179,13 +210,59 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         {
             return;
         }
+        let bytes = (self.weigh)(&value);
         let entry = Entry {
             value: Some(value),
             at: fetched_at,
             refreshing: AtomicBool::new(false),
+            bytes,
+            used: AtomicU64::new(self.tick.fetch_add(1, Ordering::Relaxed)),
         };
-        if group.entries.insert(key, entry).is_none() {
-            inner.len += 1;
+        match group.entries.insert(key, entry) {
+            None => inner.len += 1,
+            Some(old) => inner.bytes -= old.bytes,
+        }
+        inner.bytes += bytes;
+        if inner.bytes > self.max_bytes {
+            self.evict_least_recently_used(&mut inner);
+        }
+    }
+
+    /// Evicts the least recently used entries until the values weigh at most three quarters
+    /// of the budget. Eviction is not an invalidation: reads in flight may still be stored.
+    fn evict_least_recently_used(&self, inner: &mut Inner<G, K, V>)
+    where
+        G: Clone,
+        K: Clone,
+    {
+        let mut held: Vec<(u64, usize, G, K)> = inner
+            .groups
+            .iter()
+            .flat_map(|(group, entries)| {
+                entries
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.bytes > 0)
+                    .map(|(key, entry)| {
+                        let used = entry.used.load(Ordering::Relaxed);
+                        (used, entry.bytes, group.clone(), key.clone())
+                    })
+            })
+            .collect();
+        held.sort_unstable_by_key(|(used, ..)| *used);
+        let target = self.max_bytes / 4 * 3;
+        for (_, _, group, key) in held {
+            if inner.bytes <= target {
+                break;
+            }
+            let removed = inner
+                .groups
+                .get_mut(&group)
+                .and_then(|entries| entries.entries.remove(&key));
+            if let Some(entry) = removed {
+                inner.bytes -= entry.bytes;
+                inner.len -= 1;
+            }
         }
     }
 
@@ -213,7 +290,10 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             return;
         }
         if let Some(changed) = entry.value.as_ref().and_then(change) {
+            let (old, new) = (entry.bytes, (self.weigh)(&changed));
             entry.value = Some(changed);
+            entry.bytes = new;
+            inner.bytes = inner.bytes - old + new;
         }
     }
 
@@ -239,9 +319,12 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             value: None,
             at: now,
             refreshing: AtomicBool::new(false),
+            bytes: 0,
+            used: AtomicU64::new(0),
         };
-        if group.entries.insert(key.clone(), tombstone).is_none() {
-            inner.len += 1;
+        match group.entries.insert(key.clone(), tombstone) {
+            None => inner.len += 1,
+            Some(old) => inner.bytes -= old.bytes,
         }
     }
 
@@ -259,9 +342,11 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         // Invalidations are rare (writes): cloning the group key here is fine.
         let group = inner.groups.entry(group.clone()).or_insert_with(Group::new);
         let removed = group.entries.len();
+        let removed_bytes: usize = group.entries.values().map(|entry| entry.bytes).sum();
         group.entries.clear();
         group.invalidated_at = Some(now);
         inner.len -= removed;
+        inner.bytes -= removed_bytes;
     }
 
     /// Records that every change made before `as_of` has been applied to this cache (the
@@ -284,6 +369,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         let mut inner = self.write();
         inner.groups.clear();
         inner.len = 0;
+        inner.bytes = 0;
         inner.cleared_at = Some(now);
     }
 
@@ -304,10 +390,17 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             !group.entries.is_empty() || group.invalidated_at.is_some_and(|at| at.elapsed() < ttl)
         });
         inner.len = inner.groups.values().map(|group| group.entries.len()).sum();
+        inner.bytes = inner
+            .groups
+            .values()
+            .flat_map(|group| group.entries.values())
+            .map(|entry| entry.bytes)
+            .sum();
         if inner.len >= self.capacity {
             // Shedding is not an invalidation: reads in flight may still be stored.
             inner.groups.clear();
             inner.len = 0;
+            inner.bytes = 0;
         }
     }
 }

@@ -87,6 +87,14 @@ const CACHE_CAPACITY: usize = 200_000;
 /// devices and more, are read for each request): at most 64 MiB.
 const LIST_CACHE_CAPACITY: usize = 1024;
 const LIST_CACHE_MAX_BYTES: usize = 64 * 1024;
+/// What the cached devices may weigh together; past it, the least recently used go.
+const DEVICE_CACHE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// A cached device's weight: its description and id (at most 4 KiB and 128 bytes) and a
+/// fixed part for the key, the other fields and the map's overhead.
+fn device_weight(device: &Arc<OtpDevice>) -> usize {
+    256 + device.description.len() + device.id.as_str().len()
+}
 
 impl AppState {
     /// State over `store`; `cache_ttl` is the staleness bound (zero disables caching).
@@ -103,7 +111,9 @@ impl AppState {
             verify: VerifySettings::default(),
             caches: Arc::new(Caches {
                 tokens: TtlCache::new(cache_ttl, None, CACHE_CAPACITY),
-                devices: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), CACHE_CAPACITY),
+                devices: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), CACHE_CAPACITY)
+                    .with_byte_budget(DEVICE_CACHE_MAX_BYTES, device_weight),
+
                 lists: TtlCache::new(cache_ttl, Some(cache_ttl * 3 / 4), LIST_CACHE_CAPACITY),
                 ttl: cache_ttl,
                 guard: AuthGuard::new(cache_ttl),

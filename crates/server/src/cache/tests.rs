@@ -180,3 +180,26 @@ fn capacity_sheds_expired_entries_then_everything() {
     );
     assert_eq!(value(cache.get("g", &4)), Some(4));
 }
+
+#[test]
+fn past_the_byte_budget_the_least_recently_used_entries_go() {
+    let cache = TtlCache::new(Duration::from_secs(10), None, 1000)
+        .with_byte_budget(100, |value: &&str| value.len());
+    let now = Instant::now();
+    cache.insert("g", 0, "0123456789", now);
+    for key in 1..10 {
+        cache.insert("g", key, "0123456789", now);
+        // Entry 0 stays in use.
+        assert!(cache.get("g", &0).is_some(), "the entry in use was evicted");
+    }
+    // 100 bytes held: nothing evicted yet.
+    assert!(cache.get("g", &1).is_some());
+    cache.insert("g", 10, "0123456789", now);
+    let held: Vec<i32> = (0..=10)
+        .filter(|key| cache.get("g", key).is_some())
+        .collect();
+    let weight = held.len() * 10;
+    assert!(weight <= 75, "over three quarters of the budget: {held:?}");
+    assert!(held.contains(&0) && held.contains(&10), "{held:?}");
+    assert!(!held.contains(&2), "an old unused entry survived: {held:?}");
+}
