@@ -141,7 +141,6 @@ impl Page {
 }
 
 /// Parses `faketime`: decimal digits only, 0 ≤ value ≤ 18446744073709.
-
 pub fn parse_faketime(value: &str) -> Result<u64, ApiError> {
     params::seconds(value).map_err(|why| ApiError::malformed(format!("faketime: {why}")))
 }
