@@ -277,6 +277,9 @@ run() {
     ( while kill -0 "$SERVER_PID" 2>/dev/null; do rss_kb; sleep 0.2; done ) >"$OUT/$key.rss" &
     SAMPLER_PID=$!
     local before after xacts_before xacts_after
+    # The database's backends flush their statistics about once a second once idle: wait, so
+    # that the warm-up's transactions are not counted in the run's.
+    sleep 1.1
     xacts_before="$(db_xacts)"
     before="$(cpu_ticks)"
     load "$output" "$DURATION" "$scenario" "$token" "$instance"
@@ -293,7 +296,7 @@ run() {
     local tool="$TOOL"
     case "$scenario" in pgbench-*) tool=pgbench ;; esac
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$tool" "$output" "$cpu" "${peak:-0}" \
-        "$((xacts_after - xacts_before - 2))" >>"$OUT/results.tsv"
+        "$((xacts_after - xacts_before - 1))" >>"$OUT/results.tsv"
     keep_log
 }
 
