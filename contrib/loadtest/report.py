@@ -153,8 +153,9 @@ def main():
         "status >= 400 (pgbench: failed transactions); errors: socket errors (connect, read, "
         "write, timeout); CPU us/req: the server process's CPU time (user+system, PostgreSQL "
         "not included) per request; DB tx/req: transactions the database committed or rolled "
-        "back during the run per request (background re-reads included); RSS MiB: the server's "
-        "peak VmRSS during the run."
+        "back during the run per request (background re-reads included; approximate: busy "
+        "backends report their statistics up to seconds late, so some of the warm-up's may be "
+        "counted); RSS MiB: the server's peak VmRSS during the run."
     )
 
     def goal(key, text, minimum, p99_below=None):
