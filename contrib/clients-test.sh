@@ -17,6 +17,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=contrib/lib/serve.sh
+. "$ROOT/contrib/lib/serve.sh"
 cd "$ROOT"
 HERE="$ROOT/contrib/clients"
 
@@ -105,21 +107,7 @@ cleanup() {
         for _ in $(seq 1 50); do kill -0 "$TLS_PID" 2>/dev/null || break; sleep 0.1; done
         kill -0 "$TLS_PID" 2>/dev/null && kill -KILL "$TLS_PID"
     fi
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID"
-        for _ in $(seq 1 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
-    fi
-    # Should the server not have stopped its embedded cluster, stop it here (fast shutdown).
-    local pidfile="$WORK/data/postgres/postmaster.pid"
-    if [ -f "$pidfile" ]; then
-        local pg_pid
-        pg_pid="$(head -n1 "$pidfile")"
-        if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
-            kill -INT "$pg_pid"
-            for _ in $(seq 1 100); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
-        fi
-    fi
+    stop_serve "$SERVER_PID" "$WORK"
     if [ -n "${KEEP_WORK:-}" ]; then
         log "kept $WORK"
     else

@@ -23,6 +23,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=contrib/lib/serve.sh
+. "$ROOT/contrib/lib/serve.sh"
 cd "$ROOT"
 
 DURATION="${DURATION:-12s}"
@@ -110,20 +112,8 @@ cleanup() {
     done
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         log "stopping the server (it stops its embedded PostgreSQL)"
-        kill -TERM "$SERVER_PID"
-        for _ in $(seq 1 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
     fi
-    # Should the server not have stopped its cluster, stop it here (fast shutdown).
-    local pidfile="$WORK/data/postgres/postmaster.pid"
-    if [ -f "$pidfile" ]; then
-        local pg_pid
-        pg_pid="$(head -n1 "$pidfile")"
-        if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
-            kill -INT "$pg_pid"
-            for _ in $(seq 1 100); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
-        fi
-    fi
+    stop_serve "$SERVER_PID" "$WORK"
     keep_log
     rm -rf "$WORK"
     [ "$LOG_DIR" != "$WORK" ] && rm -rf "$LOG_DIR"
