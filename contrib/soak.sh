@@ -12,6 +12,7 @@
 #   MAX_GROWTH [10] percent   CONNECTIONS [32]   THREADS [2] (wrk's -t)
 #   INSTANCES [1000] (ten devices each)   WORKERS, POOL_SIZE, CACHE_TTL_MS [server defaults]
 #   RUST_LOG [info: the request log stays on; it is counted by route and status, not kept]
+#   SERVER_BIN [unset: cargo build --release] a taler-otp binary to run instead of building one
 #   SOAK_DIR [target/soak] where rss.tsv, wrk.out, routes.tsv and summary.txt go
 #   BENCH_LOCK [/tmp/taler-otp-bench.lock] held (flock) from the server's start to its stop, so
 #   that the soak does not overlap contrib/loadtest.sh or contrib/verify-bench.sh runs
@@ -61,12 +62,18 @@ for tool in python3 curl wrk flock; do
     command -v "$tool" >/dev/null || die "$tool is required (wrk: apt-get install wrk)"
 done
 
-log "building (cargo build --release --bin taler-otp)"
-cargo build --release --bin taler-otp >&2
-BIN="$ROOT/target/release/taler-otp"
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-if [ -n "$(git status --porcelain --untracked-files=no -- crates sql 2>/dev/null)" ]; then
-    COMMIT="$COMMIT + uncommitted changes"
+COMMIT="commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), release build"
+if [ -n "${SERVER_BIN:-}" ]; then
+    BIN="$SERVER_BIN"
+    [ -x "$BIN" ] || die "SERVER_BIN=$BIN is not an executable"
+    COMMIT="$BIN ($("$BIN" --version 2>/dev/null | head -n1)), not built here"
+else
+    log "building (cargo build --release --bin taler-otp)"
+    cargo build --release --bin taler-otp >&2
+    BIN="$ROOT/target/release/taler-otp"
+    if [ -n "$(git status --porcelain -- crates sql 2>/dev/null)" ]; then
+        COMMIT="$COMMIT + uncommitted changes"
+    fi
 fi
 
 mkdir -p "$OUT"
@@ -200,7 +207,7 @@ COUNTER_PID=""
 flock -u 9
 
 {
-    echo "taler-otp soak: contrib/soak.sh ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT, release build)"
+    echo "taler-otp soak: contrib/soak.sh ($(date -u '+%Y-%m-%d %H:%M UTC'), $COMMIT)"
     echo "machine: $(nproc) CPUs, shared by wrk, the server and PostgreSQL; load average before $LOAD_BEFORE, after $LOAD_AFTER"
     echo "data: $INSTANCES instances, $DEVICES_SEEDED devices seeded, $DEVICES_AFTER at the end; verification rows: $VERIFIED_DB"
     echo "load: wrk -t$THREADS -c$CONNECTIONS -d${DURATION_S}s --timeout 10s, contrib/soak/mix.lua; server defaults${WORKERS:+, WORKERS=$WORKERS}${POOL_SIZE:+, POOL_SIZE=$POOL_SIZE}${CACHE_TTL_MS:+, CACHE_TTL_MS=$CACHE_TTL_MS}, RUST_LOG=$RUST_LOG"

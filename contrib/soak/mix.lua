@@ -189,9 +189,10 @@ function done(summary, latency, requests)
    end
    io.write(string.format("SOAK requests %d\n", summary.requests))
    io.write(string.format("SOAK seconds %.1f\n", summary.duration / 1e6))
-   for _, k in ipairs({ "connect", "read", "write", "timeout", "status" }) do
+   for _, k in ipairs({ "connect", "read", "write", "timeout" }) do
       io.write(string.format("SOAK %s %d\n", k, summary.errors[k]))
    end
+   io.write(string.format("SOAK non2xx %d\n", summary.errors.status))
    io.write(string.format("SOAK p50_ms %.2f\n", latency:percentile(50) / 1000))
    io.write(string.format("SOAK p99_ms %.2f\n", latency:percentile(99) / 1000))
    io.write(string.format("SOAK max_ms %.2f\n", latency.max / 1000))

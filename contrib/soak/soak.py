@@ -3,7 +3,7 @@
 
     soak.py seed URL WORK INSTANCES CODES   (prints SQL on stdout, see below)
     soak.py devices URL WORK
-    soak.py report WORK WARMUP_S MAX_GROWTH_PERCENT
+    soak.py report DIR WARMUP_S MAX_GROWTH_PERCENT
 
 seed writes, under WORK (mode 0700, removed by soak.sh at the end):
   tokens.tsv   one instance a line: INSTANCE TAB SECRET (a `write` token of that instance)
@@ -24,8 +24,8 @@ Each instance soak-NNNN gets ten devices:
 
 devices creates them over HTTP (keep-alive connections, 8 threads), as clients do.
 
-report reads WORK/rss.tsv (seconds since the load started, VmRSS in KiB), WORK/wrk.out (the
-lines the wrk script prints) and WORK/routes.tsv (the server's request log counted by method,
+report reads, in DIR (soak.sh's SOAK_DIR), rss.tsv (seconds since the load started, VmRSS in
+KiB), wrk.out (the SOAK lines the wrk script prints) and routes.tsv (the server's request log counted by method,
 route and status), prints the summary and exits 1 when the RSS after WARMUP_S grew by more
 than MAX_GROWTH_PERCENT, or any answer was a 5xx, or the load generator saw socket errors.
 """
@@ -159,7 +159,7 @@ def report(args):
         for line in f:
             parts = line.split()
             if len(parts) >= 3 and parts[0] == "SOAK":
-                if parts[1] == "status":
+                if parts[1] == "status" and len(parts) == 4:
                     statuses[int(parts[2])] = int(parts[3])
                 elif parts[1] == "verification":
                     outcomes[parts[2]] = int(parts[3])
@@ -178,6 +178,8 @@ def report(args):
     if samples:
         print(f"RSS before the load: {mib(samples[0][1])}; over the whole run: "
               f"min {mib(min(k for _, k in samples))}, max {mib(max(k for _, k in samples))}")
+    print("RSS samples (MiB, every 10 s from the start of the load): "
+          + " ".join(f"{k / 1024:.1f}" for _, k in samples))
     if after:
         base, low, high, last = after[0], min(after), max(after), after[-1]
         growth = (high - base) * 100.0 / base
@@ -194,7 +196,8 @@ def report(args):
     requests = int(wrk.get("requests", "0"))
     seconds = float(wrk.get("seconds", "0") or 0)
     rate = requests / seconds if seconds else 0
-    print(f"requests: {requests:,} in {seconds:.0f} s ({rate:,.0f}/s), latency p50 "
+    print(f"requests: {requests:,} in {seconds:.0f} s ({rate:,.0f}/s, "
+          f"{int(wrk.get('non2xx', '0')):,} not 2xx), latency p50 "
           f"{wrk.get('p50_ms', '?')} ms, p99 {wrk.get('p99_ms', '?')} ms, max "
           f"{wrk.get('max_ms', '?')} ms")
     errors = {k: int(wrk.get(k, "0")) for k in ("connect", "read", "write", "timeout")}
