@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, Notification};
+use tokio_postgres::config::TargetSessionAttrs;
+use tokio_postgres::{AsyncMessage, Client, Notification, SimpleQueryMessage};
 
+use crate::connect;
 use crate::error::StoreError;
 use crate::ids::{InstanceId, OtpDeviceId};
 use crate::store::StoreConfig;
@@ -30,7 +32,9 @@ pub const CHANNEL: &str = "taler_otp_changes";
 const LISTEN: &str = "LISTEN taler_otp_changes";
 const BUFFER: usize = 256;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// At most this long between reconnect attempts, so the caches are resynchronised within
+/// about a second of the database (or a promoted standby) accepting connections again.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -73,9 +77,12 @@ pub enum Change {
 /// Returns once the first connection listens, so every change committed
 /// after this call is delivered; fails as `Unavailable` when that first
 /// connection cannot be made. The first message is always
-/// [`Change::Resync`]. A background task then reconnects with backoff
-/// whenever the connection is lost, sending `Resync` on the loss and after
-/// every reconnect. The task ends when the receiver is dropped.
+/// [`Change::Resync`]. A background task then reconnects with backoff (at
+/// most a second apart) whenever the connection is lost, sending `Resync` on
+/// the loss and after every reconnect; with several hosts it reconnects to
+/// the first that accepts and meets `target_session_attrs`, so after a
+/// fail-over it follows the promoted standby. The task ends when the receiver
+/// is dropped.
 pub async fn subscribe(cfg: &StoreConfig) -> Result<mpsc::Receiver<Change>, StoreError> {
     start(cfg, None).await
 }
@@ -108,6 +115,9 @@ async fn start(
 struct Listener {
     client: Client,
     notifications: mpsc::UnboundedReceiver<Notification>,
+    /// `target_session_attrs=read-write`: a server that turns read-only (a demoted or fenced
+    /// primary, which still delivers its own notifications) counts as lost.
+    read_write: bool,
 }
 
 impl Listener {
@@ -116,14 +126,11 @@ impl Listener {
         tls: &Connector,
         own: Option<&str>,
     ) -> Result<Listener, StoreError> {
-        // The driver's connect_timeout covers only the TCP connect; bound the
-        // start-up and the LISTEN too.
-        let limit = pg
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(Duration::from_secs(2))
-            * 2;
-        match tokio::time::timeout(limit, Listener::connect_unbounded(pg, tls, own)).await {
+        // Each host's attempt is bounded (`connect.rs`); bound the LISTENs too.
+        let per_host = connect::per_host_limit(pg, Duration::from_secs(2));
+        let limit = per_host * (connect::host_count(pg) + 1);
+        match tokio::time::timeout(limit, Listener::connect_unbounded(pg, tls, own, per_host)).await
+        {
             Ok(result) => result,
             Err(elapsed) => Err(StoreError::Unavailable(Box::new(elapsed))),
         }
@@ -133,8 +140,13 @@ impl Listener {
         pg: &tokio_postgres::Config,
         tls: &Connector,
         own: Option<&str>,
+        per_host: Duration,
     ) -> Result<Listener, StoreError> {
-        let (client, mut connection) = pg.connect(tls.clone()).await?;
+        // The first host that accepts and meets `target_session_attrs`: after a fail-over,
+        // the promoted standby.
+        let (client, mut connection) = connect::connect(pg, tls, per_host)
+            .await
+            .map_err(StoreError::from_connect)?;
         let (forward, notifications) = mpsc::unbounded_channel();
         // Drives the connection; ends when the client is dropped or the
         // connection fails, which closes `notifications`.
@@ -163,7 +175,26 @@ impl Listener {
         Ok(Listener {
             client,
             notifications,
+            read_write: pg.get_target_session_attrs() == TargetSessionAttrs::ReadWrite,
         })
+    }
+}
+
+impl Listener {
+    /// Runs `sql` (then, when a primary is required, asks whether the server still is one):
+    /// whether it answered in time and is still the kind of server this listener wants.
+    async fn alive(&self, sql: &str) -> bool {
+        let sql = if self.read_write {
+            format!("{sql}; SHOW transaction_read_only")
+        } else {
+            sql.to_owned()
+        };
+        match tokio::time::timeout(PING_TIMEOUT, self.client.simple_query(&sql)).await {
+            Ok(Ok(messages)) => !messages.iter().any(|message| {
+                matches!(message, SimpleQueryMessage::Row(row) if row.get(0) == Some("on"))
+            }),
+            _ => false,
+        }
     }
 }
 
@@ -234,14 +265,14 @@ impl<'a> Confirmations<'a> {
         }
     }
 
-    /// Sends the next confirmation; `false` when the connection failed.
-    async fn send(&mut self, client: &Client) -> bool {
+    /// Sends the next confirmation; `false` when the connection failed (or its server turned
+    /// read-only although `listener` requires a primary).
+    async fn send(&mut self, listener: &Listener) -> bool {
         self.next += 1;
         // Taken before the NOTIFY: its transaction commits after this instant.
         let at = Instant::now();
         let notify = format!("NOTIFY {}, '{}'", self.own, self.next);
-        let sent = tokio::time::timeout(PING_TIMEOUT, client.simple_query(&notify)).await;
-        if !matches!(sent, Ok(Ok(_))) {
+        if !listener.alive(&notify).await {
             return false;
         }
         // Confirmations that never come back are forgotten, not waited for.
@@ -312,14 +343,13 @@ async fn serve(
             () = changes.closed() => return Stopped::ReceiverDropped,
             () = next_tick(&mut confirming) => {
                 if let Some(confirmations) = confirming.as_mut() {
-                    if !confirmations.send(&listener.client).await {
+                    if !confirmations.send(listener).await {
                         return Stopped::ConnectionLost;
                     }
                 }
             }
             _ = ping.tick() => {
-                let alive = tokio::time::timeout(PING_TIMEOUT, listener.client.simple_query("SELECT 1")).await;
-                if !matches!(alive, Ok(Ok(_))) {
+                if !listener.alive("SELECT 1").await {
                     return Stopped::ConnectionLost;
                 }
             }

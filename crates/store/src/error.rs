@@ -4,6 +4,9 @@
 //! inspected in one place, [`StoreError::from_db`].
 
 use std::error::Error as StdError;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use tokio_postgres::error::SqlState;
 
@@ -34,7 +37,8 @@ pub enum StoreError {
     #[error("a conflicting record exists")]
     Conflict,
     /// The database cannot be reached: connection refused or closed, a pool
-    /// checkout or connect timeout, the server shutting down.
+    /// checkout or connect timeout, the server shutting down, or a server that
+    /// no longer accepts writes (a demoted primary, SQLSTATE 25006).
     #[error("database unavailable")]
     Unavailable(#[source] Box<dyn StdError + Send + Sync + 'static>),
     /// A statement ran longer than `statement_timeout` or waited longer than
@@ -89,6 +93,9 @@ impl StoreError {
     /// Classifies a driver error; the one place that looks at SQLSTATEs.
     pub(crate) fn from_db(err: tokio_postgres::Error) -> StoreError {
         if let Some(code) = err.code() {
+            if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+                read_only_seen();
+            }
             return if is_unavailable_state(code) {
                 StoreError::Unavailable(Box::new(err))
             } else if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE {
@@ -111,11 +118,22 @@ impl StoreError {
         }
     }
 
+    /// Classifies a failure to open a connection: without a SQLSTATE (refused, timed out, no
+    /// host met `target_session_attrs`) the database is unavailable.
+    pub(crate) fn from_connect(err: tokio_postgres::Error) -> StoreError {
+        if err.code().is_none() {
+            StoreError::Unavailable(Box::new(err))
+        } else {
+            StoreError::from_db(err)
+        }
+    }
+
     /// Classifies a pool checkout failure.
     pub(crate) fn from_pool(err: deadpool_postgres::PoolError) -> StoreError {
         use deadpool_postgres::PoolError;
         match err {
-            PoolError::Backend(err) => StoreError::from_db(err),
+            // A backend error at checkout comes from opening a connection.
+            PoolError::Backend(err) => StoreError::from_connect(err),
             other => StoreError::Unavailable(Box::new(other)),
         }
     }
@@ -131,8 +149,41 @@ impl From<tokio_postgres::Error> for StoreError {
 fn is_unavailable_state(code: &SqlState) -> bool {
     // Class 08: connection exception.
     code.code().starts_with("08")
+        // A write on a server that has become read-only: the primary was demoted or fenced
+        // (`default_transaction_read_only`) behind a connection that outlived its role.
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
         || *code == SqlState::ADMIN_SHUTDOWN
         || *code == SqlState::CRASH_SHUTDOWN
         || *code == SqlState::CANNOT_CONNECT_NOW
         || *code == SqlState::TOO_MANY_CONNECTIONS
+}
+
+/// When this process last saw a write refused as read-only, in nanoseconds after [`epoch`]
+/// (0: never).
+static READ_ONLY_SEEN: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn since_epoch(at: Instant) -> u64 {
+    // At least 1, so that a sighting is never mistaken for "never".
+    u64::try_from(at.saturating_duration_since(epoch()).as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Records that a server refused a write as read-only: the connections opened before now may
+/// all lead to it, so the pools discard them ([`opened_before_read_only`]) and open new ones,
+/// which `target_session_attrs=read-write` sends to the primary.
+fn read_only_seen() {
+    READ_ONLY_SEEN.fetch_max(since_epoch(Instant::now()), Ordering::Relaxed);
+}
+
+/// Whether a connection opened at `created` predates the last write refused as read-only
+/// (process-wide: a discarded connection that was fine costs one reconnect).
+pub(crate) fn opened_before_read_only(created: Instant) -> bool {
+    let seen = READ_ONLY_SEEN.load(Ordering::Relaxed);
+    seen != 0 && since_epoch(created) <= seen
 }

@@ -22,6 +22,7 @@
 
 pub mod audit;
 pub mod changes;
+mod connect;
 mod crypto;
 mod data_keys;
 mod error;

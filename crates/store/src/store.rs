@@ -13,6 +13,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use zeroize::Zeroizing;
 
+use crate::connect::{self, FailoverConnect};
 use crate::crypto::KeyCipher;
 use crate::error::StoreError;
 use crate::observe::StoreObserver;
@@ -24,7 +25,9 @@ use crate::tls::{self, Connector, TlsSettings};
 #[derive(Clone)]
 pub struct StoreConfig {
     /// A `postgres://` URL or a libpq `key=value` string; `host=/a/dir`
-    /// selects a Unix socket directory. `sslmode` (`disable`, `allow`, `prefer`,
+    /// selects a Unix socket directory. Several hosts are tried in order, as libpq does
+    /// (`host=a,b port=5432,5433 target_session_attrs=read-write`, or
+    /// `postgres://a:5432,b:5433/db?target_session_attrs=read-write`), for every connection. `sslmode` (`disable`, `allow`, `prefer`,
     /// `require`, `verify-ca`, `verify-full`) and `sslrootcert` (a PEM file, or
     /// `system`) are read as libpq reads them (see `tls.rs`).
     pub url: String,
@@ -32,8 +35,9 @@ pub struct StoreConfig {
     pub pool_size: usize,
     /// How long a call waits for a free pooled connection (default 2 s).
     pub wait_timeout: Duration,
-    /// How long opening a connection may take (default 2 s), unless the URL
-    /// sets `connect_timeout` itself.
+    /// How long opening a connection to one host may take, start-up and authentication
+    /// included (default 2 s), unless the URL sets `connect_timeout` itself; with several
+    /// hosts, each gets this long in turn.
     pub connect_timeout: Duration,
     /// When set, OTP keys are stored encrypted with ChaCha20-Poly1305 under a
     /// subkey of this key, bound to their instance id and device id.
@@ -145,6 +149,7 @@ impl fmt::Debug for DebugPg {
             .field("dbname", &self.0.get_dbname())
             .field("hosts", &self.0.get_hosts())
             .field("ports", &self.0.get_ports())
+            .field("target_session_attrs", &self.0.get_target_session_attrs())
             .field("sslmode", &self.1.mode.as_str())
             .field("sslrootcert", &self.1.root_cert)
             .finish()
@@ -164,19 +169,25 @@ pub struct Store {
 impl Store {
     /// Builds the pool. No connection is opened yet, so this fails only for a
     /// malformed URL or unusable TLS settings (an unreadable `sslrootcert`).
+    ///
+    /// With several hosts, a new connection goes to the first that accepts and meets
+    /// `target_session_attrs` (see `connect.rs`), each attempt bounded by `connect_timeout`.
     pub fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
         let (pg, connector) = cfg.pg_config()?;
-        let connect_timeout = pg
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(cfg.connect_timeout);
+        let per_host = connect::per_host_limit(&pg, cfg.connect_timeout);
+        // Every host may take its whole bound before the last one answers.
+        let create_timeout = per_host * connect::host_count(&pg) + Duration::from_millis(250);
         // `Fast` recycling drops connections whose socket is known to be closed; the hook
-        // below verifies, with a round trip, only connections that sat idle for a while, where
-        // a silently vanished server could be waiting. Under load connections are reused
-        // within milliseconds and checkouts cost no round trip.
-        let manager = Manager::from_config(
+        // below drops those opened before a write was refused as read-only, and verifies, with
+        // a round trip, only connections that sat idle for a while, where a silently vanished
+        // server could be waiting. Under load connections are reused within milliseconds and
+        // checkouts cost no round trip.
+        let manager = Manager::from_connect(
             pg,
-            connector,
+            FailoverConnect {
+                tls: connector,
+                per_host,
+            },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -185,11 +196,11 @@ impl Store {
             .max_size(cfg.pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(cfg.wait_timeout))
-            .create_timeout(Some(connect_timeout))
-            .recycle_timeout(Some(connect_timeout))
+            .create_timeout(Some(create_timeout))
+            .recycle_timeout(Some(per_host))
             .queue_mode(QueueMode::Lifo)
             .post_recycle(Hook::async_fn(move |client, metrics| {
-                Box::pin(verify_if_idle(client, metrics, connect_timeout))
+                Box::pin(verify_if_idle(client, metrics, per_host))
             }))
             .build()
             .map_err(|err| StoreError::Unavailable(Box::new(err)))?;
@@ -198,7 +209,7 @@ impl Store {
             None => None,
         };
         // Recycling several dead connections could add up; bound the whole checkout.
-        let checkout_limit = cfg.wait_timeout + connect_timeout + Duration::from_millis(500);
+        let checkout_limit = cfg.wait_timeout + create_timeout + Duration::from_millis(500);
         Ok(Store {
             pool,
             cipher,
@@ -286,13 +297,19 @@ impl Store {
 /// Connections not checked out for longer than this are verified with a round trip before reuse.
 pub const VERIFY_IDLE_AFTER: Duration = Duration::from_secs(1);
 
-/// Recycling hook: a connection idle for [`VERIFY_IDLE_AFTER`] or longer must answer an empty
-/// query within `limit`, or the pool discards it and opens another.
+/// Recycling hook: a connection opened before a write was refused as read-only is discarded
+/// (its server may have been demoted), and one idle for [`VERIFY_IDLE_AFTER`] or longer must
+/// answer an empty query within `limit`; the pool opens another instead of either.
 async fn verify_if_idle(
     client: &mut ClientWrapper,
     metrics: &Metrics,
     limit: Duration,
 ) -> Result<(), HookError> {
+    if crate::error::opened_before_read_only(metrics.created) {
+        return Err(HookError::message(
+            "opened before a write was refused as read-only",
+        ));
+    }
     if metrics.last_used() < VERIFY_IDLE_AFTER {
         return Ok(());
     }
@@ -313,44 +330,4 @@ impl fmt::Debug for Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_hides_the_password_and_the_kek() {
-        let mut cfg = StoreConfig::new("postgres://user:hunter2@db.example/taler");
-        cfg.key_encryption_key = Some(Zeroizing::new([0x42; 32]));
-        let shown = format!("{cfg:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(!shown.contains("66, 66"), "{shown}");
-        assert!(shown.contains("db.example"), "{shown}");
-    }
-
-    #[test]
-    fn timeouts_are_session_options_after_the_url_s_own() {
-        let mut cfg = StoreConfig::new("postgres://db.example/taler?options=-c%20search_path%3Dx");
-        assert_eq!(
-            cfg.pg_config().unwrap().0.get_options(),
-            Some("-c search_path=x")
-        );
-        cfg.statement_timeout = Some(Duration::from_millis(5000));
-        cfg.lock_timeout = Some(Duration::from_micros(10));
-        assert_eq!(
-            cfg.pg_config().unwrap().0.get_options(),
-            Some("-c search_path=x -c statement_timeout=5000 -c lock_timeout=1")
-        );
-        let mut cfg = StoreConfig::new("host=/tmp dbname=x");
-        cfg.lock_timeout = Some(Duration::from_secs(2));
-        assert_eq!(
-            cfg.pg_config().unwrap().0.get_options(),
-            Some("-c lock_timeout=2000")
-        );
-    }
-
-    #[test]
-    fn connect_fails_only_for_a_malformed_url() {
-        assert!(Store::connect(&StoreConfig::new("host=/nonexistent/dir dbname=x")).is_ok());
-        assert!(Store::connect(&StoreConfig::new("postgres://127.0.0.1:1/x")).is_ok());
-        assert!(Store::connect(&StoreConfig::new("host='unterminated")).is_err());
-    }
-}
+mod tests;

@@ -10,6 +10,7 @@ mod audit; // The audit trail: appended by every audited write, a hash chain, ap
 mod changes; // The NOTIFY triggers and `changes::subscribe`.
 mod embedded; // A cluster from the machine's binaries, on a Unix socket.
 mod encryption; // OTP keys at rest with a key-encryption key.
+mod failover; // Several hosts: the pool and the listener follow the one that serves.
 mod instances; // Instance CRUD and cascading deletes.
 mod isolation; // No operation of one instance reaches another's rows.
 mod keys_at_rest; // The key-encryption check, per-instance data keys, rekey.
