@@ -66,7 +66,7 @@ COMMIT="commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), release bu
 if [ -n "${SERVER_BIN:-}" ]; then
     BIN="$SERVER_BIN"
     [ -x "$BIN" ] || die "SERVER_BIN=$BIN is not an executable"
-    COMMIT="$BIN ($("$BIN" --version 2>/dev/null | head -n1)), not built here"
+    COMMIT="$BIN (built from commit $(git -C "$(dirname "$BIN")" rev-parse --short HEAD 2>/dev/null || echo "?"), not here)"
 else
     log "building (cargo build --release --bin taler-otp)"
     cargo build --release --bin taler-otp >&2
