@@ -325,13 +325,17 @@ impl AppState {
         id: &OtpDeviceId,
         price_given: bool,
     ) -> Result<Advance, StoreError> {
-        otp_devices::advance_counter(&self.store, instance, id, price_given).await
+        let advance = otp_devices::advance_counter(&self.store, instance, id, price_given).await?;
+        if let Advance::Taken(device) = &advance {
+            self.counter_seen(instance, id, device.counter.saturating_add(1));
+        }
+        Ok(advance)
     }
 
     /// Decides a typed code for device `id` (see [`verify::decide`]); the device comes from
     /// the cache, the decision from the database. An accepted HOTP code moves the counter: the
-    /// cached device's counter moves with it, in place, so the next attempt starts from it
-    /// without reading the device again.
+    /// cached device's counter moves with it, in place, and so does a counter found further
+    /// on in the database, so the next attempt starts from it without reading the device again.
     pub async fn verify_code(
         &self,
         instance: &InstanceId,
@@ -339,7 +343,7 @@ impl AppState {
         typed: Typed<'_>,
         attempt: &Attempt<'_>,
     ) -> Result<Outcome, StoreError> {
-        let outcome = verify::decide(
+        let (outcome, around) = verify::decide(
             &self.store,
             instance,
             device,
@@ -349,22 +353,32 @@ impl AppState {
             &self.verify,
         )
         .await?;
-        if let Outcome::Verified {
-            otp_ctr: Some(matched),
-            ..
-        } = outcome
-        {
-            let next = matched.saturating_add(1).min(crate::params::MAX_COUNTER);
-            self.caches.devices.update(instance, &device.id, |cached| {
-                (cached.counter < next).then(|| {
-                    Arc::new(OtpDevice {
-                        counter: next,
-                        ..OtpDevice::clone(cached)
-                    })
-                })
-            });
+        let known = match outcome {
+            Outcome::Verified {
+                otp_ctr: Some(matched),
+                ..
+            } => matched.saturating_add(1),
+            _ => around,
+        };
+        if device.algorithm.is_counter_based() {
+            self.counter_seen(instance, &device.id, known);
         }
         Ok(outcome)
+    }
+
+    /// Moves the cached counter of device `id` forward to `counter` (never back): counters are
+    /// not part of what the caches promise, but a cached counter close to the stored one saves
+    /// a verification its second round trip.
+    fn counter_seen(&self, instance: &InstanceId, id: &OtpDeviceId, counter: u64) {
+        let next = counter.min(crate::params::MAX_COUNTER);
+        self.caches.devices.update(instance, id, |cached| {
+            (cached.counter < next).then(|| {
+                Arc::new(OtpDevice {
+                    counter: next,
+                    ..OtpDevice::clone(cached)
+                })
+            })
+        });
     }
 
     /// Forgets the cached device and the cached list of the instance's devices.

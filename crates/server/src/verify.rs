@@ -51,7 +51,8 @@ pub struct Typed<'a> {
 /// The device's algorithm must issue codes, and with-price algorithms need a price: the caller
 /// checks both. When the device's cached counter is too far behind the stored one, the store
 /// answers `Stale` and the matches are computed again around the stored counter (a second
-/// round trip, rare).
+/// round trip, rare). Returns the outcome and, for a counter-based device, the counter the
+/// final decision was computed around (the stored one, when the device's was stale).
 pub async fn decide(
     store: &Store,
     instance: &InstanceId,
@@ -60,7 +61,7 @@ pub async fn decide(
     typed: Typed<'_>,
     attempt: &Attempt<'_>,
     settings: &VerifySettings,
-) -> Result<Outcome, StoreError> {
+) -> Result<(Outcome, u64), StoreError> {
     let unix_seconds = u64::try_from(now.timestamp()).unwrap_or(0);
     let attempt_with = |candidates: Candidates| async move {
         let policy = &settings.policy;
@@ -89,13 +90,14 @@ pub async fn decide(
             .uses_price()
             .then(|| typed.price.map(ToString::to_string))
             .flatten();
-        return attempt_with(Candidates::Totp { amount, steps }).await;
+        let outcome = attempt_with(Candidates::Totp { amount, steps }).await?;
+        return Ok((outcome, device.counter));
     }
     let mut around = device.counter;
     for _ in 0..3 {
         match attempt_with(hotp_candidates(device, typed, around, settings)).await? {
             Outcome::Stale { stored_counter } => around = stored_counter,
-            outcome => return Ok(outcome),
+            outcome => return Ok((outcome, around)),
         }
     }
     Err(StoreError::Corrupt(format!(

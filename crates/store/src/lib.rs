@@ -21,6 +21,7 @@
 //! - The schema comes from `sql/migrations`, applied by [`migrate()`].
 
 pub mod audit;
+mod batch;
 pub mod changes;
 mod connect;
 mod crypto;

@@ -62,10 +62,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0011_audit_chains_per_device.sql",
         include_str!("../../../sql/migrations/0011_audit_chains_per_device.sql"),
     ),
+    (
+        12,
+        "0012_inline_audit_hash.sql",
+        include_str!("../../../sql/migrations/0012_inline_audit_hash.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 11;
+pub const LATEST_VERSION: i32 = 12;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).

@@ -98,7 +98,7 @@ impl OtpDevice {
     }
 }
 
-mod counter;
+pub(crate) mod counter;
 pub use counter::{Advance, advance_counter, counter};
 
 fn device_id(row: &Row) -> Result<OtpDeviceId, StoreError> {

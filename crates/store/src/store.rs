@@ -13,6 +13,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use zeroize::Zeroizing;
 
+use crate::batch::Batches;
 use crate::connect::{self, FailoverConnect};
 use crate::crypto::KeyCipher;
 use crate::error::StoreError;
@@ -48,6 +49,9 @@ pub struct StoreConfig {
     /// When set, every connection's `lock_timeout`: a statement that waits
     /// longer for a lock fails as [`StoreError::Timeout`].
     pub lock_timeout: Option<Duration>,
+    /// The most confirmations, or verifications, that share one statement when they arrive
+    /// together (default 64; 1 runs each in a statement of its own).
+    pub max_batch: usize,
 }
 
 impl StoreConfig {
@@ -61,6 +65,7 @@ impl StoreConfig {
             key_encryption_key: None,
             statement_timeout: None,
             lock_timeout: None,
+            max_batch: 64,
         }
     }
 
@@ -131,6 +136,7 @@ impl fmt::Debug for StoreConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("lock_timeout", &self.lock_timeout)
+            .field("max_batch", &self.max_batch)
             .field(
                 "key_encryption_key",
                 &self.key_encryption_key.as_ref().map(|_| "<redacted>"),
@@ -164,6 +170,7 @@ pub struct Store {
     cipher: Option<Arc<KeyCipher>>,
     checkout_limit: Duration,
     observer: Option<Arc<dyn StoreObserver>>,
+    batches: Arc<Batches>,
 }
 
 impl Store {
@@ -215,6 +222,7 @@ impl Store {
             cipher,
             checkout_limit,
             observer: None,
+            batches: Arc::new(Batches::new(cfg.pool_size.max(1), cfg.max_batch)),
         })
     }
 
@@ -222,6 +230,11 @@ impl Store {
     pub fn with_observer(mut self, observer: Arc<dyn StoreObserver>) -> Store {
         self.observer = Some(observer);
         self
+    }
+
+    /// The batchers of the hot writes ([`crate::batch`]).
+    pub(crate) fn batches(&self) -> &Batches {
+        &self.batches
     }
 
     /// The observer, if one is installed.

@@ -11,12 +11,14 @@
 //! is [`Outcome::Verified`]. The typed code is never stored.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 
 use crate::error::{StoreError, found};
 use crate::ids::{InstanceId, OtpDeviceId};
 use crate::store::Store;
+
+pub(crate) mod batch;
+mod history;
+pub use history::history;
 
 /// The limits of [`verify`], from the server's configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,7 +142,7 @@ impl RecordedOutcome {
         }
     }
 
-    fn parse(name: &str) -> Option<RecordedOutcome> {
+    pub(crate) fn parse(name: &str) -> Option<RecordedOutcome> {
         Some(match name {
             "verified" => RecordedOutcome::Verified,
             "mismatch" => RecordedOutcome::Mismatch,
@@ -172,40 +174,6 @@ pub struct Verification {
     pub token_serial: Option<i64>,
 }
 
-/// `otp_verify` kinds.
-const KIND_TOTP: i16 = 1;
-const KIND_HOTP: i16 = 2;
-
-// `otp_verify_observed` is `otp_verify` plus whether the attempt locked the device; the
-// outcome is audited by a trigger on `otp_verifications` (migration 0010).
-const VERIFY: &str = "
-    SELECT outcome, retry_after_s, matched_ctr, matched_offset, replay_reference, stored_ctr,
-           locked
-      FROM otp_verify_observed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
-
-fn bigint(value: u64, what: &'static str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::OutOfRange(what))
-}
-
-/// A limit as a positive SQL `integer`.
-fn positive(value: u32) -> i32 {
-    i32::try_from(value).unwrap_or(i32::MAX).max(1)
-}
-
-fn unsigned(row: &Row, column: &str) -> Result<Option<u64>, StoreError> {
-    row.try_get::<_, Option<i64>>(column)?
-        .map(|value| {
-            u64::try_from(value)
-                .map_err(|_| StoreError::Corrupt(format!("negative {column} from otp_verify")))
-        })
-        .transpose()
-}
-
-fn retry_after(row: &Row) -> Result<u32, StoreError> {
-    let seconds: Option<i32> = row.try_get("retry_after_s")?;
-    Ok(seconds.map_or(1, |seconds| u32::try_from(seconds).unwrap_or(0).max(1)))
-}
-
 /// Decides one attempt at time `now` on device `id` of `instance`, given
 /// what the typed code matches, atomically and in one round trip.
 ///
@@ -222,6 +190,9 @@ fn retry_after(row: &Row) -> Result<u32, StoreError> {
 /// Every outcome but `Stale` is recorded in the history and in the audit trail
 /// (`verification`), and reported to the store's observer.
 ///
+/// Concurrent attempts share one statement and one commit ([`crate::batch`]),
+/// each decided as if alone, in the order they arrived for each device.
+///
 /// `OutOfRange` if a step, counter or range end is above 2^63 - 1.
 #[tracing::instrument(skip(store, candidates, attempt))]
 pub async fn verify(
@@ -233,88 +204,8 @@ pub async fn verify(
     attempt: &Attempt<'_>,
     policy: &VerifyPolicy,
 ) -> Result<Outcome, StoreError> {
-    let (kind, amount, matches, offsets, range) = match candidates {
-        Candidates::Totp { amount, steps } => {
-            let matches = steps
-                .iter()
-                .map(|(step, _)| bigint(*step, "TOTP step above 2^63 - 1"))
-                .collect::<Result<Vec<i64>, _>>()?;
-            let offsets: Vec<i32> = steps.iter().map(|(_, offset)| *offset).collect();
-            (
-                KIND_TOTP,
-                amount.as_deref().unwrap_or(""),
-                matches,
-                offsets,
-                (0, 0),
-            )
-        }
-        Candidates::Hotp { counters, range } => {
-            let matches = counters
-                .iter()
-                .map(|counter| bigint(*counter, "counter above 2^63 - 1"))
-                .collect::<Result<Vec<i64>, _>>()?;
-            let range = (
-                bigint(range.0, "counter above 2^63 - 1")?,
-                bigint(range.1, "counter above 2^63 - 1")?,
-            );
-            (KIND_HOTP, "", matches, Vec::new(), range)
-        }
-    };
-    let max_failures = positive(policy.max_failures);
-    let daily_failures = positive(policy.daily_failures);
-    let lookahead = i32::try_from(policy.hotp_lookahead).unwrap_or(i32::MAX);
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(VERIFY).await?;
-    let params: [&(dyn ToSql + Sync); 15] = [
-        &instance.as_str(),
-        &id.as_str(),
-        &now,
-        &kind,
-        &amount,
-        &matches,
-        &offsets,
-        &range.0,
-        &range.1,
-        &attempt.reference,
-        &attempt.client,
-        &attempt.token_serial,
-        &max_failures,
-        &daily_failures,
-        &lookahead,
-    ];
-    let row = client.query_one(&stmt, &params).await?;
-    let outcome: String = row.try_get("outcome")?;
-    if let Some(observer) = store.observer() {
-        if RecordedOutcome::parse(&outcome).is_some() {
-            observer.verification(&outcome, row.try_get("locked")?);
-        }
-    }
-    Ok(match outcome.as_str() {
-        "verified" => Outcome::Verified {
-            otp_ctr: unsigned(&row, "matched_ctr")?,
-            matched_offset: row.try_get("matched_offset")?,
-        },
-        "mismatch" => Outcome::Mismatch,
-        "replayed" => Outcome::Replayed {
-            reference: row.try_get("replay_reference")?,
-        },
-        "locked" => Outcome::Locked {
-            retry_after_s: retry_after(&row)?,
-        },
-        "daily_limit" => Outcome::DailyLimit {
-            retry_after_s: retry_after(&row)?,
-        },
-        "stale" => Outcome::Stale {
-            stored_counter: unsigned(&row, "stored_ctr")?
-                .ok_or_else(|| StoreError::Corrupt("otp_verify: stale without a counter".into()))?,
-        },
-        "no_device" => return Err(StoreError::DeviceNotFound),
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "otp_verify: unknown outcome {other:?}"
-            )));
-        }
-    })
+    let item = batch::Attempted::new(instance, id, now, candidates, attempt, policy)?;
+    store.batches().verifications.submit(store, item).await
 }
 
 const UNLOCK: &str = "
@@ -353,69 +244,4 @@ pub async fn unlock(
         .query_one(&stmt, &[&instance.as_str(), &id.as_str()])
         .await?;
     found(row.try_get("found")?, StoreError::DeviceNotFound)
-}
-
-const HISTORY: &str = "
-    WITH device AS (
-        SELECT d.instance_serial, d.otp_device_id
-          FROM otp_devices d
-          JOIN instances i USING (instance_serial)
-         WHERE i.instance_id = $1
-           AND d.otp_device_id = $2
-    )
-    SELECT v.serial, v.time, v.outcome, v.reference, v.otp_ctr, v.matched_offset,
-           v.client, v.token_serial
-      FROM device
-      LEFT JOIN LATERAL (
-            SELECT h.serial, h.time, h.outcome, h.reference, h.otp_ctr, h.matched_offset,
-                   h.client, h.token_serial
-              FROM otp_verifications h
-             WHERE h.instance_serial = device.instance_serial
-               AND h.otp_device_id = device.otp_device_id
-             ORDER BY h.serial DESC
-             LIMIT $3 OFFSET $4
-      ) v ON TRUE
-     ORDER BY v.serial DESC";
-
-/// The verification history of device `id` of `instance`, newest first:
-/// at most `limit` attempts after skipping the `offset` newest. Empty when
-/// there are none; `DeviceNotFound` if the device does not exist there;
-/// `OutOfRange` if `offset` is above 2^63 - 1.
-#[tracing::instrument(skip(store))]
-pub async fn history(
-    store: &Store,
-    instance: &InstanceId,
-    id: &OtpDeviceId,
-    limit: u32,
-    offset: u64,
-) -> Result<Vec<Verification>, StoreError> {
-    let limit = i64::from(limit);
-    let offset = bigint(offset, "offset above 2^63 - 1")?;
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(HISTORY).await?;
-    let params: [&(dyn ToSql + Sync); 4] = [&instance.as_str(), &id.as_str(), &limit, &offset];
-    let rows = client.query(&stmt, &params).await?;
-    if rows.is_empty() {
-        return Err(StoreError::DeviceNotFound);
-    }
-    let mut history = Vec::with_capacity(rows.len());
-    for row in &rows {
-        // The device's row without a match: no history (in this page).
-        if row.try_get::<_, Option<i64>>("serial")?.is_none() {
-            continue;
-        }
-        let outcome: String = row.try_get("outcome")?;
-        history.push(Verification {
-            time: row.try_get("time")?,
-            outcome: RecordedOutcome::parse(&outcome).ok_or_else(|| {
-                StoreError::Corrupt(format!("unknown verification outcome {outcome:?}"))
-            })?,
-            reference: row.try_get("reference")?,
-            otp_ctr: unsigned(row, "otp_ctr")?,
-            matched_offset: row.try_get("matched_offset")?,
-            client: row.try_get("client")?,
-            token_serial: row.try_get("token_serial")?,
-        });
-    }
-    Ok(history)
 }

@@ -52,7 +52,7 @@ pub async fn verify(
             device.algorithm.name()
         )));
     }
-    let outcome = verify::decide(
+    let (outcome, _) = verify::decide(
         store,
         instance,
         &device,

@@ -5,10 +5,14 @@
 //! (`sql/migrations/0009_notify_device_changes_without_counter.sql`), and whoever shows it
 //! reads it here.
 
+use std::collections::HashMap;
+
 use otp_algo::Algorithm;
 use tokio_postgres::types::ToSql;
 
 use super::{OtpDevice, algorithm_and_counter};
+use crate::audit::Actor;
+use crate::batch;
 use crate::error::StoreError;
 use crate::ids::{InstanceId, OtpDeviceId};
 use crate::store::Store;
@@ -35,6 +39,51 @@ const ADVANCE: &str = "
           FROM taken t
     )
     SELECT t.*, (SELECT count(*) FROM audit) AS audited FROM taken t";
+
+// A batch of confirmations: $1..$5 hold one element per confirmation (instance, device, price
+// given, token serial, client). A device asked for N times is taken N values at once (if every
+// one of them may take one), and each value is audited in the order asked. Rows are locked in
+// the order of (instance id, device id), as every batch locks them, so batches never deadlock.
+const ADVANCE_BATCH: &str = r#"
+    WITH item AS (
+        SELECT r.*,
+               row_number() OVER (PARTITION BY r.instance_id, r.device_id ORDER BY r.ord) - 1 AS k
+          FROM unnest($1::text[], $2::text[], $3::boolean[], $4::bigint[], $5::text[])
+               WITH ORDINALITY AS r(instance_id, device_id, price_given, token_serial, client, ord)
+    ), wanted AS (
+        SELECT instance_id, device_id, count(*) AS n, bool_and(price_given) AS priced
+          FROM item
+         GROUP BY instance_id, device_id
+    ), locked AS (
+        SELECT d.instance_serial, d.otp_device_id, w.instance_id, w.n
+          FROM wanted w
+          JOIN instances i ON i.instance_id = w.instance_id
+          JOIN otp_devices d ON d.instance_serial = i.instance_serial
+                            AND d.otp_device_id = w.device_id
+         WHERE (d.otp_algorithm = 3 OR (d.otp_algorithm = 4 AND w.priced))
+           AND d.otp_ctr <= 9223372036854775807 - w.n
+         ORDER BY w.instance_id COLLATE "C", w.device_id COLLATE "C"
+           FOR NO KEY UPDATE OF d
+    ), taken AS (
+        UPDATE otp_devices AS d
+           SET otp_ctr = d.otp_ctr + l.n,
+               updated_at = now()
+          FROM locked l
+          JOIN instances i ON i.instance_serial = l.instance_serial
+         WHERE d.instance_serial = l.instance_serial
+           AND d.otp_device_id = l.otp_device_id
+        RETURNING l.instance_id, d.otp_device_id, d.description, d.otp_key, d.otp_key_encrypted,
+                  d.otp_key_data_key, i.data_key_wrapped, d.otp_algorithm,
+                  d.otp_ctr - l.n AS otp_ctr, d.created_at, d.updated_at
+    ), audit AS (
+        SELECT audit_append(t.instance_id, 'confirmation_issued', t.otp_device_id,
+                   it.token_serial, it.client,
+                   jsonb_build_object('otp_ctr', t.otp_ctr + it.k)::text)
+          FROM taken t
+          JOIN item it ON it.instance_id = t.instance_id AND it.device_id = t.otp_device_id
+         ORDER BY t.instance_id, t.otp_device_id, it.k
+    )
+    SELECT t.*, (SELECT count(*) FROM audit) AS audited FROM taken t"#;
 
 const COUNTER: &str = "
     SELECT d.otp_algorithm, d.otp_ctr
@@ -65,12 +114,15 @@ impl Advance {
 }
 
 /// Takes the next counter value of device `id` of `instance` for a confirmation, in one
-/// statement and one round trip: only when the device is counter-based (HOTP) and, for
-/// HOTP_WITH_PRICE, only when `price_given`, so a counter value is never used up by a request
-/// that cannot be served. Concurrent calls never get the same value. Nothing is notified
+/// statement: only when the device is counter-based (HOTP) and, for HOTP_WITH_PRICE, only when
+/// `price_given`, so a counter value is never used up by a request that cannot be served.
+/// Concurrent calls never get the same value. Nothing is notified
 /// (`sql/migrations/0009_notify_device_changes_without_counter.sql`). The value taken is
 /// audited as a confirmation (`confirmation_issued`) in the same statement, with the current
 /// actor ([`crate::audit::current_actor`]).
+///
+/// Concurrent confirmations share one statement and one commit ([`crate::batch`]): under load
+/// a round trip serves many requests, and several of one device take consecutive values in it.
 ///
 /// Only when nothing was taken, a second query tells why: `DeviceNotFound`,
 /// [`Advance::NotCounterBased`], [`Advance::PriceMissing`], or `CounterExhausted` (the
@@ -82,16 +134,112 @@ pub async fn advance_counter(
     id: &OtpDeviceId,
     price_given: bool,
 ) -> Result<Advance, StoreError> {
-    let actor = crate::audit::current_actor();
+    let item = Confirmation {
+        instance: instance.clone(),
+        id: id.clone(),
+        price_given,
+        actor: crate::audit::current_actor(),
+    };
+    store.batches().confirmations.submit(store, item).await
+}
+
+/// A confirmation waiting for its batch.
+pub(crate) struct Confirmation {
+    instance: InstanceId,
+    id: OtpDeviceId,
+    price_given: bool,
+    actor: Actor,
+}
+
+/// Runs a batch of confirmations ([`crate::batch::RunBatch`]).
+pub(crate) fn run_batch(store: Store, items: Vec<Confirmation>) -> batch::BatchFuture<Advance> {
+    Box::pin(async move {
+        if let [item] = items.as_slice() {
+            return vec![advance_one(&store, item).await];
+        }
+        let taken = match take_batch(&store, &items).await {
+            Ok(taken) => taken,
+            Err(err) if batch::fails_alone(&err) => return batch::shared_failure(err, items.len()),
+            // Whatever failed, each confirmation alone meets it or not.
+            Err(_) => HashMap::new(),
+        };
+        let taken: HashMap<(&str, &str), &Result<OtpDevice, String>> = taken
+            .iter()
+            .map(|((instance, id), device)| ((instance.as_str(), id.as_str()), device))
+            .collect();
+        let mut next: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut results = Vec::with_capacity(items.len());
+        for item in &items {
+            let key = (item.instance.as_str(), item.id.as_str());
+            let result = match taken.get(&key) {
+                Some(Ok(device)) => {
+                    let k = next.entry(key).or_insert(0);
+                    let counter = device.counter + *k;
+                    *k += 1;
+                    Ok(Advance::Taken(OtpDevice {
+                        counter,
+                        ..OtpDevice::clone(device)
+                    }))
+                }
+                Some(Err(unreadable)) => Err(StoreError::Corrupt(unreadable.clone())),
+                // Not taken in the batch: alone, it is taken or told why not.
+                None => advance_one(&store, item).await,
+            };
+            results.push(result);
+        }
+        results
+    })
+}
+
+/// Takes, in one statement, the next values of the devices of `items` (N values of a device
+/// asked for N times) and audits each; returns the devices taken, with `counter` set to their
+/// first value taken, or why its row could not be read (the values are taken all the same). A
+/// device not taken (missing, not counter-based, a with-price device asked for without a
+/// price, too close to 2^63 - 1) is absent. An `Err` stands for the whole statement, which
+/// then took nothing.
+async fn take_batch(
+    store: &Store,
+    items: &[Confirmation],
+) -> Result<HashMap<(String, String), Result<OtpDevice, String>>, StoreError> {
+    let instances: Vec<&str> = items.iter().map(|i| i.instance.as_str()).collect();
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    let priced: Vec<bool> = items.iter().map(|i| i.price_given).collect();
+    let tokens: Vec<Option<i64>> = items.iter().map(|i| i.actor.token_serial).collect();
+    let clients: Vec<&str> = items.iter().map(|i| i.actor.client.as_str()).collect();
+    let client = store.client().await?;
+    let stmt = client.prepare_cached(ADVANCE_BATCH).await?;
+    let params: [&(dyn ToSql + Sync); 5] = [&instances, &ids, &priced, &tokens, &clients];
+    let rows = client.query(&stmt, &params).await?;
+    // Taken and committed: from here on no failure may send a confirmation round again.
+    let mut taken = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let Ok(instance) = row.try_get::<_, String>("instance_id") else {
+            continue;
+        };
+        let Ok(id) = row.try_get::<_, String>("otp_device_id") else {
+            continue;
+        };
+        let device = InstanceId::parse(&instance)
+            .map_err(|err| StoreError::Corrupt(format!("instance id {instance:?}: {err}")))
+            .and_then(|parsed| OtpDevice::from_row(store, &parsed, row))
+            .map_err(|err| err.to_string());
+        taken.insert((instance, id), device);
+    }
+    Ok(taken)
+}
+
+/// One confirmation in a statement of its own.
+async fn advance_one(store: &Store, item: &Confirmation) -> Result<Advance, StoreError> {
+    let (instance, id) = (&item.instance, &item.id);
     let client = store.client().await?;
     let stmt = client.prepare_cached(ADVANCE).await?;
     let key: [&(dyn ToSql + Sync); 2] = [&instance.as_str(), &id.as_str()];
     let params: [&(dyn ToSql + Sync); 5] = [
         &instance.as_str(),
         &id.as_str(),
-        &price_given,
-        &actor.token_serial,
-        &actor.client,
+        &item.price_given,
+        &item.actor.token_serial,
+        &item.actor.client,
     ];
     // The device may change between the two statements (rare): then take again.
     for _ in 0..3 {
@@ -105,7 +253,7 @@ pub async fn advance_counter(
         if !algorithm.is_counter_based() {
             return Ok(Advance::NotCounterBased(algorithm));
         }
-        if algorithm.uses_price() && !price_given {
+        if algorithm.uses_price() && !item.price_given {
             return Ok(Advance::PriceMissing(algorithm));
         }
         if counter >= i64::MAX as u64 {

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit; // The audit trail: appended by every audited write, a hash chain, append-only.
+mod batches; // Group commit: calls submitted together get what each would get alone.
 mod changes; // The NOTIFY triggers and `changes::subscribe`.
 mod embedded; // A cluster from the machine's binaries, on a Unix socket.
 mod encryption; // OTP keys at rest with a key-encryption key.

@@ -1,0 +1,222 @@
+//! Group commit: concurrent confirmations and verifications submitted together share one
+//! statement, and each still gets the answer it would get alone.
+//!
+//! The store of `TestDb` has a pool of 4, so one batch of each kind runs at a time: calls
+//! joined on one task all queue before the first batch starts, and run in one statement.
+
+use chrono::{TimeZone, Utc};
+use futures_util::future::join_all;
+use otp_algo::Algorithm;
+use otp_store::audit;
+use otp_store::otp_devices::{self, Advance};
+use otp_store::verifications::{self, Attempt, Candidates, Outcome, VerifyPolicy};
+use otp_store::{InstanceId, Store, StoreError};
+
+use crate::{device_id, given_instance, given_shop, new_device, stored};
+
+async fn given_device(store: &Store, shop: &InstanceId, id: &str, algorithm: Algorithm, at: u64) {
+    let mut device = new_device(id);
+    device.algorithm = algorithm;
+    device.counter = at;
+    otp_devices::create(store, shop, &device).await.unwrap();
+}
+
+/// Confirmations of `(instance, device, price given)`, all submitted at once.
+async fn confirm_together(
+    store: &Store,
+    calls: &[(&InstanceId, &str, bool)],
+) -> Vec<Result<Advance, StoreError>> {
+    let ids: Vec<_> = calls.iter().map(|(_, id, _)| device_id(id)).collect();
+    join_all(
+        calls
+            .iter()
+            .zip(&ids)
+            .map(|((shop, _, priced), id)| otp_devices::advance_counter(store, shop, id, *priced)),
+    )
+    .await
+}
+
+fn taken(result: &Result<Advance, StoreError>) -> u64 {
+    match result {
+        Ok(Advance::Taken(device)) => device.counter,
+        other => panic!("expected a counter taken, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn confirmations_together_get_what_each_would_get_alone() {
+    let (_db, store, shop) = given_shop().await;
+    let cafe = given_instance(&store, "cafe").await;
+    given_device(&store, &shop, "h1", Algorithm::HotpWithoutPrice, 10).await;
+    given_device(&store, &shop, "h2", Algorithm::HotpWithoutPrice, 20).await;
+    given_device(&store, &shop, "p1", Algorithm::HotpWithPrice, 0).await;
+    given_device(&store, &shop, "t1", Algorithm::TotpWithoutPrice, 0).await;
+    given_device(&store, &cafe, "h1", Algorithm::HotpWithPrice, 500).await;
+
+    let results = confirm_together(
+        &store,
+        &[
+            (&shop, "h1", false),
+            (&shop, "p1", true),
+            (&shop, "h1", true),
+            (&cafe, "h1", true),
+            (&shop, "t1", true),
+            (&shop, "p1", false),
+            (&shop, "missing", true),
+            (&shop, "h2", true),
+            (&shop, "h1", false),
+            (&cafe, "h2", true),
+            (&shop, "p1", true),
+        ],
+    )
+    .await;
+
+    // A device asked for several times takes consecutive values in the order asked.
+    assert_eq!(
+        [&results[0], &results[2], &results[8]].map(taken),
+        [10, 11, 12]
+    );
+    assert_eq!(taken(&results[7]), 20);
+    assert_eq!(taken(&results[3]), 500, "same device id, other instance");
+    // With-price asked for once without a price: that one is refused, the others served.
+    let mut priced = [taken(&results[1]), taken(&results[10])];
+    priced.sort_unstable();
+    assert_eq!(priced, [0, 1]);
+    assert!(matches!(
+        results[5],
+        Ok(Advance::PriceMissing(Algorithm::HotpWithPrice))
+    ));
+    assert!(matches!(
+        results[4],
+        Ok(Advance::NotCounterBased(Algorithm::TotpWithoutPrice))
+    ));
+    assert!(matches!(results[6], Err(StoreError::DeviceNotFound)));
+    assert!(matches!(results[9], Err(StoreError::DeviceNotFound)));
+    for (id, next) in [("h1", 13), ("h2", 21), ("p1", 2), ("t1", 0)] {
+        assert_eq!(
+            stored(&store, &shop, &device_id(id)).await.counter,
+            next,
+            "{id}"
+        );
+    }
+    assert_eq!(stored(&store, &cafe, &device_id("h1")).await.counter, 501);
+
+    // Every value taken is audited once, in its device's chain, and the chains are intact.
+    let report = audit::verify_chain(&store, &shop).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    let entries = audit::list(&store, &shop, 0, 100).await.unwrap();
+    let mut confirmed: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| e.event == audit::Event::ConfirmationIssued.as_str())
+        .map(|e| (e.device.clone().unwrap_or_default(), e.details.clone()))
+        .collect();
+    confirmed.sort();
+    let expected: Vec<(String, String)> = [
+        ("h1", 10),
+        ("h1", 11),
+        ("h1", 12),
+        ("h2", 20),
+        ("p1", 0),
+        ("p1", 1),
+    ]
+    .iter()
+    .map(|(id, ctr)| (id.to_string(), format!(r#"{{"otp_ctr": {ctr}}}"#)))
+    .collect();
+    assert_eq!(confirmed, expected);
+}
+
+#[tokio::test]
+async fn a_counter_near_the_end_is_taken_alone_as_far_as_it_goes() {
+    let (_db, store, shop) = given_shop().await;
+    given_device(
+        &store,
+        &shop,
+        "last",
+        Algorithm::HotpWithoutPrice,
+        i64::MAX as u64 - 1,
+    )
+    .await;
+
+    let results = confirm_together(&store, &[(&shop, "last", false); 3]).await;
+
+    assert_eq!(taken(&results[0]), i64::MAX as u64 - 1);
+    assert!(matches!(results[1], Err(StoreError::CounterExhausted)));
+    assert!(matches!(results[2], Err(StoreError::CounterExhausted)));
+}
+
+const POLICY: VerifyPolicy = VerifyPolicy {
+    max_failures: 3,
+    daily_failures: 100,
+    hotp_lookahead: 10,
+};
+
+#[tokio::test]
+async fn verifications_together_are_decided_one_after_the_other() {
+    let (_db, store, shop) = given_shop().await;
+    given_device(&store, &shop, "pos", Algorithm::HotpWithoutPrice, 5).await;
+    given_device(&store, &shop, "till", Algorithm::HotpWithoutPrice, 0).await;
+    let now = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
+    let code_7 = Candidates::Hotp {
+        counters: vec![7],
+        range: (0, 40),
+    };
+    let wrong = Candidates::Hotp {
+        counters: vec![],
+        range: (0, 40),
+    };
+    let calls: Vec<(&str, &Candidates, String)> = (0..5)
+        .map(|n| ("pos", &code_7, format!("order-{n}")))
+        .chain((0..4).map(|n| ("till", &wrong, format!("wrong-{n}"))))
+        .chain([("missing", &wrong, "none".to_owned())])
+        .collect();
+    let ids: Vec<_> = calls.iter().map(|(id, _, _)| device_id(id)).collect();
+    let attempts: Vec<Attempt<'_>> = calls
+        .iter()
+        .map(|(_, _, reference)| Attempt {
+            reference: Some(reference),
+            client: "192.0.2.9",
+            token_serial: None,
+        })
+        .collect();
+
+    let outcomes = join_all(calls.iter().zip(&ids).zip(&attempts).map(
+        |(((_, code, _), id), attempt)| {
+            verifications::verify(&store, &shop, id, now, code, attempt, &POLICY)
+        },
+    ))
+    .await;
+
+    // The same code five times: the first arrival verifies, the others are its replays.
+    assert_eq!(
+        outcomes[0].as_ref().unwrap(),
+        &Outcome::Verified {
+            otp_ctr: Some(7),
+            matched_offset: None
+        }
+    );
+    for outcome in &outcomes[1..5] {
+        assert_eq!(
+            outcome.as_ref().unwrap(),
+            &Outcome::Replayed {
+                reference: Some("order-0".into())
+            }
+        );
+    }
+    // Mismatches count in order: the third locks the device, the fourth is refused.
+    assert_eq!(outcomes[5].as_ref().unwrap(), &Outcome::Mismatch);
+    assert_eq!(outcomes[6].as_ref().unwrap(), &Outcome::Mismatch);
+    assert_eq!(outcomes[7].as_ref().unwrap(), &Outcome::Mismatch);
+    assert!(matches!(outcomes[8], Ok(Outcome::Locked { .. })));
+    assert!(matches!(outcomes[9], Err(StoreError::DeviceNotFound)));
+    assert_eq!(stored(&store, &shop, &device_id("pos")).await.counter, 8);
+    let history = verifications::history(&store, &shop, &device_id("pos"), 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 5);
+    assert!(
+        audit::verify_chain(&store, &shop)
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}
