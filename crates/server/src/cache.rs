@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::caches::{CacheCounters, CacheCounts};
 
+/// Invalidations of single entries after which expired entries and tombstones are shed, at
+/// least (else half the entries held).
+const SHED_AFTER_REMOVALS: usize = 1024;
+
 /// A map from `(G, K)` to `V` whose entries are served for at most `ttl`.
 pub struct TtlCache<G, K, V> {
     inner: RwLock<Inner<G, K, V>>,
@@ -43,6 +47,8 @@ struct Inner<G, K, V> {
     groups: HashMap<G, Group<K, V>>,
     /// Entries and tombstones held.
     len: usize,
+    /// Invalidations of single entries since expired entries and tombstones were last shed.
+    removed_since_shed: usize,
     /// What the values held weigh together.
     bytes: usize,
     /// Reads started at or before this instant are not stored.
@@ -104,6 +110,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
             inner: RwLock::new(Inner {
                 groups: HashMap::new(),
                 len: 0,
+                removed_since_shed: 0,
                 bytes: 0,
                 cleared_at: None,
                 up_to_date_at: None,
@@ -310,7 +317,13 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
         self.counters.invalidated();
         let now = Instant::now();
         let mut inner = self.write();
-        if inner.len >= self.capacity {
+        // Every invalidated key leaves a tombstone: shed the expired ones once there have been
+        // many invalidations, so that keys written once (devices created and deleted) do not
+        // pile up until the capacity is reached. Amortized, a few entries visited per call.
+        inner.removed_since_shed += 1;
+        if inner.len >= self.capacity
+            || inner.removed_since_shed >= SHED_AFTER_REMOVALS.max(inner.len / 2)
+        {
             self.shed(&mut inner);
         }
         // Invalidations are rare (writes): cloning the group key here is fine.
@@ -376,6 +389,7 @@ impl<G: Eq + Hash, K: Eq + Hash, V: Clone> TtlCache<G, K, V> {
     /// Drops expired entries and tombstones (no read older than `ttl` is ever served, so
     /// they protect nothing), then everything if the cache is still full.
     fn shed(&self, inner: &mut Inner<G, K, V>) {
+        inner.removed_since_shed = 0;
         let (ttl, up_to_date_at) = (self.ttl, inner.up_to_date_at);
         for group in inner.groups.values_mut() {
             group.entries.retain(|_, entry| {

@@ -182,6 +182,28 @@ fn capacity_sheds_expired_entries_then_everything() {
 }
 
 #[test]
+fn tombstones_of_keys_written_once_do_not_pile_up() {
+    // Keys created and deleted once each (churned devices) leave tombstones; expired ones are
+    // shed after many invalidations, long before the capacity is reached.
+    let cache: TtlCache<&str, usize, usize> =
+        TtlCache::new(Duration::from_millis(20), None, 1_000_000);
+    cache.insert("g", 0, 0, Instant::now());
+    for round in 0..5 {
+        for key in 1..=SHED_AFTER_REMOVALS {
+            cache.remove(&"g", &(round * SHED_AFTER_REMOVALS + key));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let held = cache.write().len;
+    assert!(held <= 2 * SHED_AFTER_REMOVALS, "{held} entries held");
+    // A tombstone younger than the bound still keeps out the reads started before it.
+    let before = Instant::now();
+    cache.remove(&"g", &7);
+    cache.insert("g", 7, 7, before);
+    assert_eq!(value(cache.get("g", &7)), None);
+}
+
+#[test]
 fn past_the_byte_budget_the_least_recently_used_entries_go() {
     let cache = TtlCache::new(Duration::from_secs(10), None, 1000)
         .with_byte_budget(100, |value: &&str| value.len());
