@@ -161,7 +161,10 @@ pub(crate) fn run_batch(store: Store, items: Vec<Confirmation>) -> batch::BatchF
             Ok(taken) => taken,
             Err(err) if batch::fails_alone(&err) => return batch::shared_failure(err, items.len()),
             // Whatever failed, each confirmation alone meets it or not.
-            Err(_) => HashMap::new(),
+            Err(err) => {
+                tracing::warn!(error = %err, count = items.len(), "a batch of confirmations failed: each runs alone");
+                HashMap::new()
+            }
         };
         let taken: HashMap<(&str, &str), &Result<OtpDevice, String>> = taken
             .iter()

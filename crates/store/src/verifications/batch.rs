@@ -127,7 +127,9 @@ pub(crate) fn run_batch(store: Store, items: Vec<Attempted>) -> batch::BatchFutu
                     return batch::shared_failure(err, items.len());
                 }
                 // The statement changed nothing: each attempt alone meets the failure or not.
-                Err(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, count = items.len(), "a batch of verifications failed: each runs alone");
+                }
             }
         }
         let mut outcomes = Vec::with_capacity(items.len());

@@ -105,9 +105,20 @@ async fn confirmations_together_get_what_each_would_get_alone() {
     let report = audit::verify_chain(&store, &shop).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
     let entries = audit::list(&store, &shop, 0, 100).await.unwrap();
-    let mut confirmed: Vec<(String, String)> = entries
+    let confirmations: Vec<_> = entries
         .iter()
         .filter(|e| e.event == audit::Event::ConfirmationIssued.as_str())
+        .collect();
+    // One statement, one transaction: its rows share the transaction's start time (p1, asked
+    // for once without a price, was taken alone).
+    let batched: Vec<_> = confirmations
+        .iter()
+        .filter(|e| e.device.as_deref() != Some("p1"))
+        .collect();
+    assert_eq!(batched.len(), 4);
+    assert!(batched.iter().all(|e| e.time == batched[0].time), "{batched:?}");
+    let mut confirmed: Vec<(String, String)> = confirmations
+        .iter()
         .map(|e| (e.device.clone().unwrap_or_default(), e.details.clone()))
         .collect();
     confirmed.sort();
