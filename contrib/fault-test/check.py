@@ -183,7 +183,7 @@ def main(argv):
             during[e["st"]] += 1
             max_during = max(max_during, took)
         if e["st"] == 0:
-            violation(f"{e['op']} {e['dev']} at {e['t0']:.3f}: no answer")
+            violation(f"{e['op']} {e['dev']} at {e['t0']:.3f}: no answer ({e.get('err')})")
         elif e["st"] >= 500 and e["st"] != 503:
             violation(f"{e['op']} {e['dev']} at {e['t0']:.3f}: {e['st']}")
         elif e["st"] == 503 and not e["ra"]:
@@ -198,8 +198,12 @@ def main(argv):
     for srv in sorted({e["srv"] for e in log}):
         mine = [e for e in log if e["srv"] == srv]
         last_failure = max((e["t1"] for e in mine if failure(e) and e["t0"] >= down), default=back)
-        served = any(ok(e["st"]) and e["t0"] >= max(back, last_failure) for e in mine)
-        recovery[srv] = max(0.0, last_failure - back)
+        # Serving again: the first success of a request sent after the database was back and
+        # after the last failure.
+        first_success = min((e["t1"] for e in mine
+                             if ok(e["st"]) and e["t0"] >= max(back, last_failure)), default=None)
+        served = first_success is not None
+        recovery[srv] = max(0.0, (first_success if served else last_failure) - back)
         if recovery[srv] > RECOVERY_BOUND or not served:
             violation(f"server {srv}: failures until {recovery[srv]:.2f} s after the database "
                       f"was back{'' if served else ', and no success after them'}")
@@ -214,6 +218,9 @@ def main(argv):
           f"writes found {total_found}; duplicates {duplicates}")
     print(f"fault-test {name}: database away {back - down:.2f} s; answers during the outage "
           f"by status: {statuses or 'none'}; slowest {max_during:.3f} s (bound {bound:.1f} s)")
+    resent = sum(1 for e in log if e.get("resent"))
+    print(f"fault-test {name}: requests sent again because the server had closed the kept-alive "
+          f"connection before they were written: {resent}")
     print(f"fault-test {name}: time to recover: " +
           ", ".join(f"server {srv} {t:.2f} s" for srv, t in recovery.items()) +
           f" (bound {RECOVERY_BOUND:.0f} s); stale reads {stale}; violations {len(violations)}")

@@ -67,11 +67,19 @@ class Client:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         t0 = time.time()
+        self.resent = None
         try:
             if self.conns[srv] is None:
                 self.conns[srv] = http.client.HTTPConnection(self.hosts[srv], timeout=TIMEOUT)
             conn = self.conns[srv]
-            conn.request(method, path, body=data, headers=headers)
+            try:
+                conn.request(method, path, body=data, headers=headers)
+            except (BrokenPipeError, ConnectionResetError) as err:
+                # The server had closed this kept-alive connection before the request was
+                # written, so it cannot have seen it: send it once more on a new one, and say so.
+                self.resent = type(err).__name__
+                conn.close()
+                conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
             status, rheaders = resp.status, resp.headers
@@ -97,6 +105,10 @@ class Client:
         status, headers, parsed, t0, t1 = self.request(srv, method, path, body)
         entry = {"t0": round(t0, 4), "t1": round(t1, 4), "srv": srv, "op": op, "dev": dev,
                  "st": status, "ra": bool(headers.get("Retry-After")) if headers else False}
+        if status == 0 and parsed:
+            entry["err"] = parsed.get("error")
+        if self.resent:
+            entry["resent"] = self.resent
         entry.update(extra)
         return entry, parsed
 
