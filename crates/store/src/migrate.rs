@@ -67,10 +67,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0012_inline_audit_hash.sql",
         include_str!("../../../sql/migrations/0012_inline_audit_hash.sql"),
     ),
+    (
+        13,
+        "0013_plans_by_whole_keys.sql",
+        include_str!("../../../sql/migrations/0013_plans_by_whole_keys.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 12;
+pub const LATEST_VERSION: i32 = 13;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).

@@ -19,6 +19,7 @@ mod migrations; // The migration runner.
 mod otp_devices; // Device CRUD, idempotent create, counters.
 mod outage; // `Unavailable` within a bounded time, and recovery.
 mod passwords; // Instance password hashes; revoking a token by its secret.
+mod plans; // The hot functions' cached plans use the keys, whatever the tables' size.
 mod tls; // sslmode and sslrootcert against a cluster with TLS.
 mod tokens; // Access tokens: hashing, authentication, revocation.
 mod verifications; // Verifying a typed code once: lockout, history, concurrency.
