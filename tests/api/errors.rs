@@ -136,3 +136,36 @@ async fn responses_carry_a_request_id() {
     let reply = app.request(Method::GET, "/config", None, None).await;
     assert!(reply.headers.get("x-request-id").is_some());
 }
+
+#[tokio::test]
+async fn error_answers_to_requests_with_a_body_say_the_connection_closes() {
+    let app = spawn_app().await;
+    let body = json!({ "code": "12345678" });
+
+    // Refused before the body was read: the server closes the connection, and says so.
+    let refused = app
+        .request(
+            Method::POST,
+            "/private/otp-devices/pos/verifications",
+            Some("secret-token:not-a-token"),
+            Some(&body),
+        )
+        .await;
+    assert_taler_error(&refused, StatusCode::UNAUTHORIZED, 2015);
+    let connection = |reply: &otp_tests::Reply| {
+        reply
+            .headers
+            .get("connection")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    assert_eq!(connection(&refused).as_deref(), Some("close"));
+
+    // The client's next requests go out on a new connection and are answered; answers without
+    // a request body keep their connection.
+    for _ in 0..3 {
+        let listed = app.get("/private/otp-devices").await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+        assert_eq!(connection(&listed), None);
+    }
+}

@@ -2,8 +2,8 @@
 //! stop), the request id (read from `X-Request-Id` when well-formed, else generated, and echoed
 //! back), the request log line (route pattern, status, latency; never headers or bodies), the
 //! request metrics (when `[otp] METRICS` is on), the audit actor (the client's address, for the
-//! audited writes the request makes), and the safety net that gives every framework error a
-//! Taler error body.
+//! audited writes the request makes), the safety net that gives every framework error a
+//! Taler error body, and `Connection: close` on error answers to requests with a body.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::{Error, HttpResponse, ResponseError, web};
 use tracing::Instrument;
 
@@ -43,9 +43,18 @@ where
     let span = tracing::info_span!("request", id = %request_id, %method);
     // The audited writes of the request record its client (and, once known, its token).
     let client = req.peer_addr().map(|addr| addr.ip());
+    let with_body = declares_body(req.headers());
     let fut = otp_store::audit::acting(client, srv.call(req));
     async move {
         let mut res = fut.await.map(taler_error_body)?;
+        if with_body && (res.status().is_client_error() || res.status().is_server_error()) {
+            // Refused before its body was read (an unknown token, a database away): the server
+            // closes the connection rather than read the body, so it says so, and the client
+            // sends its next request on a new connection instead of into a closed one.
+            res.response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+        }
         let status = res.status().as_u16();
         // The API's resources carry their pattern; matching the path against the resource map
         // again is left to the rare others (docs, 404s).
@@ -74,6 +83,15 @@ where
         Ok(res)
     }
     .instrument(span)
+}
+
+/// Whether the request comes with a body (a non-zero `Content-Length`, or chunked).
+fn declares_body(headers: &header::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 /// Counts a request as in flight until dropped (also when the request is cancelled).

@@ -116,7 +116,10 @@ async fn confirmations_together_get_what_each_would_get_alone() {
         .filter(|e| e.device.as_deref() != Some("p1"))
         .collect();
     assert_eq!(batched.len(), 4);
-    assert!(batched.iter().all(|e| e.time == batched[0].time), "{batched:?}");
+    assert!(
+        batched.iter().all(|e| e.time == batched[0].time),
+        "{batched:?}"
+    );
     let mut confirmed: Vec<(String, String)> = confirmations
         .iter()
         .map(|e| (e.device.clone().unwrap_or_default(), e.details.clone()))
