@@ -279,7 +279,7 @@ const LIST: &str = "
     SELECT serial, chain, seq, time, event, device_id, token_serial, client, details,
            prev_hash, hash
       FROM audit_log
-     WHERE instance_id = $1
+     WHERE instance_id COLLATE \"C\" = $1
        AND serial > $2
      ORDER BY serial
      LIMIT $3";

@@ -72,10 +72,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0013_plans_by_whole_keys.sql",
         include_str!("../../../sql/migrations/0013_plans_by_whole_keys.sql"),
     ),
+    (
+        14,
+        "0014_audit_listing_index_apart.sql",
+        include_str!("../../../sql/migrations/0014_audit_listing_index_apart.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 13;
+pub const LATEST_VERSION: i32 = 14;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).

@@ -17,8 +17,9 @@ const MISMATCH: &str = "
     SELECT outcome FROM otp_verify_observed('shop', 'pos', now(), 2::smallint, '',
         '{}'::bigint[], '{}'::integer[], 0, 1000, NULL, '192.0.2.1', NULL, 1000000, 1000000, 10)";
 
-/// The sequential scans of the hot tables so far, as this session's statistics say.
-async fn seq_scans(client: &Client) -> i64 {
+/// The sequential scans of the hot tables, and the reads through the audit listing's index,
+/// so far, as this session's statistics say.
+async fn seq_scans(client: &Client) -> (i64, i64) {
     client
         .batch_execute("SELECT pg_stat_force_next_flush()")
         .await
@@ -32,7 +33,17 @@ async fn seq_scans(client: &Client) -> i64 {
         "SELECT coalesce(sum(seq_scan), 0)::bigint FROM pg_stat_user_tables \
          WHERE relname IN ({TABLES})"
     );
-    client.query_one(&sql, &[]).await.unwrap().get(0)
+    let scans = client.query_one(&sql, &[]).await.unwrap().get(0);
+    let listing = client
+        .query_one(
+            "SELECT coalesce(sum(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes \
+             WHERE indexrelname = 'audit_log_by_serial'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (scans, listing)
 }
 
 #[tokio::test]
