@@ -190,7 +190,7 @@ pub struct Verification {
 /// Every outcome but `Stale` is recorded in the history and in the audit trail
 /// (`verification`), and reported to the store's observer.
 ///
-/// Concurrent attempts share one statement and one commit ([`crate::batch`]),
+/// Concurrent attempts share one statement and one commit (group commit, `batch.rs`),
 /// each decided as if alone, in the order they arrived for each device.
 ///
 /// `OutOfRange` if a step, counter or range end is above 2^63 - 1.

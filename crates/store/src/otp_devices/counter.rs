@@ -121,7 +121,7 @@ impl Advance {
 /// audited as a confirmation (`confirmation_issued`) in the same statement, with the current
 /// actor ([`crate::audit::current_actor`]).
 ///
-/// Concurrent confirmations share one statement and one commit ([`crate::batch`]): under load
+/// Concurrent confirmations share one statement and one commit (group commit, `batch.rs`): under load
 /// a round trip serves many requests, and several of one device take consecutive values in it.
 ///
 /// Only when nothing was taken, a second query tells why: `DeviceNotFound`,
