@@ -20,15 +20,10 @@ use crate::store::Store;
 const KIND_TOTP: i16 = 1;
 const KIND_HOTP: i16 = 2;
 
-// `otp_verify_observed` is `otp_verify` plus whether the attempt locked the device; the
-// outcome is audited by a trigger on `otp_verifications` (migration 0010).
-const VERIFY: &str = "
-    SELECT outcome, retry_after_s, matched_ctr, matched_offset, replay_reference, stored_ctr,
-           locked
-      FROM otp_verify_observed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
-
-// One element per attempt in each array; the matches and offsets of an attempt are an array
-// literal each (`{1,2}`), since SQL arrays of arrays must all have one length.
+// Attempts through `otp_verify_observed` (`otp_verify` plus whether the attempt locked the
+// device; the outcome is audited by a trigger on `otp_verifications`, migration 0010), one or
+// many. One element per attempt in each array; the matches and offsets of an attempt are an
+// array literal each (`{1,2}`), since SQL arrays of arrays must all have one length.
 const VERIFY_BATCH: &str = r#"
     SELECT r.ord, v.outcome, v.retry_after_s, v.matched_ctr, v.matched_offset,
            v.replay_reference, v.stored_ctr, v.locked
@@ -140,28 +135,13 @@ pub(crate) fn run_batch(store: Store, items: Vec<Attempted>) -> batch::BatchFutu
     })
 }
 
+/// One attempt in a statement of its own.
 async fn verify_alone(store: &Store, item: &Attempted) -> Result<Outcome, StoreError> {
-    let client = store.client().await?;
-    let stmt = client.prepare_cached(VERIFY).await?;
-    let params: [&(dyn ToSql + Sync); 15] = [
-        &item.instance.as_str(),
-        &item.id.as_str(),
-        &item.now,
-        &item.kind,
-        &item.amount,
-        &item.matches,
-        &item.offsets,
-        &item.range.0,
-        &item.range.1,
-        &item.reference,
-        &item.client,
-        &item.token_serial,
-        &item.limits[0],
-        &item.limits[1],
-        &item.limits[2],
-    ];
-    let row = client.query_one(&stmt, &params).await?;
-    outcome_of(store, &row)
+    verify_together(store, std::slice::from_ref(item))
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Err(StoreError::Corrupt("otp_verify: no outcome".into())))
 }
 
 /// All of `items` in one statement: the outcomes in the order of `items`. An `Err` stands for
