@@ -77,10 +77,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0014_audit_listing_index_apart.sql",
         include_str!("../../../sql/migrations/0014_audit_listing_index_apart.sql"),
     ),
+    (
+        15,
+        "0015_verify_in_one_function.sql",
+        include_str!("../../../sql/migrations/0015_verify_in_one_function.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 14;
+pub const LATEST_VERSION: i32 = 15;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).

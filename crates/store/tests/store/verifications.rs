@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use otp_algo::Algorithm;
-use otp_store::otp_devices;
+use otp_store::{instances, otp_devices};
 use otp_store::testing::TestDb;
 use otp_store::verifications::{
     self, Attempt, Candidates, Outcome, RecordedOutcome, Verification, VerifyPolicy,
@@ -854,12 +854,29 @@ async fn old_accepted_steps_and_counters_are_pruned() {
         }
     };
 
-    on_totp.check(at(T0), &totp(&[(STEP0, 0)]), &POLICY).await;
-    // Still reachable by a window of 10 steps (and 10 more of clock skew).
-    on_totp.check(at(T0 + 20 * 30), &nothing(), &POLICY).await;
-    assert_eq!(accepted(1).await, 1);
+    let verified = |outcome: Outcome| matches!(outcome, Outcome::Verified { .. });
+    assert!(verified(
+        on_totp.check(at(T0), &totp(&[(STEP0, 0)]), &POLICY).await
+    ));
+    // The table grows only when a value is accepted, and is pruned then: an attempt that
+    // accepts nothing leaves it as it is.
     on_totp.check(at(T0 + 21 * 30), &nothing(), &POLICY).await;
-    assert_eq!(accepted(1).await, 0);
+    assert_eq!(accepted(1).await, 1);
+    // Step 0 is still reachable from step 20 by a window of 10 steps (and 10 more of clock
+    // skew): kept.
+    assert!(verified(
+        on_totp
+            .check(at(T0 + 20 * 30), &totp(&[(STEP0 + 20, 0)]), &POLICY)
+            .await
+    ));
+    assert_eq!(accepted(1).await, 2);
+    // Accepting step 21 prunes step 0, and keeps step 20.
+    assert!(verified(
+        on_totp
+            .check(at(T0 + 21 * 30), &totp(&[(STEP0 + 21, 0)]), &POLICY)
+            .await
+    ));
+    assert_eq!(accepted(1).await, 2);
 
     // HOTP keeps at least the last look-ahead + 10 accepted counters.
     for counter in 0u64..25 {
@@ -869,13 +886,17 @@ async fn old_accepted_steps_and_counters_are_pruned() {
             .await;
         assert_eq!(outcome, verified_counter(counter));
     }
-    // Stored 25: counters below 25 - 10 - 10 = 5 are gone at the next call.
+    // Accepting 24 (stored 24) pruned the counters below 24 - 10 - 10 = 4.
     on_hotp.check(at(T0), &hotp(&[], (0, 35)), &POLICY).await;
-    assert_eq!(accepted(2).await, 20);
+    assert_eq!(accepted(2).await, 21);
     assert!(matches!(
-        on_hotp.check(at(T0), &hotp(&[5], (0, 35)), &POLICY).await,
+        on_hotp.check(at(T0), &hotp(&[4], (0, 35)), &POLICY).await,
         Outcome::Replayed { .. }
     ));
+    assert_eq!(
+        on_hotp.check(at(T0), &hotp(&[3], (0, 35)), &POLICY).await,
+        Outcome::Mismatch
+    );
 }
 
 #[tokio::test]
@@ -982,4 +1003,38 @@ async fn a_missing_device_is_not_found_and_a_deleted_one_forgets_its_state() {
     );
     till.expect(at(T0), &code, &strict, verified_offset(0))
         .await;
+}
+
+#[tokio::test]
+async fn deleting_an_instance_deletes_its_devices_history_and_accepted_values() {
+    let till = given_pos(Algorithm::TotpWithoutPrice, 0).await;
+    let other = given_instance(&till.store, "other").await;
+    given_device(&till.store, &other, "pos", Algorithm::TotpWithoutPrice).await;
+    let on_other = Till::on(&till.store, &other, "pos");
+    let code = totp(&[(STEP0, 0)]);
+    till.expect(at(T0), &code, &POLICY, verified_offset(0)).await;
+    on_other
+        .expect(at(T0), &code, &POLICY, verified_offset(0))
+        .await;
+    let rows = |table: &'static str| {
+        let store = till.store.clone();
+        async move {
+            let client = store.pool().get().await.unwrap();
+            client
+                .query_one(&format!("SELECT count(*) AS n FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>("n")
+        }
+    };
+    assert_eq!(rows("otp_verifications").await, 2);
+    assert_eq!(rows("otp_verify_accepted").await, 2);
+
+    instances::delete(&till.store, &till.shop).await.unwrap();
+
+    // The other instance's rows stay; the deleted one's are gone with its device.
+    assert_eq!(rows("otp_verifications").await, 1);
+    assert_eq!(rows("otp_verify_accepted").await, 1);
+    assert_eq!(rows("otp_verify_state").await, 1);
+    assert_eq!(outcomes(&till.store, &other, &device_id("pos")).await.len(), 1);
 }
