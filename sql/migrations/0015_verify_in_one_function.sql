@@ -434,3 +434,55 @@ COMMENT ON TRIGGER otp_devices_notify_update ON otp_devices IS
 COMMENT ON TRIGGER otp_devices_notify_counter ON otp_devices IS
     'NOTIFY taler_otp_changes for a device whose counter changed while its algorithm is not counter-based (3, 4); advancing an HOTP counter notifies nothing';
 
+
+-- The checks of a device's id, key, key digest and algorithm, from migration 0004, run when a
+-- statement sets one of those columns (INSERT, or an UPDATE naming them) instead of at every
+-- UPDATE: PostgreSQL evaluates every CHECK constraint of a table at every UPDATE, reading its
+-- expression back from the stored form at each statement, and a counter advance (the
+-- confirmation's and the HOTP verification's only write to the row) paid for all of them,
+-- the id's pattern included. Same conditions, same error (check_violation, named after the
+-- constraint it replaces); the counter's own check stays a constraint.
+CREATE FUNCTION otp_devices_check() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF NOT (char_length(NEW.otp_device_id) BETWEEN 1 AND 128
+            AND strpos(NEW.otp_device_id, '/') = 0
+            AND NEW.otp_device_id !~ '[\u0001-\u001f\u007f-\u009f]') THEN
+        RAISE EXCEPTION 'otp_devices: device id must be 1 to 128 printable characters without /'
+            USING ERRCODE = 'check_violation', TABLE = 'otp_devices',
+                  CONSTRAINT = 'otp_devices_otp_device_id_check';
+    END IF;
+    IF NOT octet_length(NEW.otp_key) >= 10 THEN
+        RAISE EXCEPTION 'otp_devices: a key has at least 10 bytes'
+            USING ERRCODE = 'check_violation', TABLE = 'otp_devices',
+                  CONSTRAINT = 'otp_devices_otp_key_check';
+    END IF;
+    IF NOT octet_length(NEW.otp_key_digest) = 32 THEN
+        RAISE EXCEPTION 'otp_devices: a key digest has 32 bytes'
+            USING ERRCODE = 'check_violation', TABLE = 'otp_devices',
+                  CONSTRAINT = 'otp_devices_otp_key_digest_check';
+    END IF;
+    IF NOT NEW.otp_algorithm BETWEEN 0 AND 4 THEN
+        RAISE EXCEPTION 'otp_devices: the algorithm is 0 to 4'
+            USING ERRCODE = 'check_violation', TABLE = 'otp_devices',
+                  CONSTRAINT = 'otp_devices_otp_algorithm_check';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION otp_devices_check() IS
+    'Trigger function: a device''s id is 1 to 128 printable characters without /, its key at least 10 bytes, its key digest 32 bytes, its algorithm 0 to 4 (check_violation otherwise)';
+
+CREATE TRIGGER otp_devices_check
+    BEFORE INSERT OR UPDATE OF otp_device_id, otp_key, otp_key_digest, otp_algorithm
+    ON otp_devices
+    FOR EACH ROW EXECUTE FUNCTION otp_devices_check();
+
+ALTER TABLE otp_devices
+    DROP CONSTRAINT otp_devices_otp_device_id_check,
+    DROP CONSTRAINT otp_devices_otp_key_check,
+    DROP CONSTRAINT otp_devices_otp_key_digest_check,
+    DROP CONSTRAINT otp_devices_otp_algorithm_check;

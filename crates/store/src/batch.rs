@@ -141,7 +141,7 @@ impl Batches {
     /// Batchers for a pool of `pool_size` connections: a quarter of them (1 to 8) may run
     /// batches of each kind at once, of at most `max_batch` items each.
     pub(crate) fn new(pool_size: usize, max_batch: usize) -> Batches {
-        let running = (pool_size / 4).clamp(1, 8);
+        let running = (pool_size / 8).clamp(1, 8);
         Batches {
             confirmations: Arc::new(Batcher::new(
                 running,

@@ -420,3 +420,57 @@ async fn resync_only_moves_the_counter_forward() {
         "{too_big:?}"
     );
 }
+
+/// The database itself refuses a device row that the store would never write: an id with `/`
+/// or a control character, a short key, a digest of the wrong length, an unknown algorithm, a
+/// negative counter; on INSERT and on an UPDATE that sets the column (migration 0015 checks
+/// the first four in a trigger, so that a counter advance does not pay for them).
+#[tokio::test]
+async fn the_database_refuses_malformed_device_rows() {
+    let (_db, store, shop) = given_shop().await;
+    otp_devices::create(&store, &shop, &new_device("pos"))
+        .await
+        .unwrap();
+    let client = store.pool().get().await.unwrap();
+    let insert = "INSERT INTO otp_devices (instance_serial, otp_device_id, description, otp_key,
+                                           otp_key_digest, otp_algorithm, otp_ctr)
+                  SELECT instance_serial, $1, '', $2, $3, $4, $5 FROM instances";
+    let good_key = vec![7u8; 20];
+    let good_digest = vec![9u8; 32];
+    let cases: [(&str, &[u8], &[u8], i16, i64, &str); 6] = [
+        ("a/b", &good_key, &good_digest, 1, 0, "otp_devices_otp_device_id_check"),
+        ("a\u{7}b", &good_key, &good_digest, 1, 0, "otp_devices_otp_device_id_check"),
+        ("short", &[1u8; 9], &good_digest, 1, 0, "otp_devices_otp_key_check"),
+        ("digest", &good_key, &[1u8; 31], 1, 0, "otp_devices_otp_key_digest_check"),
+        ("alg", &good_key, &good_digest, 5, 0, "otp_devices_otp_algorithm_check"),
+        ("ctr", &good_key, &good_digest, 3, -1, "otp_devices_otp_ctr_check"),
+    ];
+    for (id, key, digest, algorithm, counter, constraint) in cases {
+        let err = client
+            .execute(insert, &[&id, &key, &digest, &algorithm, &counter])
+            .await
+            .expect_err(constraint);
+        let db = err.as_db_error().expect("a database error");
+        assert_eq!(db.code(), &tokio_postgres::error::SqlState::CHECK_VIOLATION);
+        assert_eq!(db.constraint(), Some(constraint), "{id}");
+    }
+
+    for (set, constraint) in [
+        ("otp_device_id = 'x/y'", "otp_devices_otp_device_id_check"),
+        ("otp_key = '\\x00'::bytea", "otp_devices_otp_key_check"),
+        ("otp_algorithm = -1", "otp_devices_otp_algorithm_check"),
+        ("otp_ctr = -5", "otp_devices_otp_ctr_check"),
+    ] {
+        let err = client
+            .execute(&format!("UPDATE otp_devices SET {set}"), &[])
+            .await
+            .expect_err(set);
+        let db = err.as_db_error().expect("a database error");
+        assert_eq!(db.code(), &tokio_postgres::error::SqlState::CHECK_VIOLATION);
+        assert_eq!(db.constraint(), Some(constraint), "{set}");
+    }
+    // Nothing was written.
+    let row = stored(&store, &shop, &device_id("pos")).await;
+    assert_eq!(row.counter, 0);
+    assert_eq!(row.key, new_device("pos").key);
+}
