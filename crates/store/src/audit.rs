@@ -5,8 +5,8 @@
 //! Rows are appended by the SQL function `audit_append` (migration
 //! `sql/migrations/0010_create_audit_log.sql`), inside the statement or transaction of the
 //! audited write: the device and token writes of this crate append in the same statement,
-//! verification outcomes are appended by a trigger on `otp_verifications`, and [`append`] serves
-//! the events that write nothing else (a TOTP confirmation, a login). The hash is computed in
+//! verification outcomes are appended by `otp_verify_observed` (migration 0015), and
+//! [`append`] serves the events that write nothing else (a TOTP confirmation, a login). The hash is computed in
 //! SQL; [`entry_hash`] computes the same bytes in Rust.
 //!
 //! **Who acts.** The writes of this crate record the [`Actor`] of the task they run in: the

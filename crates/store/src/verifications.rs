@@ -4,9 +4,10 @@
 //! The server computes which TOTP steps or HOTP counters a typed code matches
 //! (the key never reaches SQL, see `otp_algo::{totp_matches, hotp_matches}`);
 //! [`verify`] hands those [`Candidates`] to the database function
-//! `otp_verify` (`sql/migrations/0006_create_otp_verifications.sql`), which
-//! decides in one round trip, under a row lock of the device's verification
-//! state, against the state as stored: of any number of concurrent attempts
+//! `otp_verify_observed` (`sql/migrations/0015_verify_in_one_function.sql`),
+//! which decides in one round trip, under a row lock of the device's
+//! verification state, against the state as stored, and records and audits
+//! the attempt: of any number of concurrent attempts
 //! with the same valid code, in any number of server processes, exactly one
 //! is [`Outcome::Verified`]. The typed code is never stored.
 

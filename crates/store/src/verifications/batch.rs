@@ -20,8 +20,8 @@ use crate::store::Store;
 const KIND_TOTP: i16 = 1;
 const KIND_HOTP: i16 = 2;
 
-// Attempts through `otp_verify_observed` (`otp_verify` plus whether the attempt locked the
-// device; the outcome is audited by a trigger on `otp_verifications`, migration 0010), one or
+// Attempts through `otp_verify_observed` (the decision, whether the attempt locked the device,
+// the history row and the audit append, in one function: migration 0015), one or
 // many. One element per attempt in each array; the matches and offsets of an attempt are an
 // array literal each (`{1,2}`), since SQL arrays of arrays must all have one length.
 const VERIFY_BATCH: &str = r#"

@@ -438,12 +438,54 @@ async fn the_database_refuses_malformed_device_rows() {
     let good_key = vec![7u8; 20];
     let good_digest = vec![9u8; 32];
     let cases: [(&str, &[u8], &[u8], i16, i64, &str); 6] = [
-        ("a/b", &good_key, &good_digest, 1, 0, "otp_devices_otp_device_id_check"),
-        ("a\u{7}b", &good_key, &good_digest, 1, 0, "otp_devices_otp_device_id_check"),
-        ("short", &[1u8; 9], &good_digest, 1, 0, "otp_devices_otp_key_check"),
-        ("digest", &good_key, &[1u8; 31], 1, 0, "otp_devices_otp_key_digest_check"),
-        ("alg", &good_key, &good_digest, 5, 0, "otp_devices_otp_algorithm_check"),
-        ("ctr", &good_key, &good_digest, 3, -1, "otp_devices_otp_ctr_check"),
+        (
+            "a/b",
+            &good_key,
+            &good_digest,
+            1,
+            0,
+            "otp_devices_otp_device_id_check",
+        ),
+        (
+            "a\u{7}b",
+            &good_key,
+            &good_digest,
+            1,
+            0,
+            "otp_devices_otp_device_id_check",
+        ),
+        (
+            "short",
+            &[1u8; 9],
+            &good_digest,
+            1,
+            0,
+            "otp_devices_otp_key_check",
+        ),
+        (
+            "digest",
+            &good_key,
+            &[1u8; 31],
+            1,
+            0,
+            "otp_devices_otp_key_digest_check",
+        ),
+        (
+            "alg",
+            &good_key,
+            &good_digest,
+            5,
+            0,
+            "otp_devices_otp_algorithm_check",
+        ),
+        (
+            "ctr",
+            &good_key,
+            &good_digest,
+            3,
+            -1,
+            "otp_devices_otp_ctr_check",
+        ),
     ];
     for (id, key, digest, algorithm, counter, constraint) in cases {
         let err = client

@@ -4,12 +4,12 @@
 
 use chrono::{DateTime, Utc};
 use otp_algo::Algorithm;
-use otp_store::{instances, otp_devices};
 use otp_store::testing::TestDb;
 use otp_store::verifications::{
     self, Attempt, Candidates, Outcome, RecordedOutcome, Verification, VerifyPolicy,
 };
 use otp_store::{InstanceId, OtpDeviceId, Store, StoreError};
+use otp_store::{instances, otp_devices};
 
 use crate::{
     device_id, given_alpha_and_beta, given_instance, given_shop, instance_id, new_device, stored,
@@ -1012,7 +1012,8 @@ async fn deleting_an_instance_deletes_its_devices_history_and_accepted_values() 
     given_device(&till.store, &other, "pos", Algorithm::TotpWithoutPrice).await;
     let on_other = Till::on(&till.store, &other, "pos");
     let code = totp(&[(STEP0, 0)]);
-    till.expect(at(T0), &code, &POLICY, verified_offset(0)).await;
+    till.expect(at(T0), &code, &POLICY, verified_offset(0))
+        .await;
     on_other
         .expect(at(T0), &code, &POLICY, verified_offset(0))
         .await;
@@ -1036,5 +1037,8 @@ async fn deleting_an_instance_deletes_its_devices_history_and_accepted_values() 
     assert_eq!(rows("otp_verifications").await, 1);
     assert_eq!(rows("otp_verify_accepted").await, 1);
     assert_eq!(rows("otp_verify_state").await, 1);
-    assert_eq!(outcomes(&till.store, &other, &device_id("pos")).await.len(), 1);
+    assert_eq!(
+        outcomes(&till.store, &other, &device_id("pos")).await.len(),
+        1
+    );
 }
