@@ -78,6 +78,7 @@ cargo build --release --bin taler-otp >&2
 BIN="$ROOT/target/release/taler-otp"
 
 mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"   # absolute: pgbench runs from inside it
 rm -f "$OUT"/*.out "$OUT/results.tsv"
 
 # --- a temporary embedded database and the server ---------------------------------------------
