@@ -437,7 +437,9 @@ async fn the_database_refuses_malformed_device_rows() {
                   SELECT instance_serial, $1, '', $2, $3, $4, $5 FROM instances";
     let good_key = vec![7u8; 20];
     let good_digest = vec![9u8; 32];
-    let cases: [(&str, &[u8], &[u8], i16, i64, &str); 6] = [
+    // id, key, digest, algorithm, counter, the constraint refusing it
+    type Case<'a> = (&'a str, &'a [u8], &'a [u8], i16, i64, &'a str);
+    let cases: [Case<'_>; 6] = [
         (
             "a/b",
             &good_key,
