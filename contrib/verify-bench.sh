@@ -26,7 +26,8 @@
 # every answer (verified:true with the expected counter, or the expected rejection).
 # Every scenario runs WARMUP unreported (on devices of its own for correct codes), then DURATION.
 # The table (req/s, p50, p99, errors, ratio taler-otp / privacyIDEA) goes to stdout and to
-# $OUT/summary.txt; the raw wrk outputs stay beside it.
+# $OUT/summary.txt, with the checkpoints, autovacuums and autoanalyzes of taler-otp's database
+# during each run (they take CPU and I/O from it); the raw wrk outputs stay beside it.
 #
 # Environment knobs (defaults in brackets):
 #   DURATION [12s] per scenario, after a WARMUP [3s]   CONNECTIONS [64]   THREADS [2] (wrk's -t)
@@ -114,7 +115,7 @@ else
 fi
 
 mkdir -p "$OUT"
-rm -f "$OUT"/*.out "$OUT/results.tsv" "$OUT/summary.txt"
+rm -f "$OUT"/*.out "$OUT/results.tsv" "$OUT/summary.txt" "$OUT/db-events.tsv"
 WORK="$(mktemp -d /tmp/taler-otp-verify-bench.XXXXXX)"
 chmod 755 "$WORK"   # as root the embedded cluster runs as `postgres`, which must reach $WORK/data
 LOG_DIR="$WORK"
@@ -211,10 +212,41 @@ run() {
     load="$(cut -d' ' -f1 /proc/loadavg)"
     awk -v l="$load" 'BEGIN {exit !(l > 1.5)}' &&
         log "load average $load before this run: something else is using the CPUs"
+    local before after
+    before="$(db_events "$side")"
     wrk_run "$output" "$DURATION" "$url" "$side" "$mode" "$codes" "$stride" "$@"
+    if [ "$side" = ours ]; then
+        after="$(db_events "$side")"
+        # shellcheck disable=SC2086  # three numbers each
+        printf '%s\t%s\n' "$label" "$(set -- $before $after; echo "$(( $4 - $1 )) $(( $5 - $2 )) $(( $6 - $3 ))")" \
+            >>"$OUT/db-events.tsv"
+    fi
     drain "$url" "$side"
     grep '^VERIFY' "$output" >&2 || true
     printf '%s\t%s\t%s\t%s\t%s\n' "$side" "$scenario" "$label" "$output" "$load" >>"$OUT/results.tsv"
+}
+
+# db_events SIDE: "CHECKPOINTS AUTOVACUUMS AUTOANALYZES" of taler-otp's embedded PostgreSQL so
+# far: the checkpoints its log shows starting, and its tables' autovacuum and autoanalyze counts
+# ("0 0 0" for privacyIDEA, whose database this script does not read; a count that cannot be
+# read is 0). Both take CPU and I/O from a run: a checkpoint is followed by full-page images in
+# the WAL, and the tables a run grows are vacuumed and analyzed during the next one.
+db_events() {
+    local data="$WORK/data/postgres" checkpoints=0 counts="0 0"
+    if [ "$1" = ours ] && [ -f "$data/postmaster.pid" ]; then
+        checkpoints="$(grep -c 'checkpoint starting' "$data/server.log" 2>/dev/null || true)"
+        local pid psql
+        pid="$(head -n1 "$data/postmaster.pid")"
+        psql="$(dirname "$(readlink -f "/proc/$pid/exe" 2>/dev/null || echo /nonexistent/x)")/psql"
+        [ -x "$psql" ] || psql="$(command -v psql || true)"
+        if [ -n "$psql" ]; then
+            counts="$("$psql" -h "$(sed -n 5p "$data/postmaster.pid")" -p "$(sed -n 4p "$data/postmaster.pid")" \
+                -U postgres -d taler -XAtc "SELECT coalesce(sum(autovacuum_count), 0) || ' ' ||
+                    coalesce(sum(autoanalyze_count), 0) FROM pg_stat_user_tables" 2>/dev/null ||
+                echo "0 0")"
+        fi
+    fi
+    echo "${checkpoints:-0} $counts"
 }
 
 # wrk_run OUTPUT DURATION URL TARGET MODE CODES STRIDE [TOKEN INSTANCE]
@@ -362,3 +394,9 @@ fi
     fi
 } >"$OUT/header.txt"
 python3 "$PY" report "$OUT/results.tsv" "$OUT/header.txt" | tee "$OUT/summary.txt"
+if [ -s "$OUT/db-events.tsv" ]; then
+    {
+        echo "taler-otp's PostgreSQL during each measured run: checkpoints started (its log), autovacuums and autoanalyzes of its tables (pg_stat_user_tables; reported late, so some may fall in the next run):"
+        awk -F'\t' '{split($2, n, " "); printf "  %s: %s checkpoints, %s autovacuums, %s autoanalyzes\n", $1, n[1], n[2], n[3]}' "$OUT/db-events.tsv"
+    } | tee -a "$OUT/summary.txt"
+fi
