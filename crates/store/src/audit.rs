@@ -5,9 +5,10 @@
 //! Rows are appended by the SQL function `audit_append` (migration
 //! `sql/migrations/0010_create_audit_log.sql`), inside the statement or transaction of the
 //! audited write: the device and token writes of this crate append in the same statement,
-//! verification outcomes are appended by `otp_verify_observed` (migration 0015), and
-//! [`append`] serves the events that write nothing else (a TOTP confirmation, a login). The hash is computed in
-//! SQL; [`entry_hash`] computes the same bytes in Rust.
+//! verification outcomes are appended by `otp_verify_batch` (migration 0016, a batch's rows
+//! hashed as `audit_append` hashes them and inserted together), and [`append`] serves the
+//! events that write nothing else (a TOTP confirmation, a login). The hash is computed in SQL;
+//! [`entry_hash`] computes the same bytes in Rust.
 //!
 //! **Who acts.** The writes of this crate record the [`Actor`] of the task they run in: the
 //! server runs each request inside [`acting`] with the client's address and records the token

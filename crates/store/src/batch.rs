@@ -139,7 +139,14 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
             self.progress_us.store(self.now_us(), Ordering::SeqCst);
             let (items, replies): (Vec<T>, Vec<Reply<R>>) = taken.into_iter().unzip();
             let count = replies.len();
+            let started = Instant::now();
             let mut results = (self.run)(store.clone(), items).await.into_iter();
+            // Batch sizes and durations, for latency investigations (RUST_LOG=otp_store::batch=debug).
+            tracing::debug!(
+                items = count,
+                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "batch ran"
+            );
             for reply in replies {
                 let result = results.next().unwrap_or_else(|| {
                     Err(StoreError::Corrupt(format!(

@@ -82,10 +82,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0015_verify_in_one_function.sql",
         include_str!("../../../sql/migrations/0015_verify_in_one_function.sql"),
     ),
+    (
+        16,
+        "0016_verify_batch_in_one_call.sql",
+        include_str!("../../../sql/migrations/0016_verify_batch_in_one_call.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 15;
+pub const LATEST_VERSION: i32 = 16;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).

@@ -4,8 +4,9 @@
 //! The server computes which TOTP steps or HOTP counters a typed code matches
 //! (the key never reaches SQL, see `otp_algo::{totp_matches, hotp_matches}`);
 //! [`verify`] hands those [`Candidates`] to the database function
-//! `otp_verify_observed` (`sql/migrations/0015_verify_in_one_function.sql`),
-//! which decides in one round trip, under a row lock of the device's
+//! `otp_verify_batch` (`sql/migrations/0016_verify_batch_in_one_call.sql`,
+//! with the other attempts of its batch), which decides in one round trip,
+//! under a row lock of the device's
 //! verification state, against the state as stored, and records and audits
 //! the attempt: of any number of concurrent attempts
 //! with the same valid code, in any number of server processes, exactly one

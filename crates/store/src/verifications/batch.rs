@@ -1,10 +1,11 @@
-//! Running attempts through `otp_verify`: alone, or several in one statement.
+//! Running attempts through `otp_verify_batch`: alone, or several in one statement.
 //!
-//! Attempts that arrive together share a statement ([`crate::batch`]): `otp_verify` is called
-//! once per attempt, in the order of (instance id, device id, arrival), so each is decided as if
-//! alone against the state the previous ones left, and every batch takes the devices' locks in
-//! the same order (no two batches deadlock). If the statement fails for a reason an attempt
-//! alone might not meet, each attempt is run again alone: the failed statement changed nothing.
+//! Attempts that arrive together share a statement ([`crate::batch`]): `otp_verify_batch`
+//! decides them one after the other, in the order of (instance id, device id, arrival), so each
+//! is decided as if alone against the state the previous ones left, and every batch takes the
+//! devices' locks in the same order (no two batches deadlock). If the statement fails for a
+//! reason an attempt alone might not meet, each attempt is run again alone: the failed
+//! statement changed nothing.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
@@ -20,27 +21,18 @@ use crate::store::Store;
 const KIND_TOTP: i16 = 1;
 const KIND_HOTP: i16 = 2;
 
-// Attempts through `otp_verify_observed` (the decision, whether the attempt locked the device,
-// the history row and the audit append, in one function: migration 0015), one or
-// many. One element per attempt in each array; the matches and offsets of an attempt are an
-// array literal each (`{1,2}`), since SQL arrays of arrays must all have one length.
+// The attempts of a batch through `otp_verify_batch` (migration 0016): one call decides them
+// all in the order of (instance id, device id, position), records them and appends them to
+// their audit chains. One element per attempt in each array; the matches and offsets of an
+// attempt are an array literal each (`{1,2}`), since SQL arrays of arrays must all have one
+// length. `ord` is the attempt's position in the arrays, from 1.
 const VERIFY_BATCH: &str = r#"
-    SELECT r.ord, v.outcome, v.retry_after_s, v.matched_ctr, v.matched_offset,
+    SELECT v.ord::bigint AS ord, v.outcome, v.retry_after_s, v.matched_ctr, v.matched_offset,
            v.replay_reference, v.stored_ctr, v.locked
-      FROM (SELECT *
-              FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::smallint[], $5::text[],
-                          $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[],
-                          $11::text[], $12::bigint[], $13::integer[], $14::integer[],
-                          $15::integer[])
-                   WITH ORDINALITY AS a(instance_id, device_id, now, kind, amount, matches,
-                                        offsets, range_lo, range_hi, reference, client,
-                                        token_serial, max_failures, daily_failures, lookahead,
-                                        ord)
-             ORDER BY a.instance_id COLLATE "C", a.device_id COLLATE "C", a.ord) r
-     CROSS JOIN LATERAL otp_verify_observed(
-               r.instance_id, r.device_id, r.now, r.kind, r.amount, r.matches::bigint[],
-               r.offsets::integer[], r.range_lo, r.range_hi, r.reference, r.client,
-               r.token_serial, r.max_failures, r.daily_failures, r.lookahead) v"#;
+      FROM otp_verify_batch($1::text[], $2::text[], $3::timestamptz[], $4::smallint[],
+                            $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[],
+                            $10::text[], $11::text[], $12::bigint[], $13::integer[],
+                            $14::integer[], $15::integer[]) v"#;
 
 /// An attempt waiting for its batch: everything `otp_verify` is called with.
 pub(crate) struct Attempted {
@@ -218,7 +210,7 @@ async fn verify_together(
         .collect())
 }
 
-/// The outcome in a row of `otp_verify_observed`, reported to the store's observer.
+/// The outcome in a row of `otp_verify_batch`, reported to the store's observer.
 fn outcome_of(store: &Store, row: &Row) -> Result<Outcome, StoreError> {
     let outcome: String = row.try_get("outcome")?;
     if let Some(observer) = store.observer() {

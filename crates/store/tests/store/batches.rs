@@ -234,3 +234,176 @@ async fn verifications_together_are_decided_one_after_the_other() {
             .is_intact()
     );
 }
+
+/// `otp_verify_batch` for devices `ids` of `shop` in that order (HOTP, counters 0..=40 computed,
+/// `matches[i]` the typed code's matches for `ids[i]`): `(ord, outcome)` as answered.
+async fn verify_batch_sql(
+    client: &tokio_postgres::Client,
+    ids: &[&str],
+    matches: &[&str],
+) -> Vec<(i32, String)> {
+    let n = ids.len();
+    let rows = client
+        .query(
+            "SELECT ord, outcome FROM otp_verify_batch(
+                 $1::text[], $2::text[], $3::timestamptz[], $4::smallint[], $5::text[],
+                 $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[],
+                 $12::bigint[], $13::integer[], $14::integer[], $15::integer[])",
+            &[
+                &vec!["shop"; n],
+                &ids.to_vec(),
+                &vec![Utc.timestamp_opt(1_700_000_000, 0).unwrap(); n],
+                &vec![2i16; n],
+                &vec![""; n],
+                &matches.to_vec(),
+                &vec!["{}"; n],
+                &vec![0i64; n],
+                &vec![40i64; n],
+                &(0..n).map(|i| format!("order-{i}")).collect::<Vec<_>>(),
+                &vec!["192.0.2.7"; n],
+                &vec![None::<i64>; n],
+                &vec![3i32; n],
+                &vec![100i32; n],
+                &vec![10i32; n],
+            ],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+}
+
+#[tokio::test]
+async fn a_batch_call_decides_in_device_order_and_appends_each_chain_row_by_row() {
+    let (_db, store, shop) = given_shop().await;
+    given_device(&store, &shop, "pos", Algorithm::HotpWithoutPrice, 0).await;
+    given_device(&store, &shop, "till", Algorithm::HotpWithoutPrice, 0).await;
+    let client = store.pool().get().await.unwrap();
+    // Where each device's chain stands (its creation may have appended a row).
+    let head = |chain: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_opt(
+                    "SELECT seq FROM audit_heads WHERE instance_id = 'shop' AND chain = $1",
+                    &[&chain],
+                )
+                .await
+                .unwrap()
+                .map_or(0, |row| row.get::<_, i64>(0))
+        }
+    };
+    let (pos_at, till_at) = (head("pos").await, head("till").await);
+
+    // Positions interleave the devices; each device's attempts are decided in position order.
+    let answered = verify_batch_sql(
+        &client,
+        &["till", "pos", "till", "pos", "missing", "pos"],
+        &["{}", "{3}", "{}", "{3}", "{}", "{4}"],
+    )
+    .await;
+    let mut by_ord = answered.clone();
+    by_ord.sort();
+    assert_eq!(
+        by_ord,
+        [
+            (1, "mismatch".to_owned()),
+            (2, "verified".to_owned()),
+            (3, "mismatch".to_owned()),
+            (4, "replayed".to_owned()),
+            (5, "no_device".to_owned()),
+            (6, "verified".to_owned()),
+        ]
+    );
+    // Answered in the order decided: by device id, then position.
+    let order: Vec<i32> = answered.iter().map(|(ord, _)| *ord).collect();
+    assert_eq!(order, [5, 2, 4, 6, 1, 3]);
+    assert_eq!(stored(&store, &shop, &device_id("pos")).await.counter, 5);
+
+    // One audit row per recorded attempt, each chain numbered on from its head, and the
+    // details audit_append() would have written.
+    let rows = client
+        .query(
+            "SELECT chain, seq, details FROM audit_log
+              WHERE instance_id = 'shop' AND event = 'verification' ORDER BY serial",
+            &[],
+        )
+        .await
+        .unwrap();
+    let trail: Vec<(String, i64, serde_json::Value)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.get(0),
+                row.get(1),
+                serde_json::from_str(row.get::<_, &str>(2)).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            (
+                "pos".into(),
+                pos_at + 1,
+                serde_json::json!({"outcome": "verified", "reference": "order-1", "otp_ctr": 3})
+            ),
+            (
+                "pos".into(),
+                pos_at + 2,
+                serde_json::json!({"outcome": "replayed", "reference": "order-3", "otp_ctr": 3})
+            ),
+            (
+                "pos".into(),
+                pos_at + 3,
+                serde_json::json!({"outcome": "verified", "reference": "order-5", "otp_ctr": 4})
+            ),
+            (
+                "till".into(),
+                till_at + 1,
+                serde_json::json!({"outcome": "mismatch", "reference": "order-0"})
+            ),
+            (
+                "till".into(),
+                till_at + 2,
+                serde_json::json!({"outcome": "mismatch", "reference": "order-2"})
+            ),
+        ]
+    );
+    assert_eq!(
+        (head("pos").await, head("till").await),
+        (pos_at + 3, till_at + 2)
+    );
+    // The history, in the order decided.
+    let history = verifications::history(&store, &shop, &device_id("pos"), 10, 0)
+        .await
+        .unwrap();
+    let references: Vec<_> = history.iter().map(|h| h.reference.clone()).collect();
+    assert_eq!(
+        references,
+        [
+            Some("order-5".to_owned()),
+            Some("order-3".to_owned()),
+            Some("order-1".to_owned())
+        ]
+    );
+
+    // The one-attempt function the previous binary calls goes through the same decision and
+    // chain.
+    let row = client
+        .query_one(
+            "SELECT outcome, locked FROM otp_verify_observed('shop', 'till', now(), 2::smallint,
+                 '', '{}'::bigint[], '{}'::integer[], 0, 40, NULL, '192.0.2.1', NULL, 3, 100,
+                 10)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "mismatch");
+    assert!(row.get::<_, bool>(1), "the third mismatch in a row locks");
+    assert!(
+        audit::verify_chain(&store, &shop)
+            .await
+            .unwrap()
+            .is_intact()
+    );
+}

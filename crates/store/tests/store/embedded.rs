@@ -35,6 +35,16 @@ async fn a_cluster_starts_on_a_socket_with_a_long_path_is_reused_and_stops() {
     instances::create(&store, &instance_id("shop"), "Shop")
         .await
         .unwrap();
+    // The embedded server's own settings (otp_embedded_pg's SERVER_SETTINGS).
+    let wal_init_zero: String = store
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one("SHOW wal_init_zero", &[])
+        .await
+        .unwrap()
+        .get(0);
     store.pool().close();
     tokio::task::spawn_blocking(move || cluster.stop())
         .await
@@ -47,6 +57,7 @@ async fn a_cluster_starts_on_a_socket_with_a_long_path_is_reused_and_stops() {
     let _ = std::fs::remove_dir_all(&root);
     let _ = std::fs::remove_dir_all(&socket_dir);
 
+    assert_eq!(wal_init_zero, "off");
     assert!(first_started);
     assert!(!again.started_here());
     assert!(!socket_dir.starts_with(&root), "{socket_dir:?}");

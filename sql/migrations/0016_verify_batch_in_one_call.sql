@@ -1,0 +1,595 @@
+-- A batch of verification attempts decided in one function call, its records written set-wise
+-- (issue 10's latency goal).
+--
+-- The server sends the attempts that arrive together in one statement. Until now that statement
+-- called otp_verify_observed() once per attempt (CROSS JOIN LATERAL), and each call paid for
+-- itself: entering a PL/pgSQL function and saving and restoring its three settings (a new
+-- search_path also makes PostgreSQL work the schema search path out again), a nested
+-- audit_append() call with three settings of its own, and one statement each for the history
+-- row, the accepted values' pruning, the chain head's lock, the audit row and the head's move.
+-- pg_stat_statements had put the audit append alone at about 40 % of an attempt's time, most of
+-- it in calls, settings and executor set-up rather than in writing.
+--
+-- otp_verify_batch() takes the whole batch (one element per attempt in each array) and decides
+-- the attempts one after the other, in the order of (instance id, device id, position) as the
+-- statement did, each against the state the previous ones left, with the statements of
+-- otp_verify_observed() in migration 0015 and the same locks in the same order: each device's
+-- row, then its verification state. What it does once per batch instead of once per attempt,
+-- after the last decision:
+--   * prunes the accepted values no attempt can reach any more (one DELETE; an attempt later in
+--     the same batch may therefore still find such a value and be answered `replayed` where,
+--     alone, it would have been a mismatch: it was accepted before, which is what replayed
+--     says);
+--   * writes the history rows (one INSERT);
+--   * locks the batch's audit chain heads in chain order (one SELECT ... FOR UPDATE): after the
+--     devices' locks, which every other writer of a device's chain takes first or conflicts
+--     with, as the confirmations' batch statement does;
+--   * appends the audit rows, hashed as audit_append() hashes them, with the same event,
+--     details, time and chain (one INSERT), and moves each head (one UPDATE per round: a head
+--     moves one row at a time, so a chain with k attempts in the batch takes k rounds).
+-- All of it is one transaction, as before: a batch is decided and recorded wholly or not at all.
+-- audit_append() stays for every other event.
+--
+-- otp_verify_observed() becomes a call of otp_verify_batch() with one attempt, so the decision
+-- exists once; otp_verify() still wraps it.
+-- Expand only: same signatures and results for otp_verify_observed() and otp_verify(); the
+-- previous binary calls them as before.
+
+CREATE FUNCTION otp_verify_batch(
+    p_instances TEXT[],
+    p_devices TEXT[],
+    p_nows TIMESTAMPTZ[],
+    p_kinds SMALLINT[],
+    p_amounts TEXT[],
+    p_matches TEXT[],
+    p_offsets TEXT[],
+    p_range_lo BIGINT[],
+    p_range_hi BIGINT[],
+    p_references TEXT[],
+    p_clients TEXT[],
+    p_token_serials BIGINT[],
+    p_max_failures INTEGER[],
+    p_daily_failures INTEGER[],
+    p_lookaheads INTEGER[]
+) RETURNS TABLE (
+    ord INTEGER,
+    outcome TEXT,
+    retry_after_s INTEGER,
+    matched_ctr BIGINT,
+    matched_offset INTEGER,
+    replay_reference TEXT,
+    stored_ctr BIGINT,
+    locked BOOLEAN
+)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    SET enable_seqscan = off
+    SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    max_bigint CONSTANT BIGINT := 9223372036854775807;
+    max_integer CONSTANT INTEGER := 2147483647;
+    -- Steps kept beyond the largest window (10), for servers whose clocks differ.
+    totp_keep CONSTANT BIGINT := 20;
+    zero_hash CONSTANT BYTEA := decode(repeat('00', 32), 'hex');
+    v_count_all INTEGER := coalesce(cardinality(p_devices), 0);
+    v_audit_time TIMESTAMPTZ := now();
+    v_i INTEGER;
+    -- The attempt being decided.
+    v_instance_id TEXT;
+    v_device TEXT;
+    v_now TIMESTAMPTZ;
+    v_kind SMALLINT;
+    v_amount TEXT;
+    v_matches BIGINT[];
+    v_offsets INTEGER[];
+    v_range_lo BIGINT;
+    v_range_hi BIGINT;
+    v_reference_in TEXT;
+    v_lookahead INTEGER;
+    v_instance BIGINT;
+    v_state otp_verify_state%ROWTYPE;
+    v_today DATE;
+    v_step BIGINT;
+    v_count INTEGER;
+    v_ctr BIGINT;
+    v_hi BIGINT;
+    v_idx INTEGER;
+    v_value BIGINT;
+    v_inserted INTEGER;
+    v_outcome TEXT;
+    v_otp_ctr BIGINT;
+    v_offset INTEGER;
+    v_reference TEXT;
+    v_locked_until TIMESTAMPTZ;
+    v_details TEXT;
+    v_hash BYTEA;
+    v_chain INTEGER;
+    v_round INTEGER := 0;
+    v_rounds INTEGER := 0;
+    v_head RECORD;
+    -- The audit chains of the batch, in the order decided (a device's attempts are adjacent),
+    -- and their heads once locked.
+    c_instance TEXT[] := '{}';
+    c_chain TEXT[] := '{}';
+    c_seq BIGINT[] := '{}';
+    c_hash BYTEA[] := '{}';
+    -- Accepted values to prune: per success, its device, kind and the bound below which go.
+    prune_instance BIGINT[] := '{}';
+    prune_device TEXT[] := '{}';
+    prune_kind SMALLINT[] := '{}';
+    prune_below BIGINT[] := '{}';
+    -- The history rows, written after the last decision.
+    h_instance BIGINT[] := '{}';
+    h_device TEXT[] := '{}';
+    h_time TIMESTAMPTZ[] := '{}';
+    h_outcome TEXT[] := '{}';
+    h_reference TEXT[] := '{}';
+    h_ctr BIGINT[] := '{}';
+    h_offset INTEGER[] := '{}';
+    h_client TEXT[] := '{}';
+    h_token BIGINT[] := '{}';
+    -- The audit rows, likewise: each one's chain (an index into c_*), details, and the round
+    -- in which it moves its chain's head; seq and hashes are filled in once the heads are locked.
+    a_chain INTEGER[] := '{}';
+    a_details TEXT[] := '{}';
+    a_round INTEGER[] := '{}';
+    a_instance TEXT[] := '{}';
+    a_device TEXT[] := '{}';
+    a_seq BIGINT[] := '{}';
+    a_prev BYTEA[] := '{}';
+    a_hash BYTEA[] := '{}';
+BEGIN
+    IF coalesce(cardinality(p_instances), 0) <> v_count_all
+       OR coalesce(cardinality(p_nows), 0) <> v_count_all
+       OR coalesce(cardinality(p_kinds), 0) <> v_count_all
+       OR coalesce(cardinality(p_amounts), 0) <> v_count_all
+       OR coalesce(cardinality(p_matches), 0) <> v_count_all
+       OR coalesce(cardinality(p_offsets), 0) <> v_count_all
+       OR coalesce(cardinality(p_range_lo), 0) <> v_count_all
+       OR coalesce(cardinality(p_range_hi), 0) <> v_count_all
+       OR coalesce(cardinality(p_references), 0) <> v_count_all
+       OR coalesce(cardinality(p_clients), 0) <> v_count_all
+       OR coalesce(cardinality(p_token_serials), 0) <> v_count_all
+       OR coalesce(cardinality(p_max_failures), 0) <> v_count_all
+       OR coalesce(cardinality(p_daily_failures), 0) <> v_count_all
+       OR coalesce(cardinality(p_lookaheads), 0) <> v_count_all THEN
+        RAISE EXCEPTION 'otp_verify_batch: one element per attempt expected in every array';
+    END IF;
+
+    -- Attempts by (instance id, device id, position): every batch takes the devices' locks in
+    -- the same order (no two batches deadlock), and a device's attempts are adjacent.
+    FOR v_i IN
+        SELECT s.i
+          FROM generate_subscripts(p_devices, 1) AS s(i)
+         ORDER BY p_instances[s.i] COLLATE "C", p_devices[s.i] COLLATE "C", s.i
+    LOOP
+        v_instance_id := p_instances[v_i];
+        v_device := p_devices[v_i];
+        v_now := p_nows[v_i];
+        v_kind := p_kinds[v_i];
+        v_amount := p_amounts[v_i];
+        v_matches := p_matches[v_i]::bigint[];
+        v_offsets := p_offsets[v_i]::integer[];
+        v_range_lo := p_range_lo[v_i];
+        v_range_hi := p_range_hi[v_i];
+        v_reference_in := p_references[v_i];
+        v_lookahead := p_lookaheads[v_i];
+        v_today := (v_now AT TIME ZONE 'UTC')::date;
+        v_step := floor(extract(epoch FROM v_now) / 30)::bigint;
+        v_count := coalesce(cardinality(v_matches), 0);
+        v_outcome := NULL;
+        v_otp_ctr := NULL;
+        v_offset := NULL;
+        v_reference := NULL;
+        v_locked_until := NULL;
+        ord := v_i;
+        outcome := NULL;
+        retry_after_s := NULL;
+        matched_ctr := NULL;
+        matched_offset := NULL;
+        replay_reference := NULL;
+        stored_ctr := NULL;
+        locked := FALSE;
+
+        IF v_kind IS NULL OR v_kind NOT IN (1, 2) THEN
+            RAISE EXCEPTION 'otp_verify: kind must be 1 (TOTP) or 2 (HOTP), not %', v_kind;
+        END IF;
+        IF v_kind = 1 AND coalesce(cardinality(v_offsets), 0) <> v_count THEN
+            RAISE EXCEPTION 'otp_verify: one offset per TOTP step expected';
+        END IF;
+        IF p_max_failures[v_i] < 1 OR p_daily_failures[v_i] < 1 OR v_lookahead < 0 THEN
+            RAISE EXCEPTION 'otp_verify: limits must be positive and the look-ahead not negative';
+        END IF;
+
+        -- The device, by whole keys (the instance's in a sub-select). A key-share lock keeps it
+        -- from being deleted until we commit; an HOTP attempt locks the row against updates
+        -- too, so that the counter read here is the one the decision commits against.
+        IF v_kind = 2 THEN
+            SELECT d.instance_serial, d.otp_ctr INTO v_instance, v_ctr
+              FROM otp_devices d
+             WHERE d.instance_serial = (SELECT i.instance_serial
+                                          FROM instances i
+                                         WHERE i.instance_id = v_instance_id)
+               AND d.otp_device_id = v_device
+               FOR NO KEY UPDATE;
+        ELSE
+            SELECT d.instance_serial INTO v_instance
+              FROM otp_devices d
+             WHERE d.instance_serial = (SELECT i.instance_serial
+                                          FROM instances i
+                                         WHERE i.instance_id = v_instance_id)
+               AND d.otp_device_id = v_device
+               FOR KEY SHARE;
+        END IF;
+        IF NOT FOUND THEN
+            outcome := 'no_device';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+
+        -- The device's verification lock: one attempt at a time decides. Its row is made by
+        -- the device's first attempt.
+        SELECT * INTO v_state
+          FROM otp_verify_state s
+         WHERE s.instance_serial = v_instance
+           AND s.otp_device_id = v_device
+           FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO otp_verify_state (instance_serial, otp_device_id)
+            VALUES (v_instance, v_device)
+            ON CONFLICT (instance_serial, otp_device_id) DO NOTHING;
+            SELECT * INTO STRICT v_state
+              FROM otp_verify_state s
+             WHERE s.instance_serial = v_instance
+               AND s.otp_device_id = v_device
+               FOR UPDATE;
+        END IF;
+
+        -- Refusals: logged, not counted.
+        IF v_state.day = v_today AND v_state.day_failures >= p_daily_failures[v_i] THEN
+            v_outcome := 'daily_limit';
+            retry_after_s := ceil(extract(epoch FROM
+                ((v_today + 1)::timestamp AT TIME ZONE 'UTC') - v_now))::integer;
+        ELSIF v_state.locked_until > v_now THEN
+            v_outcome := 'locked';
+            retry_after_s := ceil(extract(epoch FROM v_state.locked_until - v_now))::integer;
+        END IF;
+
+        IF v_outcome IS NULL AND v_kind = 1 THEN
+            -- TOTP: the nearest matching step not accepted before wins.
+            FOR v_idx IN 1 .. v_count LOOP
+                v_value := v_matches[v_idx];
+                INSERT INTO otp_verify_accepted AS a
+                       (instance_serial, otp_device_id, kind, value, amount, reference,
+                        accepted_at)
+                VALUES (v_instance, v_device, 1, v_value, v_amount, v_reference_in, v_now)
+                ON CONFLICT (instance_serial, otp_device_id, kind, value, amount) DO NOTHING;
+                GET DIAGNOSTICS v_inserted = ROW_COUNT;
+                IF v_inserted > 0 THEN
+                    v_outcome := 'verified';
+                    v_offset := v_offsets[v_idx];
+                    -- Accepted steps no window can reach any more go at the end of the batch
+                    -- (the table grows only here).
+                    prune_instance := prune_instance || v_instance;
+                    prune_device := prune_device || v_device;
+                    prune_kind := prune_kind || 1::smallint;
+                    prune_below := prune_below || (v_step - totp_keep);
+                    EXIT;
+                ELSIF v_outcome IS NULL THEN
+                    v_outcome := 'replayed';
+                    v_offset := v_offsets[v_idx];
+                    SELECT a.reference INTO v_reference
+                      FROM otp_verify_accepted a
+                     WHERE a.instance_serial = v_instance
+                       AND a.otp_device_id = v_device
+                       AND a.kind = 1
+                       AND a.value = v_value
+                       AND a.amount = v_amount;
+                END IF;
+            END LOOP;
+            IF v_outcome = 'verified' THEN
+                v_reference := NULL;
+            END IF;
+        ELSIF v_outcome IS NULL AND v_kind = 2 THEN
+            -- HOTP: decided against the counter read under the device's row lock.
+            v_hi := CASE WHEN v_ctr > max_bigint - v_lookahead THEN max_bigint
+                         ELSE v_ctr + v_lookahead END;
+            -- The smallest match in [S, S + L], when the server computed every
+            -- counter from S on (else a smaller match might be unknown).
+            IF v_range_lo <= v_ctr THEN
+                FOR v_idx IN 1 .. v_count LOOP
+                    v_value := v_matches[v_idx];
+                    CONTINUE WHEN v_value < v_ctr OR v_value > v_hi;
+                    INSERT INTO otp_verify_accepted AS a
+                           (instance_serial, otp_device_id, kind, value, amount, reference,
+                            accepted_at)
+                    VALUES (v_instance, v_device, 2, v_value, '', v_reference_in, v_now)
+                    ON CONFLICT (instance_serial, otp_device_id, kind, value, amount) DO NOTHING;
+                    GET DIAGNOSTICS v_inserted = ROW_COUNT;
+                    IF v_inserted > 0 THEN
+                        UPDATE otp_devices d
+                           SET otp_ctr = GREATEST(d.otp_ctr,
+                                   CASE WHEN v_value = max_bigint THEN max_bigint
+                                        ELSE v_value + 1 END),
+                               updated_at = now()
+                         WHERE d.instance_serial = v_instance
+                           AND d.otp_device_id = v_device;
+                        v_outcome := 'verified';
+                        v_otp_ctr := v_value;
+                        v_reference := NULL;
+                        -- Accepted counters far below the stored one go at the end of the
+                        -- batch (at least the last look-ahead + 10 are kept; the table grows
+                        -- only here).
+                        prune_instance := prune_instance || v_instance;
+                        prune_device := prune_device || v_device;
+                        prune_kind := prune_kind || 2::smallint;
+                        prune_below := prune_below || (v_ctr - v_lookahead - 10);
+                        EXIT;
+                    ELSIF v_outcome IS NULL THEN
+                        -- Accepted before, and the counter was set back since.
+                        v_outcome := 'replayed';
+                        v_otp_ctr := v_value;
+                        SELECT a.reference INTO v_reference
+                          FROM otp_verify_accepted a
+                         WHERE a.instance_serial = v_instance
+                           AND a.otp_device_id = v_device
+                           AND a.kind = 2
+                           AND a.value = v_value
+                           AND a.amount = '';
+                    END IF;
+                END LOOP;
+            END IF;
+            -- A match below S: replayed if it was accepted, skipped otherwise.
+            IF v_outcome IS NULL THEN
+                FOR v_idx IN 1 .. v_count LOOP
+                    v_value := v_matches[v_idx];
+                    CONTINUE WHEN v_value >= v_ctr;
+                    SELECT a.reference INTO v_reference
+                      FROM otp_verify_accepted a
+                     WHERE a.instance_serial = v_instance
+                       AND a.otp_device_id = v_device
+                       AND a.kind = 2
+                       AND a.value = v_value
+                       AND a.amount = '';
+                    IF FOUND THEN
+                        v_outcome := 'replayed';
+                        v_otp_ctr := v_value;
+                        EXIT;
+                    END IF;
+                END LOOP;
+            END IF;
+            -- The server's codes do not cover [S, S + L]: it computes again (nothing is
+            -- recorded; the device's locks are kept to the end of the batch).
+            IF v_outcome IS NULL AND (v_range_lo > v_ctr OR v_range_hi < v_hi) THEN
+                outcome := 'stale';
+                stored_ctr := v_ctr;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+
+        IF v_outcome IS NULL THEN
+            -- Mismatch: counted; the F-th in a row and every later one locks.
+            v_outcome := 'mismatch';
+            IF v_state.day IS DISTINCT FROM v_today THEN
+                v_state.day := v_today;
+                v_state.day_failures := 0;
+            END IF;
+            v_state.day_failures := least(v_state.day_failures, max_integer - 1) + 1;
+            v_state.consecutive_failures :=
+                least(v_state.consecutive_failures, max_integer - 1) + 1;
+            IF v_state.consecutive_failures >= p_max_failures[v_i] THEN
+                IF v_state.lock_count = 0 THEN
+                    v_state.locked_until := to_timestamp((v_step + 1) * 30);
+                ELSE
+                    v_state.locked_until := v_now + make_interval(
+                        secs => least(30 << least(v_state.lock_count, 5), 900));
+                END IF;
+                v_state.lock_count := least(v_state.lock_count, max_integer - 1) + 1;
+            END IF;
+            UPDATE otp_verify_state s
+               SET consecutive_failures = v_state.consecutive_failures,
+                   lock_count = v_state.lock_count,
+                   locked_until = v_state.locked_until,
+                   day = v_state.day,
+                   day_failures = v_state.day_failures
+             WHERE s.instance_serial = v_instance
+               AND s.otp_device_id = v_device;
+            -- A mismatch that leaves the device locked is the one that locked it (attempts
+            -- during a lock are refused as locked before they are compared).
+            IF v_state.locked_until > v_now THEN
+                locked := TRUE;
+                v_locked_until := v_state.locked_until;
+            END IF;
+        ELSIF v_outcome = 'verified'
+              AND (v_state.consecutive_failures <> 0 OR v_state.lock_count <> 0
+                   OR v_state.locked_until IS NOT NULL) THEN
+            -- A success resets the lockout (not the daily count).
+            UPDATE otp_verify_state s
+               SET consecutive_failures = 0,
+                   lock_count = 0,
+                   locked_until = NULL
+             WHERE s.instance_serial = v_instance
+               AND s.otp_device_id = v_device;
+        END IF;
+
+        -- The history row, written with the others after the loop.
+        h_instance := h_instance || v_instance;
+        h_device := h_device || v_device;
+        h_time := h_time || v_now;
+        h_outcome := h_outcome || v_outcome;
+        h_reference := h_reference || v_reference_in;
+        h_ctr := h_ctr || v_otp_ctr;
+        h_offset := h_offset || v_offset;
+        h_client := h_client || p_clients[v_i];
+        h_token := h_token || p_token_serials[v_i];
+
+        -- The audit row of the device's chain, as audit_append() makes it; the chain's head
+        -- is locked and moved after the loop.
+        IF cardinality(c_chain) = 0 OR c_instance[cardinality(c_chain)] <> v_instance_id
+           OR c_chain[cardinality(c_chain)] <> v_device THEN
+            c_instance := c_instance || v_instance_id;
+            c_chain := c_chain || v_device;
+            v_round := 0;
+        END IF;
+        v_round := v_round + 1;
+        v_rounds := greatest(v_rounds, v_round);
+        a_chain := a_chain || cardinality(c_chain);
+        a_round := a_round || v_round;
+        a_details := a_details || jsonb_strip_nulls(jsonb_build_object(
+            'outcome', v_outcome,
+            'reference', v_reference_in,
+            'otp_ctr', v_otp_ctr,
+            'matched_offset', v_offset,
+            'locked_until', floor(extract(epoch FROM v_locked_until))::bigint))::text;
+
+        outcome := v_outcome;
+        matched_ctr := v_otp_ctr;
+        matched_offset := v_offset;
+        replay_reference := v_reference;
+        RETURN NEXT;
+    END LOOP;
+
+    IF cardinality(h_device) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Accepted values no attempt can be accepted or replayed against any more.
+    IF cardinality(prune_device) > 0 THEN
+        DELETE FROM otp_verify_accepted a
+         USING unnest(prune_instance, prune_device, prune_kind, prune_below)
+               AS p(instance_serial, otp_device_id, kind, below)
+         WHERE a.instance_serial = p.instance_serial
+           AND a.otp_device_id = p.otp_device_id
+           AND a.kind = p.kind
+           AND a.value < p.below;
+    END IF;
+
+    -- The records, in the order the attempts were decided.
+    INSERT INTO otp_verifications
+           (instance_serial, otp_device_id, time, outcome, reference, otp_ctr,
+            matched_offset, client, token_serial)
+    SELECT h.instance_serial, h.otp_device_id, h.time, h.outcome, h.reference, h.otp_ctr,
+           h.matched_offset, h.client, h.token_serial
+      FROM unnest(h_instance, h_device, h_time, h_outcome, h_reference, h_ctr, h_offset,
+                  h_client, h_token)
+           WITH ORDINALITY AS h(instance_serial, otp_device_id, time, outcome, reference,
+                                otp_ctr, matched_offset, client, token_serial, n)
+     ORDER BY h.n;
+
+    -- The chains' heads, locked in the order of the chains (instance id, device id), as every
+    -- batch and audit_append() take them: after the devices' own locks, which every other
+    -- writer of a device's chain takes first or conflicts with.
+    c_seq := array_fill(NULL::bigint, ARRAY[cardinality(c_chain)]);
+    c_hash := array_fill(NULL::bytea, ARRAY[cardinality(c_chain)]);
+    FOR v_head IN
+        SELECT c.n, h.seq, h.hash
+          FROM unnest(c_instance, c_chain) WITH ORDINALITY AS c(instance_id, chain, n)
+          JOIN audit_heads h ON h.instance_id = c.instance_id
+                            AND h.chain = c.chain COLLATE "C"
+         ORDER BY c.n
+           FOR UPDATE OF h
+    LOOP
+        c_seq[v_head.n] := v_head.seq;
+        c_hash[v_head.n] := v_head.hash;
+    END LOOP;
+    -- A chain without a head yet (its device's first audited event) gets one, as in
+    -- audit_append().
+    FOR v_chain IN 1 .. cardinality(c_chain) LOOP
+        CONTINUE WHEN c_seq[v_chain] IS NOT NULL;
+        INSERT INTO audit_heads (instance_id, chain, seq, hash)
+        VALUES (c_instance[v_chain], c_chain[v_chain], 0, zero_hash)
+        ON CONFLICT (instance_id, chain) DO NOTHING;
+        SELECT h.seq, h.hash INTO STRICT v_value, v_hash
+          FROM audit_heads h
+         WHERE h.instance_id = c_instance[v_chain]
+           AND h.chain = c_chain[v_chain]
+           FOR UPDATE;
+        c_seq[v_chain] := v_value;
+        c_hash[v_chain] := v_hash;
+    END LOOP;
+
+    -- The audit rows, each chained to the one before it in its chain.
+    FOR v_idx IN 1 .. cardinality(a_chain) LOOP
+        v_chain := a_chain[v_idx];
+        v_hash := audit_hash(c_instance[v_chain], c_seq[v_chain] + 1, v_audit_time,
+                             'verification', c_chain[v_chain], h_token[v_idx], h_client[v_idx],
+                             a_details[v_idx], c_hash[v_chain]);
+        a_instance := a_instance || c_instance[v_chain];
+        a_device := a_device || c_chain[v_chain];
+        a_seq := a_seq || (c_seq[v_chain] + 1);
+        a_prev := a_prev || c_hash[v_chain];
+        a_hash := a_hash || v_hash;
+        c_seq[v_chain] := c_seq[v_chain] + 1;
+        c_hash[v_chain] := v_hash;
+    END LOOP;
+    INSERT INTO audit_log (instance_id, chain, seq, time, event, device_id, token_serial,
+                           client, details, prev_hash, hash)
+    SELECT a.instance_id, a.chain, a.seq, v_audit_time, 'verification', a.chain,
+           a.token_serial, a.client, a.details, a.prev_hash, a.hash
+      FROM unnest(a_instance, a_device, a_seq, h_token, h_client, a_details, a_prev, a_hash)
+           WITH ORDINALITY AS a(instance_id, chain, seq, token_serial, client, details,
+                                prev_hash, hash, n)
+     ORDER BY a.n;
+    -- Each head moves one row at a time (audit_head_forward()): one UPDATE per round.
+    FOR v_round IN 1 .. v_rounds LOOP
+        UPDATE audit_heads h
+           SET seq = a.seq,
+               hash = a.hash
+          FROM unnest(a_instance, a_device, a_seq, a_hash, a_round)
+               AS a(instance_id, chain, seq, hash, round)
+         WHERE a.round = v_round
+           AND h.instance_id = a.instance_id
+           AND h.chain = a.chain COLLATE "C";
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION otp_verify_batch(TEXT[], TEXT[], TIMESTAMPTZ[], SMALLINT[], TEXT[], TEXT[],
+                                     TEXT[], BIGINT[], BIGINT[], TEXT[], TEXT[], BIGINT[],
+                                     INTEGER[], INTEGER[], INTEGER[]) IS
+    'Decides a batch of verification attempts (docs/api.md, verification; one element per attempt in each array, matches and offsets as array literals) in the order of instance id, device id and position, each under its device''s verification lock, records them in otp_verifications and appends them to their devices'' audit chains; ord: the attempt''s position in the arrays (1-based); locked: whether its mismatch locked the device';
+
+CREATE OR REPLACE FUNCTION otp_verify_observed(
+    p_instance TEXT,
+    p_device TEXT,
+    p_now TIMESTAMPTZ,
+    p_kind SMALLINT,
+    p_amount TEXT,
+    p_matches BIGINT[],
+    p_offsets INTEGER[],
+    p_range_lo BIGINT,
+    p_range_hi BIGINT,
+    p_reference TEXT,
+    p_client TEXT,
+    p_token_serial BIGINT,
+    p_max_failures INTEGER,
+    p_daily_failures INTEGER,
+    p_lookahead INTEGER
+) RETURNS TABLE (
+    outcome TEXT,
+    retry_after_s INTEGER,
+    matched_ctr BIGINT,
+    matched_offset INTEGER,
+    replay_reference TEXT,
+    stored_ctr BIGINT,
+    locked BOOLEAN
+)
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    SELECT v.outcome, v.retry_after_s, v.matched_ctr, v.matched_offset, v.replay_reference,
+           v.stored_ctr, v.locked
+      FROM otp_verify_batch(ARRAY[p_instance], ARRAY[p_device], ARRAY[p_now], ARRAY[p_kind],
+                            ARRAY[p_amount], ARRAY[p_matches::text], ARRAY[p_offsets::text],
+                            ARRAY[p_range_lo], ARRAY[p_range_hi], ARRAY[p_reference],
+                            ARRAY[p_client], ARRAY[p_token_serial], ARRAY[p_max_failures],
+                            ARRAY[p_daily_failures], ARRAY[p_lookahead]) v
+$$;
+
+COMMENT ON FUNCTION otp_verify_observed(TEXT, TEXT, TIMESTAMPTZ, SMALLINT, TEXT, BIGINT[],
+                                        INTEGER[], BIGINT, BIGINT, TEXT, TEXT, BIGINT, INTEGER,
+                                        INTEGER, INTEGER) IS
+    'otp_verify_batch() for one attempt: decides it, records it in otp_verifications and appends it to the device''s audit chain; locked: whether this attempt''s mismatch locked the device';
