@@ -1,39 +1,199 @@
--- A batch of verification attempts decided in one function call, its records written set-wise
--- (issue 10's latency goal).
+-- A batch of verification attempts decided in one function call, and a batch's audit rows
+-- appended together (issue 10's latency goal).
 --
 -- The server sends the attempts that arrive together in one statement. Until now that statement
 -- called otp_verify_observed() once per attempt (CROSS JOIN LATERAL), and each call paid for
 -- itself: entering a PL/pgSQL function and saving and restoring its three settings (a new
--- search_path also makes PostgreSQL work the schema search path out again), a nested
--- audit_append() call with three settings of its own, and one statement each for the history
--- row, the accepted values' pruning, the chain head's lock, the audit row and the head's move.
--- pg_stat_statements had put the audit append alone at about 40 % of an attempt's time, most of
--- it in calls, settings and executor set-up rather than in writing.
+-- search_path also makes PostgreSQL work the schema search path out again), the instance's
+-- lookup, a nested audit_append() call with three settings of its own, and one statement each
+-- for the history row, the accepted values' pruning, the chain head's lock, the audit row and
+-- the head's move, which a trigger call checked. pg_stat_statements had put the audit append
+-- alone at about 40 % of an attempt's time, most of it in calls, settings and executor set-up
+-- rather than in writing.
 --
 -- otp_verify_batch() takes the whole batch (one element per attempt in each array) and decides
 -- the attempts one after the other, in the order of (instance id, device id, position) as the
 -- statement did, each against the state the previous ones left, with the statements of
 -- otp_verify_observed() in migration 0015 and the same locks in the same order: each device's
--- row, then its verification state. What it does once per batch instead of once per attempt,
--- after the last decision:
---   * prunes the accepted values no attempt can reach any more (one DELETE; an attempt later in
---     the same batch may therefore still find such a value and be answered `replayed` where,
---     alone, it would have been a mismatch: it was accepted before, which is what replayed
---     says);
+-- row, then its verification state. What it does once per batch instead of once per attempt:
+--   * looks each instance up once per run of its attempts;
+--   * prunes, after the last decision, the accepted values no attempt can reach any more (one
+--     DELETE; an attempt later in the same batch may therefore still find such a value and be
+--     answered `replayed` where, alone, it would have been a mismatch: it was accepted before,
+--     which is what replayed says);
 --   * writes the history rows (one INSERT);
---   * locks the batch's audit chain heads in chain order (one SELECT ... FOR UPDATE): after the
---     devices' locks, which every other writer of a device's chain takes first or conflicts
---     with, as the confirmations' batch statement does;
---   * appends the audit rows, hashed as audit_append() hashes them, with the same event,
---     details, time and chain (one INSERT), and moves each head (one UPDATE per round: a head
---     moves one row at a time, so a chain with k attempts in the batch takes k rounds).
+--   * appends the audit rows through audit_append_batch().
 -- All of it is one transaction, as before: a batch is decided and recorded wholly or not at all.
--- audit_append() stays for every other event.
+--
+-- audit_append_batch() appends many rows as audit_append() would one by one (same hashes, same
+-- chains, rows of one chain in the order given): it locks the heads of all the rows' chains in
+-- one SELECT ... FOR UPDATE, in the order of (instance id, chain) in bytes, inserts the rows in
+-- one INSERT and moves the heads in one UPDATE per round (a head moves one row at a time, so a
+-- chain with k rows takes k rounds). Called after the devices' own locks, as the confirmations'
+-- batch statement, which now uses it too, calls it: every other writer of a device's chain
+-- takes the device's lock first or conflicts with it. audit_append() stays for single events.
+--
+-- The guard that a head moves only one row forward (audit_head_forward(), a BEFORE UPDATE
+-- trigger per row since migration 0010) checks each UPDATE statement as a whole instead, from
+-- its transition tables (audit_heads_forward()): one trigger call per batch rather than one per
+-- row. Same rule, same error.
 --
 -- otp_verify_observed() becomes a call of otp_verify_batch() with one attempt, so the decision
 -- exists once; otp_verify() still wraps it.
--- Expand only: same signatures and results for otp_verify_observed() and otp_verify(); the
--- previous binary calls them as before.
+-- Expand only: same signatures and results for otp_verify_observed(), otp_verify() and
+-- audit_append(); the previous binary calls them as before.
+
+-- Appends a batch of rows to their audit chains: what audit_append() does for each row, with
+-- one statement per batch for each of its steps instead of one per row.
+CREATE FUNCTION audit_append_batch(
+    p_instances TEXT[],
+    p_event TEXT,
+    p_devices TEXT[],
+    p_token_serials BIGINT[],
+    p_clients TEXT[],
+    p_details TEXT[]
+) RETURNS INTEGER
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    SET enable_seqscan = off
+    SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    zero_hash CONSTANT BYTEA := decode(repeat('00', 32), 'hex');
+    v_count INTEGER := coalesce(cardinality(p_instances), 0);
+    v_time TIMESTAMPTZ := now();
+    v_row RECORD;
+    v_c INTEGER;
+    v_k INTEGER;
+    v_i INTEGER;
+    v_seq BIGINT;
+    v_hash BYTEA;
+    v_round INTEGER := 0;
+    v_rounds INTEGER := 0;
+    -- The chains, in locking order, and their heads once locked.
+    c_instance TEXT[] := '{}';
+    c_chain TEXT[] := '{}';
+    c_seq BIGINT[];
+    c_hash BYTEA[];
+    -- The rows in chain order: position in the arguments, chain, round (the k-th row of a
+    -- chain moves its head in round k), and what is computed once the heads are locked.
+    r_arg INTEGER[] := '{}';
+    r_chain INTEGER[] := '{}';
+    r_round INTEGER[] := '{}';
+    r_instance TEXT[] := '{}';
+    r_chain_name TEXT[] := '{}';
+    r_device TEXT[] := '{}';
+    r_token BIGINT[] := '{}';
+    r_client TEXT[] := '{}';
+    r_details TEXT[] := '{}';
+    r_seq BIGINT[] := '{}';
+    r_prev BYTEA[] := '{}';
+    r_hash BYTEA[] := '{}';
+BEGIN
+    IF coalesce(cardinality(p_devices), 0) <> v_count
+       OR coalesce(cardinality(p_token_serials), 0) <> v_count
+       OR coalesce(cardinality(p_clients), 0) <> v_count
+       OR coalesce(cardinality(p_details), 0) <> v_count THEN
+        RAISE EXCEPTION 'audit_append_batch: one element per row expected in every array';
+    END IF;
+    IF v_count = 0 THEN
+        RETURN 0;
+    END IF;
+
+    -- Rows by (instance id, chain) in bytes, and in the order given within a chain.
+    FOR v_row IN
+        SELECT s.i, p_instances[s.i] AS instance_id, coalesce(p_devices[s.i], '') AS chain
+          FROM generate_subscripts(p_instances, 1) AS s(i)
+         ORDER BY p_instances[s.i] COLLATE "C", coalesce(p_devices[s.i], '') COLLATE "C", s.i
+    LOOP
+        v_c := cardinality(c_chain);
+        IF v_c = 0 OR c_instance[v_c] <> v_row.instance_id OR c_chain[v_c] <> v_row.chain THEN
+            c_instance := c_instance || v_row.instance_id;
+            c_chain := c_chain || v_row.chain;
+            v_round := 0;
+        END IF;
+        v_round := v_round + 1;
+        v_rounds := greatest(v_rounds, v_round);
+        r_arg := r_arg || v_row.i;
+        r_chain := r_chain || cardinality(c_chain);
+        r_round := r_round || v_round;
+    END LOOP;
+
+    -- The heads, locked in that order until the transaction ends (audit_append() and every
+    -- batch lock them so), each made at seq 0 the first time.
+    c_seq := array_fill(NULL::bigint, ARRAY[cardinality(c_chain)]);
+    c_hash := array_fill(NULL::bytea, ARRAY[cardinality(c_chain)]);
+    FOR v_row IN
+        SELECT c.n, h.seq, h.hash
+          FROM unnest(c_instance, c_chain) WITH ORDINALITY AS c(instance_id, chain, n)
+          JOIN audit_heads h ON h.instance_id = c.instance_id
+                            AND h.chain = c.chain COLLATE "C"
+         ORDER BY c.n
+           FOR UPDATE OF h
+    LOOP
+        c_seq[v_row.n] := v_row.seq;
+        c_hash[v_row.n] := v_row.hash;
+    END LOOP;
+    FOR v_c IN 1 .. cardinality(c_chain) LOOP
+        CONTINUE WHEN c_seq[v_c] IS NOT NULL;
+        INSERT INTO audit_heads (instance_id, chain, seq, hash)
+        VALUES (c_instance[v_c], c_chain[v_c], 0, zero_hash)
+        ON CONFLICT (instance_id, chain) DO NOTHING;
+        SELECT h.seq, h.hash INTO STRICT v_seq, v_hash
+          FROM audit_heads h
+         WHERE h.instance_id = c_instance[v_c]
+           AND h.chain = c_chain[v_c]
+           FOR UPDATE;
+        c_seq[v_c] := v_seq;
+        c_hash[v_c] := v_hash;
+    END LOOP;
+
+    -- Each row chained to the one before it in its chain, hashed as audit_append() hashes it.
+    FOR v_k IN 1 .. cardinality(r_arg) LOOP
+        v_i := r_arg[v_k];
+        v_c := r_chain[v_k];
+        v_seq := c_seq[v_c] + 1;
+        v_hash := audit_hash(c_instance[v_c], v_seq, v_time, p_event, p_devices[v_i],
+                             p_token_serials[v_i], p_clients[v_i],
+                             coalesce(p_details[v_i], '{}'), c_hash[v_c]);
+        r_instance := r_instance || c_instance[v_c];
+        r_chain_name := r_chain_name || c_chain[v_c];
+        r_device := r_device || p_devices[v_i];
+        r_token := r_token || p_token_serials[v_i];
+        r_client := r_client || p_clients[v_i];
+        r_details := r_details || coalesce(p_details[v_i], '{}');
+        r_seq := r_seq || v_seq;
+        r_prev := r_prev || c_hash[v_c];
+        r_hash := r_hash || v_hash;
+        c_seq[v_c] := v_seq;
+        c_hash[v_c] := v_hash;
+    END LOOP;
+    INSERT INTO audit_log (instance_id, chain, seq, time, event, device_id, token_serial,
+                           client, details, prev_hash, hash)
+    SELECT r.instance_id, r.chain, r.seq, v_time, p_event, r.device_id, r.token_serial,
+           r.client, r.details, r.prev_hash, r.hash
+      FROM unnest(r_instance, r_chain_name, r_seq, r_device, r_token, r_client, r_details,
+                  r_prev, r_hash)
+           WITH ORDINALITY AS r(instance_id, chain, seq, device_id, token_serial, client,
+                                details, prev_hash, hash, n)
+     ORDER BY r.n;
+    -- A head moves one row at a time (audit_heads_forward()): one UPDATE per round.
+    FOR v_round IN 1 .. v_rounds LOOP
+        UPDATE audit_heads h
+           SET seq = r.seq,
+               hash = r.hash
+          FROM unnest(r_instance, r_chain_name, r_seq, r_hash, r_round)
+               AS r(instance_id, chain, seq, hash, round)
+         WHERE r.round = v_round
+           AND h.instance_id = r.instance_id
+           AND h.chain = r.chain COLLATE "C";
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+
+COMMENT ON FUNCTION audit_append_batch(TEXT[], TEXT, TEXT[], BIGINT[], TEXT[], TEXT[]) IS
+    'Appends one audit row per array element (event p_event; chain of device p_devices[i], or the instance''s own when NULL) inside the caller''s transaction, as audit_append() would one by one: heads locked in the order of (instance id, chain) until the transaction ends, rows of one chain in the order given; returns the number of rows';
 
 CREATE FUNCTION otp_verify_batch(
     p_instances TEXT[],
@@ -89,6 +249,9 @@ DECLARE
     v_reference_in TEXT;
     v_lookahead INTEGER;
     v_instance BIGINT;
+    -- The instance id last looked up, and its serial (NULL: no such instance).
+    v_known_instance_id TEXT;
+    v_known_instance BIGINT;
     v_state otp_verify_state%ROWTYPE;
     v_today DATE;
     v_step BIGINT;
@@ -105,16 +268,6 @@ DECLARE
     v_locked_until TIMESTAMPTZ;
     v_details TEXT;
     v_hash BYTEA;
-    v_chain INTEGER;
-    v_round INTEGER := 0;
-    v_rounds INTEGER := 0;
-    v_head RECORD;
-    -- The audit chains of the batch, in the order decided (a device's attempts are adjacent),
-    -- and their heads once locked.
-    c_instance TEXT[] := '{}';
-    c_chain TEXT[] := '{}';
-    c_seq BIGINT[] := '{}';
-    c_hash BYTEA[] := '{}';
     -- Accepted values to prune: per success, its device, kind and the bound below which go.
     prune_instance BIGINT[] := '{}';
     prune_device TEXT[] := '{}';
@@ -130,16 +283,10 @@ DECLARE
     h_offset INTEGER[] := '{}';
     h_client TEXT[] := '{}';
     h_token BIGINT[] := '{}';
-    -- The audit rows, likewise: each one's chain (an index into c_*), details, and the round
-    -- in which it moves its chain's head; seq and hashes are filled in once the heads are locked.
-    a_chain INTEGER[] := '{}';
-    a_details TEXT[] := '{}';
-    a_round INTEGER[] := '{}';
+    -- The audit rows' instances and details, likewise (their chains and actors are the
+    -- history rows').
     a_instance TEXT[] := '{}';
-    a_device TEXT[] := '{}';
-    a_seq BIGINT[] := '{}';
-    a_prev BYTEA[] := '{}';
-    a_hash BYTEA[] := '{}';
+    a_details TEXT[] := '{}';
 BEGIN
     IF coalesce(cardinality(p_instances), 0) <> v_count_all
        OR coalesce(cardinality(p_nows), 0) <> v_count_all
@@ -203,23 +350,29 @@ BEGIN
             RAISE EXCEPTION 'otp_verify: limits must be positive and the look-ahead not negative';
         END IF;
 
-        -- The device, by whole keys (the instance's in a sub-select). A key-share lock keeps it
-        -- from being deleted until we commit; an HOTP attempt locks the row against updates
-        -- too, so that the counter read here is the one the decision commits against.
+        -- The instance, looked up once per run of its attempts (they are adjacent). Nothing
+        -- locks it: its devices' locks below are what keeps them, and an instance deleted
+        -- meanwhile takes its devices with it.
+        IF v_known_instance_id IS DISTINCT FROM v_instance_id THEN
+            v_known_instance_id := v_instance_id;
+            v_known_instance := NULL;
+            SELECT i.instance_serial INTO v_known_instance
+              FROM instances i
+             WHERE i.instance_id = v_instance_id;
+        END IF;
+        -- The device, by whole keys. A key-share lock keeps it from being deleted until we
+        -- commit; an HOTP attempt locks the row against updates too, so that the counter read
+        -- here is the one the decision commits against.
         IF v_kind = 2 THEN
             SELECT d.instance_serial, d.otp_ctr INTO v_instance, v_ctr
               FROM otp_devices d
-             WHERE d.instance_serial = (SELECT i.instance_serial
-                                          FROM instances i
-                                         WHERE i.instance_id = v_instance_id)
+             WHERE d.instance_serial = v_known_instance
                AND d.otp_device_id = v_device
                FOR NO KEY UPDATE;
         ELSE
             SELECT d.instance_serial INTO v_instance
               FROM otp_devices d
-             WHERE d.instance_serial = (SELECT i.instance_serial
-                                          FROM instances i
-                                         WHERE i.instance_id = v_instance_id)
+             WHERE d.instance_serial = v_known_instance
                AND d.otp_device_id = v_device
                FOR KEY SHARE;
         END IF;
@@ -426,18 +579,8 @@ BEGIN
         h_client := h_client || p_clients[v_i];
         h_token := h_token || p_token_serials[v_i];
 
-        -- The audit row of the device's chain, as audit_append() makes it; the chain's head
-        -- is locked and moved after the loop.
-        IF cardinality(c_chain) = 0 OR c_instance[cardinality(c_chain)] <> v_instance_id
-           OR c_chain[cardinality(c_chain)] <> v_device THEN
-            c_instance := c_instance || v_instance_id;
-            c_chain := c_chain || v_device;
-            v_round := 0;
-        END IF;
-        v_round := v_round + 1;
-        v_rounds := greatest(v_rounds, v_round);
-        a_chain := a_chain || cardinality(c_chain);
-        a_round := a_round || v_round;
+        -- The audit row of the device's chain, appended after the loop.
+        a_instance := a_instance || v_instance_id;
         a_details := a_details || jsonb_strip_nulls(jsonb_build_object(
             'outcome', v_outcome,
             'reference', v_reference_in,
@@ -479,71 +622,9 @@ BEGIN
                                 otp_ctr, matched_offset, client, token_serial, n)
      ORDER BY h.n;
 
-    -- The chains' heads, locked in the order of the chains (instance id, device id), as every
-    -- batch and audit_append() take them: after the devices' own locks, which every other
-    -- writer of a device's chain takes first or conflicts with.
-    c_seq := array_fill(NULL::bigint, ARRAY[cardinality(c_chain)]);
-    c_hash := array_fill(NULL::bytea, ARRAY[cardinality(c_chain)]);
-    FOR v_head IN
-        SELECT c.n, h.seq, h.hash
-          FROM unnest(c_instance, c_chain) WITH ORDINALITY AS c(instance_id, chain, n)
-          JOIN audit_heads h ON h.instance_id = c.instance_id
-                            AND h.chain = c.chain COLLATE "C"
-         ORDER BY c.n
-           FOR UPDATE OF h
-    LOOP
-        c_seq[v_head.n] := v_head.seq;
-        c_hash[v_head.n] := v_head.hash;
-    END LOOP;
-    -- A chain without a head yet (its device's first audited event) gets one, as in
-    -- audit_append().
-    FOR v_chain IN 1 .. cardinality(c_chain) LOOP
-        CONTINUE WHEN c_seq[v_chain] IS NOT NULL;
-        INSERT INTO audit_heads (instance_id, chain, seq, hash)
-        VALUES (c_instance[v_chain], c_chain[v_chain], 0, zero_hash)
-        ON CONFLICT (instance_id, chain) DO NOTHING;
-        SELECT h.seq, h.hash INTO STRICT v_value, v_hash
-          FROM audit_heads h
-         WHERE h.instance_id = c_instance[v_chain]
-           AND h.chain = c_chain[v_chain]
-           FOR UPDATE;
-        c_seq[v_chain] := v_value;
-        c_hash[v_chain] := v_hash;
-    END LOOP;
-
-    -- The audit rows, each chained to the one before it in its chain.
-    FOR v_idx IN 1 .. cardinality(a_chain) LOOP
-        v_chain := a_chain[v_idx];
-        v_hash := audit_hash(c_instance[v_chain], c_seq[v_chain] + 1, v_audit_time,
-                             'verification', c_chain[v_chain], h_token[v_idx], h_client[v_idx],
-                             a_details[v_idx], c_hash[v_chain]);
-        a_instance := a_instance || c_instance[v_chain];
-        a_device := a_device || c_chain[v_chain];
-        a_seq := a_seq || (c_seq[v_chain] + 1);
-        a_prev := a_prev || c_hash[v_chain];
-        a_hash := a_hash || v_hash;
-        c_seq[v_chain] := c_seq[v_chain] + 1;
-        c_hash[v_chain] := v_hash;
-    END LOOP;
-    INSERT INTO audit_log (instance_id, chain, seq, time, event, device_id, token_serial,
-                           client, details, prev_hash, hash)
-    SELECT a.instance_id, a.chain, a.seq, v_audit_time, 'verification', a.chain,
-           a.token_serial, a.client, a.details, a.prev_hash, a.hash
-      FROM unnest(a_instance, a_device, a_seq, h_token, h_client, a_details, a_prev, a_hash)
-           WITH ORDINALITY AS a(instance_id, chain, seq, token_serial, client, details,
-                                prev_hash, hash, n)
-     ORDER BY a.n;
-    -- Each head moves one row at a time (audit_head_forward()): one UPDATE per round.
-    FOR v_round IN 1 .. v_rounds LOOP
-        UPDATE audit_heads h
-           SET seq = a.seq,
-               hash = a.hash
-          FROM unnest(a_instance, a_device, a_seq, a_hash, a_round)
-               AS a(instance_id, chain, seq, hash, round)
-         WHERE a.round = v_round
-           AND h.instance_id = a.instance_id
-           AND h.chain = a.chain COLLATE "C";
-    END LOOP;
+    -- The audit rows, in the devices' chains, after the devices' own locks.
+    PERFORM audit_append_batch(a_instance, 'verification', h_device, h_token, h_client,
+                               a_details);
 END
 $$;
 
@@ -551,6 +632,53 @@ COMMENT ON FUNCTION otp_verify_batch(TEXT[], TEXT[], TIMESTAMPTZ[], SMALLINT[], 
                                      TEXT[], BIGINT[], BIGINT[], TEXT[], TEXT[], BIGINT[],
                                      INTEGER[], INTEGER[], INTEGER[]) IS
     'Decides a batch of verification attempts (docs/api.md, verification; one element per attempt in each array, matches and offsets as array literals) in the order of instance id, device id and position, each under its device''s verification lock, records them in otp_verifications and appends them to their devices'' audit chains; ord: the attempt''s position in the arrays (1-based); locked: whether its mismatch locked the device';
+
+-- The guard that a chain's head moves only one row forward, to the row appended after it
+-- (migration 0010's audit_head_forward(), a BEFORE UPDATE trigger per row), checks each UPDATE
+-- statement as a whole instead, from its transition tables: a batch moves all of its heads in
+-- one statement, and a trigger call per row (a PL/pgSQL call with its settings and a query) was
+-- about a twelfth of a batch's time in the database. Same rule, same error, raised before the
+-- statement's transaction can commit.
+DROP TRIGGER audit_heads_forward_only ON audit_heads;
+DROP FUNCTION audit_head_forward();
+
+CREATE FUNCTION audit_heads_forward() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    SET enable_seqscan = off
+    SET plan_cache_mode = force_generic_plan
+AS $$
+BEGIN
+    -- Every new head names the row of its chain at its seq, and that row follows the old head
+    -- of the same chain (keys are unique on both sides): one index lookup per head moved.
+    IF EXISTS (SELECT 1
+                 FROM audit_heads_new n
+                WHERE NOT EXISTS (SELECT 1
+                                    FROM audit_log l
+                                   WHERE l.instance_id = n.instance_id
+                                     AND l.chain = n.chain
+                                     AND l.seq = n.seq
+                                     AND l.hash = n.hash
+                                     AND EXISTS (SELECT 1
+                                                   FROM audit_heads_old o
+                                                  WHERE o.instance_id = n.instance_id
+                                                    AND o.chain = n.chain
+                                                    AND o.seq + 1 = n.seq
+                                                    AND o.hash = l.prev_hash))) THEN
+        RAISE EXCEPTION 'an audit chain head moves only to the row appended after it'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION audit_heads_forward() IS
+    'Trigger function (per UPDATE statement of audit_heads): refuses unless every head updated moved one row forward, to the audit_log row whose prev_hash is its previous hash';
+
+CREATE TRIGGER audit_heads_forward_only
+    AFTER UPDATE ON audit_heads
+    REFERENCING OLD TABLE AS audit_heads_old NEW TABLE AS audit_heads_new
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_heads_forward();
 
 CREATE OR REPLACE FUNCTION otp_verify_observed(
     p_instance TEXT,

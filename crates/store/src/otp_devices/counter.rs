@@ -42,8 +42,9 @@ const ADVANCE: &str = "
 
 // A batch of confirmations: $1..$5 hold one element per confirmation (instance, device, price
 // given, token serial, client). A device asked for N times is taken N values at once (if every
-// one of them may take one), and each value is audited in the order asked. Rows are locked in
-// the order of (instance id, device id), as every batch locks them, so batches never deadlock.
+// one of them may take one), and each value is audited in the order asked, the batch's audit
+// rows appended together (`audit_append_batch`, migration 0016). Rows are locked in the order of
+// (instance id, device id), as every batch locks them, so batches never deadlock.
 const ADVANCE_BATCH: &str = r#"
     WITH item AS (
         SELECT r.*,
@@ -76,14 +77,18 @@ const ADVANCE_BATCH: &str = r#"
                   d.otp_key_data_key, i.data_key_wrapped, d.otp_algorithm,
                   d.otp_ctr - l.n AS otp_ctr, d.created_at, d.updated_at
     ), audit AS (
-        SELECT audit_append(t.instance_id, 'confirmation_issued', t.otp_device_id,
-                   it.token_serial, it.client,
-                   jsonb_build_object('otp_ctr', t.otp_ctr + it.k)::text)
+        SELECT audit_append_batch(
+                   array_agg(t.instance_id ORDER BY t.instance_id, t.otp_device_id, it.k),
+                   'confirmation_issued',
+                   array_agg(t.otp_device_id ORDER BY t.instance_id, t.otp_device_id, it.k),
+                   array_agg(it.token_serial ORDER BY t.instance_id, t.otp_device_id, it.k),
+                   array_agg(it.client ORDER BY t.instance_id, t.otp_device_id, it.k),
+                   array_agg(jsonb_build_object('otp_ctr', t.otp_ctr + it.k)::text
+                             ORDER BY t.instance_id, t.otp_device_id, it.k)) AS appended
           FROM taken t
           JOIN item it ON it.instance_id = t.instance_id AND it.device_id = t.otp_device_id
-         ORDER BY t.instance_id, t.otp_device_id, it.k
     )
-    SELECT t.*, (SELECT count(*) FROM audit) AS audited FROM taken t"#;
+    SELECT t.*, (SELECT appended FROM audit) AS audited FROM taken t"#;
 
 const COUNTER: &str = "
     SELECT d.otp_algorithm, d.otp_ctr

@@ -196,6 +196,207 @@ async fn the_log_refuses_updates_deletes_and_truncation_and_outlives_its_instanc
     assert!(report.is_intact() && report.rows == 2, "{report:?}");
 }
 
+/// Appends to chain `$1` of `shop`, by hand, a row after its last one (hashed as `audit_append`
+/// hashes it), without moving the head.
+const APPEND: &str = "
+    INSERT INTO audit_log (instance_id, chain, seq, time, event, device_id, token_serial,
+                           client, details, prev_hash, hash)
+    SELECT l.instance_id, l.chain, l.seq + 1, now(), 'device_changed', l.chain, NULL, 'local',
+           '{}', l.hash,
+           audit_hash(l.instance_id, l.seq + 1, now(), 'device_changed', l.chain, NULL, 'local',
+                      '{}', l.hash)
+      FROM audit_log l
+     WHERE l.instance_id = 'shop' AND l.chain = $1
+     ORDER BY l.seq DESC
+     LIMIT 1";
+
+/// Moves the heads of chains `$1` of `shop` to their chains' last rows, in one statement.
+const MOVE_TO_LAST: &str = "
+    UPDATE audit_heads h
+       SET seq = l.seq, hash = l.hash
+      FROM audit_log l
+     WHERE h.instance_id = 'shop' AND h.chain = ANY($1)
+       AND l.instance_id = h.instance_id AND l.chain = h.chain
+       AND l.seq = (SELECT max(m.seq) FROM audit_log m
+                     WHERE m.instance_id = h.instance_id AND m.chain = h.chain)";
+
+/// Moves the head of chain `$1` of `shop` one row forward.
+const STEP: &str = "
+    UPDATE audit_heads h
+       SET seq = h.seq + 1,
+           hash = (SELECT l.hash FROM audit_log l
+                    WHERE l.instance_id = h.instance_id AND l.chain = h.chain
+                      AND l.seq = h.seq + 1)
+     WHERE h.instance_id = 'shop' AND h.chain = $1";
+
+#[tokio::test]
+async fn a_statement_moves_heads_only_one_row_forward_each_or_none() {
+    let (_db, store, shop) = given_shop().await;
+    for id in ["pos", "till"] {
+        otp_devices::create(&store, &shop, &new_device(id))
+            .await
+            .unwrap();
+    }
+    let client = store.pool().get().await.unwrap();
+    let refused = |result: Result<u64, tokio_postgres::Error>, what: &str| {
+        let err = result.expect_err(what);
+        assert_eq!(
+            err.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{what}: {err}"
+        );
+    };
+    let chains = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let heads = || async {
+        let rows = client
+            .query(
+                "SELECT chain, seq FROM audit_heads WHERE instance_id = 'shop' AND chain <> ''
+                  ORDER BY chain",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect::<Vec<(String, i64)>>()
+    };
+    // Each device's creation is its chain's first row.
+    assert_eq!(heads().await, [("pos".into(), 1), ("till".into(), 1)]);
+
+    // Both chains one row ahead of their heads: one statement moves both.
+    for chain in ["pos", "till"] {
+        client.execute(APPEND, &[&chain]).await.unwrap();
+    }
+    let moved = client
+        .execute(MOVE_TO_LAST, &[&chains(&["pos", "till"])])
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    assert_eq!(heads().await, [("pos".into(), 2), ("till".into(), 2)]);
+
+    // pos two rows ahead, till one: the statement moving both is refused as a whole.
+    client.execute(APPEND, &[&"pos"]).await.unwrap();
+    client.execute(APPEND, &[&"pos"]).await.unwrap();
+    client.execute(APPEND, &[&"till"]).await.unwrap();
+    refused(
+        client
+            .execute(MOVE_TO_LAST, &[&chains(&["pos", "till"])])
+            .await,
+        "a head moved two rows",
+    );
+    assert_eq!(heads().await, [("pos".into(), 2), ("till".into(), 2)]);
+    client
+        .execute(MOVE_TO_LAST, &[&chains(&["till"])])
+        .await
+        .unwrap();
+
+    // Back a row, onto another chain, or to a hash that is not its next row's: refused.
+    for (sql, what) in [
+        (
+            "UPDATE audit_heads SET seq = seq - 1 WHERE instance_id = 'shop' AND chain = 'till'",
+            "a head moved back",
+        ),
+        (
+            "UPDATE audit_heads SET chain = 'other' WHERE instance_id = 'shop' AND chain = 'till'",
+            "a head moved to another chain",
+        ),
+        (
+            "UPDATE audit_heads SET seq = seq + 1 WHERE instance_id = 'shop' AND chain = 'pos'",
+            "a head moved with its old hash",
+        ),
+    ] {
+        refused(client.execute(sql, &[]).await, what);
+    }
+    assert_eq!(heads().await, [("pos".into(), 2), ("till".into(), 3)]);
+
+    // One row at a time, pos catches up; every chain is intact.
+    for _ in 0..2 {
+        assert_eq!(client.execute(STEP, &[&"pos"]).await.unwrap(), 1);
+    }
+    assert_eq!(heads().await, [("pos".into(), 4), ("till".into(), 3)]);
+    let report = audit::verify_chain(&store, &shop).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_batch_append_continues_each_chain_in_the_order_given_and_starts_new_ones() {
+    let (_db, store, shop) = given_shop().await;
+    otp_devices::create(&store, &shop, &new_device("pos"))
+        .await
+        .unwrap();
+    let other = given_instance(&store, "other").await;
+    let client = store.pool().get().await.unwrap();
+    let instances = ["shop", "other", "shop", "shop", "other"];
+    let devices = [None, Some("new"), Some("pos"), None, Some("new")];
+    let details: Vec<String> = (0..5).map(|n| format!("{{\"n\": {n}}}")).collect();
+    let appended: i32 = client
+        .query_one(
+            "SELECT audit_append_batch($1, 'device_changed', $2, $3, $4, $5)",
+            &[
+                &instances.to_vec(),
+                &devices.to_vec(),
+                &vec![Some(7i64), None, None, Some(7), None],
+                &vec!["192.0.2.3"; 5],
+                &details,
+            ],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(appended, 5);
+
+    // Each row at the end of its chain, a chain's rows in the order given.
+    let rows = client
+        .query(
+            "SELECT instance_id, chain, seq, details FROM audit_log
+              WHERE event = 'device_changed' ORDER BY instance_id, chain, seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, i64, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let row = |instance: &str, chain: &str, seq: i64, n: usize| {
+        (
+            instance.to_owned(),
+            chain.to_owned(),
+            seq,
+            details[n].clone(),
+        )
+    };
+    assert_eq!(
+        rows,
+        [
+            row("other", "new", 1, 1),
+            row("other", "new", 2, 4),
+            row("shop", "", 1, 0),
+            row("shop", "", 2, 3),
+            row("shop", "pos", 2, 2),
+        ]
+    );
+    for instance in [&shop, &other] {
+        let report = audit::verify_chain(&store, instance).await.unwrap();
+        assert!(report.is_intact(), "{report:?}");
+    }
+    // Each with its own actor.
+    let actors: Vec<(String, Option<i64>)> = trail(&store, &shop)
+        .await
+        .into_iter()
+        .filter(|entry| entry.event == "device_changed")
+        .map(|entry| (entry.chain, entry.token_serial))
+        .collect();
+    assert_eq!(
+        actors,
+        [
+            ("".into(), Some(7)),
+            ("".into(), Some(7)),
+            ("pos".into(), None)
+        ]
+    );
+}
+
 /// Runs `sql` with the log's protecting triggers disabled, as an owner could.
 async fn tamper(store: &Store, sql: &str) {
     let mut client = store.pool().get().await.unwrap();
