@@ -235,19 +235,8 @@ DECLARE
     zero_hash CONSTANT BYTEA := decode(repeat('00', 32), 'hex');
     v_count_all INTEGER := coalesce(cardinality(p_devices), 0);
     v_audit_time TIMESTAMPTZ := now();
-    v_i INTEGER;
-    -- The attempt being decided.
-    v_instance_id TEXT;
-    v_device TEXT;
-    v_now TIMESTAMPTZ;
-    v_kind SMALLINT;
-    v_amount TEXT;
-    v_matches BIGINT[];
-    v_offsets INTEGER[];
-    v_range_lo BIGINT;
-    v_range_hi BIGINT;
-    v_reference_in TEXT;
-    v_lookahead INTEGER;
+    -- The attempt being decided (a row of the arguments).
+    att RECORD;
     v_instance BIGINT;
     -- The instance id last looked up, and its serial (NULL: no such instance).
     v_known_instance_id TEXT;
@@ -307,31 +296,28 @@ BEGIN
 
     -- Attempts by (instance id, device id, position): every batch takes the devices' locks in
     -- the same order (no two batches deadlock), and a device's attempts are adjacent.
-    FOR v_i IN
-        SELECT s.i
-          FROM generate_subscripts(p_devices, 1) AS s(i)
-         ORDER BY p_instances[s.i] COLLATE "C", p_devices[s.i] COLLATE "C", s.i
+    FOR att IN
+        SELECT a.i, a.instance_id, a.device_id, a.at, a.kind, a.amount,
+               a.matches::bigint[] AS matches, a.offsets::integer[] AS offsets, a.range_lo,
+               a.range_hi, a.reference, a.client, a.token_serial, a.max_failures,
+               a.daily_failures, a.lookahead
+          FROM unnest(p_instances, p_devices, p_nows, p_kinds, p_amounts, p_matches, p_offsets,
+                      p_range_lo, p_range_hi, p_references, p_clients, p_token_serials,
+                      p_max_failures, p_daily_failures, p_lookaheads)
+               WITH ORDINALITY AS a(instance_id, device_id, at, kind, amount, matches, offsets,
+                                    range_lo, range_hi, reference, client, token_serial,
+                                    max_failures, daily_failures, lookahead, i)
+         ORDER BY a.instance_id COLLATE "C", a.device_id COLLATE "C", a.i
     LOOP
-        v_instance_id := p_instances[v_i];
-        v_device := p_devices[v_i];
-        v_now := p_nows[v_i];
-        v_kind := p_kinds[v_i];
-        v_amount := p_amounts[v_i];
-        v_matches := p_matches[v_i]::bigint[];
-        v_offsets := p_offsets[v_i]::integer[];
-        v_range_lo := p_range_lo[v_i];
-        v_range_hi := p_range_hi[v_i];
-        v_reference_in := p_references[v_i];
-        v_lookahead := p_lookaheads[v_i];
-        v_today := (v_now AT TIME ZONE 'UTC')::date;
-        v_step := floor(extract(epoch FROM v_now) / 30)::bigint;
-        v_count := coalesce(cardinality(v_matches), 0);
+        v_today := (att.at AT TIME ZONE 'UTC')::date;
+        v_step := floor(extract(epoch FROM att.at) / 30)::bigint;
+        v_count := coalesce(cardinality(att.matches), 0);
         v_outcome := NULL;
         v_otp_ctr := NULL;
         v_offset := NULL;
         v_reference := NULL;
         v_locked_until := NULL;
-        ord := v_i;
+        ord := att.i;
         outcome := NULL;
         retry_after_s := NULL;
         matched_ctr := NULL;
@@ -340,40 +326,41 @@ BEGIN
         stored_ctr := NULL;
         locked := FALSE;
 
-        IF v_kind IS NULL OR v_kind NOT IN (1, 2) THEN
-            RAISE EXCEPTION 'otp_verify: kind must be 1 (TOTP) or 2 (HOTP), not %', v_kind;
-        END IF;
-        IF v_kind = 1 AND coalesce(cardinality(v_offsets), 0) <> v_count THEN
-            RAISE EXCEPTION 'otp_verify: one offset per TOTP step expected';
-        END IF;
-        IF p_max_failures[v_i] < 1 OR p_daily_failures[v_i] < 1 OR v_lookahead < 0 THEN
+        IF att.kind IS NULL OR att.kind NOT IN (1, 2)
+           OR (att.kind = 1 AND coalesce(cardinality(att.offsets), 0) <> v_count)
+           OR att.max_failures < 1 OR att.daily_failures < 1 OR att.lookahead < 0 THEN
+            IF att.kind IS NULL OR att.kind NOT IN (1, 2) THEN
+                RAISE EXCEPTION 'otp_verify: kind must be 1 (TOTP) or 2 (HOTP), not %', att.kind;
+            ELSIF att.kind = 1 AND coalesce(cardinality(att.offsets), 0) <> v_count THEN
+                RAISE EXCEPTION 'otp_verify: one offset per TOTP step expected';
+            END IF;
             RAISE EXCEPTION 'otp_verify: limits must be positive and the look-ahead not negative';
         END IF;
 
         -- The instance, looked up once per run of its attempts (they are adjacent). Nothing
         -- locks it: its devices' locks below are what keeps them, and an instance deleted
         -- meanwhile takes its devices with it.
-        IF v_known_instance_id IS DISTINCT FROM v_instance_id THEN
-            v_known_instance_id := v_instance_id;
+        IF v_known_instance_id IS DISTINCT FROM att.instance_id THEN
+            v_known_instance_id := att.instance_id;
             v_known_instance := NULL;
             SELECT i.instance_serial INTO v_known_instance
               FROM instances i
-             WHERE i.instance_id = v_instance_id;
+             WHERE i.instance_id = att.instance_id;
         END IF;
         -- The device, by whole keys. A key-share lock keeps it from being deleted until we
         -- commit; an HOTP attempt locks the row against updates too, so that the counter read
         -- here is the one the decision commits against.
-        IF v_kind = 2 THEN
+        IF att.kind = 2 THEN
             SELECT d.instance_serial, d.otp_ctr INTO v_instance, v_ctr
               FROM otp_devices d
              WHERE d.instance_serial = v_known_instance
-               AND d.otp_device_id = v_device
+               AND d.otp_device_id = att.device_id
                FOR NO KEY UPDATE;
         ELSE
             SELECT d.instance_serial INTO v_instance
               FROM otp_devices d
              WHERE d.instance_serial = v_known_instance
-               AND d.otp_device_id = v_device
+               AND d.otp_device_id = att.device_id
                FOR KEY SHARE;
         END IF;
         IF NOT FOUND THEN
@@ -387,78 +374,78 @@ BEGIN
         SELECT * INTO v_state
           FROM otp_verify_state s
          WHERE s.instance_serial = v_instance
-           AND s.otp_device_id = v_device
+           AND s.otp_device_id = att.device_id
            FOR UPDATE;
         IF NOT FOUND THEN
             INSERT INTO otp_verify_state (instance_serial, otp_device_id)
-            VALUES (v_instance, v_device)
+            VALUES (v_instance, att.device_id)
             ON CONFLICT (instance_serial, otp_device_id) DO NOTHING;
             SELECT * INTO STRICT v_state
               FROM otp_verify_state s
              WHERE s.instance_serial = v_instance
-               AND s.otp_device_id = v_device
+               AND s.otp_device_id = att.device_id
                FOR UPDATE;
         END IF;
 
         -- Refusals: logged, not counted.
-        IF v_state.day = v_today AND v_state.day_failures >= p_daily_failures[v_i] THEN
+        IF v_state.day = v_today AND v_state.day_failures >= att.daily_failures THEN
             v_outcome := 'daily_limit';
             retry_after_s := ceil(extract(epoch FROM
-                ((v_today + 1)::timestamp AT TIME ZONE 'UTC') - v_now))::integer;
-        ELSIF v_state.locked_until > v_now THEN
+                ((v_today + 1)::timestamp AT TIME ZONE 'UTC') - att.at))::integer;
+        ELSIF v_state.locked_until > att.at THEN
             v_outcome := 'locked';
-            retry_after_s := ceil(extract(epoch FROM v_state.locked_until - v_now))::integer;
+            retry_after_s := ceil(extract(epoch FROM v_state.locked_until - att.at))::integer;
         END IF;
 
-        IF v_outcome IS NULL AND v_kind = 1 THEN
+        IF v_outcome IS NULL AND att.kind = 1 THEN
             -- TOTP: the nearest matching step not accepted before wins.
             FOR v_idx IN 1 .. v_count LOOP
-                v_value := v_matches[v_idx];
+                v_value := att.matches[v_idx];
                 INSERT INTO otp_verify_accepted AS a
                        (instance_serial, otp_device_id, kind, value, amount, reference,
                         accepted_at)
-                VALUES (v_instance, v_device, 1, v_value, v_amount, v_reference_in, v_now)
+                VALUES (v_instance, att.device_id, 1, v_value, att.amount, att.reference, att.at)
                 ON CONFLICT (instance_serial, otp_device_id, kind, value, amount) DO NOTHING;
                 GET DIAGNOSTICS v_inserted = ROW_COUNT;
                 IF v_inserted > 0 THEN
                     v_outcome := 'verified';
-                    v_offset := v_offsets[v_idx];
+                    v_offset := att.offsets[v_idx];
                     -- Accepted steps no window can reach any more go at the end of the batch
                     -- (the table grows only here).
                     prune_instance := prune_instance || v_instance;
-                    prune_device := prune_device || v_device;
+                    prune_device := prune_device || att.device_id;
                     prune_kind := prune_kind || 1::smallint;
                     prune_below := prune_below || (v_step - totp_keep);
                     EXIT;
                 ELSIF v_outcome IS NULL THEN
                     v_outcome := 'replayed';
-                    v_offset := v_offsets[v_idx];
+                    v_offset := att.offsets[v_idx];
                     SELECT a.reference INTO v_reference
                       FROM otp_verify_accepted a
                      WHERE a.instance_serial = v_instance
-                       AND a.otp_device_id = v_device
+                       AND a.otp_device_id = att.device_id
                        AND a.kind = 1
                        AND a.value = v_value
-                       AND a.amount = v_amount;
+                       AND a.amount = att.amount;
                 END IF;
             END LOOP;
             IF v_outcome = 'verified' THEN
                 v_reference := NULL;
             END IF;
-        ELSIF v_outcome IS NULL AND v_kind = 2 THEN
+        ELSIF v_outcome IS NULL AND att.kind = 2 THEN
             -- HOTP: decided against the counter read under the device's row lock.
-            v_hi := CASE WHEN v_ctr > max_bigint - v_lookahead THEN max_bigint
-                         ELSE v_ctr + v_lookahead END;
+            v_hi := CASE WHEN v_ctr > max_bigint - att.lookahead THEN max_bigint
+                         ELSE v_ctr + att.lookahead END;
             -- The smallest match in [S, S + L], when the server computed every
             -- counter from S on (else a smaller match might be unknown).
-            IF v_range_lo <= v_ctr THEN
+            IF att.range_lo <= v_ctr THEN
                 FOR v_idx IN 1 .. v_count LOOP
-                    v_value := v_matches[v_idx];
+                    v_value := att.matches[v_idx];
                     CONTINUE WHEN v_value < v_ctr OR v_value > v_hi;
                     INSERT INTO otp_verify_accepted AS a
                            (instance_serial, otp_device_id, kind, value, amount, reference,
                             accepted_at)
-                    VALUES (v_instance, v_device, 2, v_value, '', v_reference_in, v_now)
+                    VALUES (v_instance, att.device_id, 2, v_value, '', att.reference, att.at)
                     ON CONFLICT (instance_serial, otp_device_id, kind, value, amount) DO NOTHING;
                     GET DIAGNOSTICS v_inserted = ROW_COUNT;
                     IF v_inserted > 0 THEN
@@ -468,7 +455,7 @@ BEGIN
                                         ELSE v_value + 1 END),
                                updated_at = now()
                          WHERE d.instance_serial = v_instance
-                           AND d.otp_device_id = v_device;
+                           AND d.otp_device_id = att.device_id;
                         v_outcome := 'verified';
                         v_otp_ctr := v_value;
                         v_reference := NULL;
@@ -476,9 +463,9 @@ BEGIN
                         -- batch (at least the last look-ahead + 10 are kept; the table grows
                         -- only here).
                         prune_instance := prune_instance || v_instance;
-                        prune_device := prune_device || v_device;
+                        prune_device := prune_device || att.device_id;
                         prune_kind := prune_kind || 2::smallint;
-                        prune_below := prune_below || (v_ctr - v_lookahead - 10);
+                        prune_below := prune_below || (v_ctr - att.lookahead - 10);
                         EXIT;
                     ELSIF v_outcome IS NULL THEN
                         -- Accepted before, and the counter was set back since.
@@ -487,7 +474,7 @@ BEGIN
                         SELECT a.reference INTO v_reference
                           FROM otp_verify_accepted a
                          WHERE a.instance_serial = v_instance
-                           AND a.otp_device_id = v_device
+                           AND a.otp_device_id = att.device_id
                            AND a.kind = 2
                            AND a.value = v_value
                            AND a.amount = '';
@@ -497,12 +484,12 @@ BEGIN
             -- A match below S: replayed if it was accepted, skipped otherwise.
             IF v_outcome IS NULL THEN
                 FOR v_idx IN 1 .. v_count LOOP
-                    v_value := v_matches[v_idx];
+                    v_value := att.matches[v_idx];
                     CONTINUE WHEN v_value >= v_ctr;
                     SELECT a.reference INTO v_reference
                       FROM otp_verify_accepted a
                      WHERE a.instance_serial = v_instance
-                       AND a.otp_device_id = v_device
+                       AND a.otp_device_id = att.device_id
                        AND a.kind = 2
                        AND a.value = v_value
                        AND a.amount = '';
@@ -515,7 +502,7 @@ BEGIN
             END IF;
             -- The server's codes do not cover [S, S + L]: it computes again (nothing is
             -- recorded; the device's locks are kept to the end of the batch).
-            IF v_outcome IS NULL AND (v_range_lo > v_ctr OR v_range_hi < v_hi) THEN
+            IF v_outcome IS NULL AND (att.range_lo > v_ctr OR att.range_hi < v_hi) THEN
                 outcome := 'stale';
                 stored_ctr := v_ctr;
                 RETURN NEXT;
@@ -533,11 +520,11 @@ BEGIN
             v_state.day_failures := least(v_state.day_failures, max_integer - 1) + 1;
             v_state.consecutive_failures :=
                 least(v_state.consecutive_failures, max_integer - 1) + 1;
-            IF v_state.consecutive_failures >= p_max_failures[v_i] THEN
+            IF v_state.consecutive_failures >= att.max_failures THEN
                 IF v_state.lock_count = 0 THEN
                     v_state.locked_until := to_timestamp((v_step + 1) * 30);
                 ELSE
-                    v_state.locked_until := v_now + make_interval(
+                    v_state.locked_until := att.at + make_interval(
                         secs => least(30 << least(v_state.lock_count, 5), 900));
                 END IF;
                 v_state.lock_count := least(v_state.lock_count, max_integer - 1) + 1;
@@ -549,10 +536,10 @@ BEGIN
                    day = v_state.day,
                    day_failures = v_state.day_failures
              WHERE s.instance_serial = v_instance
-               AND s.otp_device_id = v_device;
+               AND s.otp_device_id = att.device_id;
             -- A mismatch that leaves the device locked is the one that locked it (attempts
             -- during a lock are refused as locked before they are compared).
-            IF v_state.locked_until > v_now THEN
+            IF v_state.locked_until > att.at THEN
                 locked := TRUE;
                 v_locked_until := v_state.locked_until;
             END IF;
@@ -565,25 +552,25 @@ BEGIN
                    lock_count = 0,
                    locked_until = NULL
              WHERE s.instance_serial = v_instance
-               AND s.otp_device_id = v_device;
+               AND s.otp_device_id = att.device_id;
         END IF;
 
         -- The history row, written with the others after the loop.
         h_instance := h_instance || v_instance;
-        h_device := h_device || v_device;
-        h_time := h_time || v_now;
+        h_device := h_device || att.device_id;
+        h_time := h_time || att.at;
         h_outcome := h_outcome || v_outcome;
-        h_reference := h_reference || v_reference_in;
+        h_reference := h_reference || att.reference;
         h_ctr := h_ctr || v_otp_ctr;
         h_offset := h_offset || v_offset;
-        h_client := h_client || p_clients[v_i];
-        h_token := h_token || p_token_serials[v_i];
+        h_client := h_client || att.client;
+        h_token := h_token || att.token_serial;
 
         -- The audit row of the device's chain, appended after the loop.
-        a_instance := a_instance || v_instance_id;
+        a_instance := a_instance || att.instance_id;
         a_details := a_details || jsonb_strip_nulls(jsonb_build_object(
             'outcome', v_outcome,
-            'reference', v_reference_in,
+            'reference', att.reference,
             'otp_ctr', v_otp_ctr,
             'matched_offset', v_offset,
             'locked_until', floor(extract(epoch FROM v_locked_until))::bigint))::text;
