@@ -297,8 +297,8 @@ async fn a_batch_call_decides_in_device_order_and_appends_each_chain_row_by_row(
     // Positions interleave the devices; each device's attempts are decided in position order.
     let answered = verify_batch_sql(
         &client,
-        &["till", "pos", "till", "pos", "missing", "pos"],
-        &["{}", "{3}", "{}", "{3}", "{}", "{4}"],
+        &["till", "pos", "till", "pos", "missing", "pos", "pos"],
+        &["{}", "{3}", "{}", "{3}", "{}", "{4}", "{2}"],
     )
     .await;
     let mut by_ord = answered.clone();
@@ -312,11 +312,13 @@ async fn a_batch_call_decides_in_device_order_and_appends_each_chain_row_by_row(
             (4, "replayed".to_owned()),
             (5, "no_device".to_owned()),
             (6, "verified".to_owned()),
+            // Below the counter the batch has advanced to (5), and never accepted.
+            (7, "mismatch".to_owned()),
         ]
     );
     // Answered in the order decided: by device id, then position.
     let order: Vec<i32> = answered.iter().map(|(ord, _)| *ord).collect();
-    assert_eq!(order, [5, 2, 4, 6, 1, 3]);
+    assert_eq!(order, [5, 2, 4, 6, 7, 1, 3]);
     assert_eq!(stored(&store, &shop, &device_id("pos")).await.counter, 5);
 
     // One audit row per recorded attempt, each chain numbered on from its head, and the
@@ -358,6 +360,11 @@ async fn a_batch_call_decides_in_device_order_and_appends_each_chain_row_by_row(
                 serde_json::json!({"outcome": "verified", "reference": "order-5", "otp_ctr": 4})
             ),
             (
+                "pos".into(),
+                pos_at + 4,
+                serde_json::json!({"outcome": "mismatch", "reference": "order-6"})
+            ),
+            (
                 "till".into(),
                 till_at + 1,
                 serde_json::json!({"outcome": "mismatch", "reference": "order-0"})
@@ -371,7 +378,7 @@ async fn a_batch_call_decides_in_device_order_and_appends_each_chain_row_by_row(
     );
     assert_eq!(
         (head("pos").await, head("till").await),
-        (pos_at + 3, till_at + 2)
+        (pos_at + 4, till_at + 2)
     );
     // The history, in the order decided.
     let history = verifications::history(&store, &shop, &device_id("pos"), 10, 0)
@@ -381,6 +388,7 @@ async fn a_batch_call_decides_in_device_order_and_appends_each_chain_row_by_row(
     assert_eq!(
         references,
         [
+            Some("order-6".to_owned()),
             Some("order-5".to_owned()),
             Some("order-3".to_owned()),
             Some("order-1".to_owned())
