@@ -232,9 +232,7 @@ DECLARE
     max_integer CONSTANT INTEGER := 2147483647;
     -- Steps kept beyond the largest window (10), for servers whose clocks differ.
     totp_keep CONSTANT BIGINT := 20;
-    zero_hash CONSTANT BYTEA := decode(repeat('00', 32), 'hex');
     v_count_all INTEGER := coalesce(cardinality(p_devices), 0);
-    v_audit_time TIMESTAMPTZ := now();
     -- The attempt being decided (a row of the arguments).
     att RECORD;
     v_instance BIGINT;
@@ -255,8 +253,6 @@ DECLARE
     v_offset INTEGER;
     v_reference TEXT;
     v_locked_until TIMESTAMPTZ;
-    v_details TEXT;
-    v_hash BYTEA;
     -- Accepted values to prune: per success, its device, kind and the bound below which go.
     prune_instance BIGINT[] := '{}';
     prune_device TEXT[] := '{}';
