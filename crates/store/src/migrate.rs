@@ -87,10 +87,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0016_verify_batch_in_one_call.sql",
         include_str!("../../../sql/migrations/0016_verify_batch_in_one_call.sql"),
     ),
+    (
+        17,
+        "0017_verify_batch_fewer_statements.sql",
+        include_str!("../../../sql/migrations/0017_verify_batch_fewer_statements.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 16;
+pub const LATEST_VERSION: i32 = 17;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).

@@ -273,6 +273,45 @@ async fn verify_batch_sql(
 }
 
 #[tokio::test]
+async fn a_batch_with_a_negative_counter_is_refused_whole() {
+    let (_db, store, shop) = given_shop().await;
+    given_device(&store, &shop, "pos", Algorithm::HotpWithoutPrice, 0).await;
+    let client = store.pool().get().await.unwrap();
+    // otp_verify_accepted has no CHECK of its own (migration 0017): its only writer refuses a
+    // negative step or counter before writing anything.
+    let err = client
+        .query(
+            "SELECT ord FROM otp_verify_batch(
+                 ARRAY['shop', 'shop'], ARRAY['pos', 'pos'], ARRAY[now(), now()],
+                 ARRAY[2, 2]::smallint[], ARRAY['', ''], ARRAY['{0}', '{-1}'], ARRAY['{}', '{}'],
+                 ARRAY[0, 0]::bigint[], ARRAY[40, 40]::bigint[], ARRAY[NULL, NULL]::text[],
+                 ARRAY['192.0.2.7', '192.0.2.7'], ARRAY[NULL, NULL]::bigint[], ARRAY[3, 3],
+                 ARRAY[100, 100], ARRAY[10, 10])",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    let message = err.as_db_error().map(|db| db.message().to_owned());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("not negative")),
+        "unexpected error: {err:?}"
+    );
+    let written: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM otp_verify_accepted)
+                  + (SELECT count(*) FROM otp_verifications)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(written, 0);
+    assert_eq!(stored(&store, &shop, &device_id("pos")).await.counter, 0);
+}
+
+#[tokio::test]
 async fn a_batch_call_decides_in_device_order_and_appends_each_chain_row_by_row() {
     let (_db, store, shop) = given_shop().await;
     given_device(&store, &shop, "pos", Algorithm::HotpWithoutPrice, 0).await;

@@ -878,23 +878,44 @@ async fn old_accepted_steps_and_counters_are_pruned() {
     ));
     assert_eq!(accepted(1).await, 2);
 
-    // HOTP keeps at least the last look-ahead + 10 accepted counters.
+    // HOTP keeps at least the last look-ahead + 10 accepted counters, and prunes when the
+    // counter enters a new block of 8 (migration 0017): at most look-ahead + 18 are kept.
+    let mut most = 0;
     for counter in 0u64..25 {
         let range = (counter.saturating_sub(30), counter + 10);
         let outcome = on_hotp
             .check(at(T0), &hotp(&[counter], range), &POLICY)
             .await;
         assert_eq!(outcome, verified_counter(counter));
+        most = most.max(accepted(2).await);
     }
-    // Accepting 24 (stored 24) pruned the counters below 24 - 10 - 10 = 4.
+    assert!(most <= 10 + 18, "{most} accepted counters kept");
+    // Accepting 23 (stored 23, now 24: a new block) pruned the counters below
+    // 23 - 10 - 10 = 3; accepting 24 pruned nothing.
     on_hotp.check(at(T0), &hotp(&[], (0, 35)), &POLICY).await;
-    assert_eq!(accepted(2).await, 21);
+    assert_eq!(accepted(2).await, 22);
     assert!(matches!(
-        on_hotp.check(at(T0), &hotp(&[4], (0, 35)), &POLICY).await,
+        on_hotp.check(at(T0), &hotp(&[3], (0, 35)), &POLICY).await,
         Outcome::Replayed { .. }
     ));
     assert_eq!(
-        on_hotp.check(at(T0), &hotp(&[3], (0, 35)), &POLICY).await,
+        on_hotp.check(at(T0), &hotp(&[2], (0, 35)), &POLICY).await,
+        Outcome::Mismatch
+    );
+    // Accepting 25 to 31 (31 enters the next block) prunes below 31 - 20 = 11.
+    for counter in 25u64..32 {
+        let outcome = on_hotp
+            .check(at(T0), &hotp(&[counter], (counter, counter + 10)), &POLICY)
+            .await;
+        assert_eq!(outcome, verified_counter(counter));
+    }
+    assert_eq!(accepted(2).await, 21);
+    assert!(matches!(
+        on_hotp.check(at(T0), &hotp(&[11], (0, 45)), &POLICY).await,
+        Outcome::Replayed { .. }
+    ));
+    assert_eq!(
+        on_hotp.check(at(T0), &hotp(&[10], (0, 45)), &POLICY).await,
         Outcome::Mismatch
     );
 }
