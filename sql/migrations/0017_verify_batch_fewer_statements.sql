@@ -29,6 +29,13 @@
 --     written by otp_verify_batch(), which refuses both before writing (the same errors for
 --     the kind; a negative step or counter is refused with its own message), and PostgreSQL
 --     read both expressions back at each insert, once per attempt.
+--   * An HOTP attempt whose codes do not cover [S, S + L] (S the stored counter, L the
+--     look-ahead) is answered `stale` when it would be `replayed`, as it already was when it
+--     would be a mismatch: the server now computes codes from its cached counter up to the
+--     first match only (one or two codes for a correct code instead of 2 L + 11), sending
+--     that range, and a replay found in it does not prove that no later counter matches. The
+--     server computes the whole range again, as for any stale answer; a server that sends the
+--     whole range (the previous binary) is answered as before.
 --   * audit_append_batch() computes the rows' order, chains and rounds in one query instead of
 --     a loop, and the loop that hashes the rows keeps three arrays instead of nine. Same rows,
 --     same hashes, same locks in the same order.
@@ -357,8 +364,11 @@ BEGIN
                 END LOOP;
             END IF;
             -- The server's codes do not cover [S, S + L]: it computes again (nothing is
-            -- recorded; the device's locks are kept to the end of the batch).
-            IF outcome IS NULL AND (att.range_lo > v_ctr OR att.range_hi < v_hi) THEN
+            -- recorded; the device's locks are kept to the end of the batch). A replay counts
+            -- as undecided too: a server that stopped at its first match (from its counter on)
+            -- did not look for a later one that might verify.
+            IF (outcome IS NULL OR outcome = 'replayed')
+               AND (att.range_lo > v_ctr OR att.range_hi < v_hi) THEN
                 outcome := 'stale';
                 stored_ctr := v_ctr;
                 RETURN NEXT;

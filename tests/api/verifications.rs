@@ -157,6 +157,53 @@ async fn hotp_looks_ahead_resyncs_and_remembers_accepted_counters() {
 }
 
 #[tokio::test]
+async fn a_counter_set_back_replays_accepted_codes_once_and_verifies_new_ones() {
+    let app = spawn_app().await;
+    add(&app, "h", 3, 0).await;
+    for counter in [3u64, 4] {
+        let reply = verify(
+            &app,
+            "h",
+            json!({"code": hotp(RFC_KEY, counter), "reference": format!("r{counter}")}),
+        )
+        .await;
+        assert_eq!(reply.json["otp_ctr"], counter, "{}", reply.text);
+    }
+    // The counter set back to 3: the server's codes from 3 on find 3 first, which was
+    // accepted; a later counter might match too, so every code around 3 is computed before
+    // the answer (one attempt, recorded once).
+    let patched = app
+        .patch(
+            "/private/otp-devices/h",
+            &json!({"otp_device_description": "h", "otp_ctr": 3}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::NO_CONTENT, "{}", patched.text);
+    settle().await;
+    let replayed = verify(&app, "h", json!({"code": hotp(RFC_KEY, 3)})).await;
+    assert_eq!(replayed.json["reason"], "replayed", "{}", replayed.text);
+    assert_eq!(replayed.json["reference"], "r3");
+    let replayed = verify(&app, "h", json!({"code": hotp(RFC_KEY, 4)})).await;
+    assert_eq!(replayed.json["reference"], "r4", "{}", replayed.text);
+    let fresh = verify(&app, "h", json!({"code": hotp(RFC_KEY, 5)})).await;
+    assert_eq!(fresh.json["verified"], true, "{}", fresh.text);
+    assert_eq!(fresh.json["otp_ctr"], 5);
+    let history = app.get("/private/otp-devices/h/verifications").await;
+    let outcomes: Vec<&str> = history.json["verifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["verified", "replayed", "replayed", "verified", "verified"],
+        "{}",
+        history.text
+    );
+}
+
+#[tokio::test]
 async fn thirty_two_concurrent_attempts_with_one_code_verify_once() {
     let app = spawn_app().await;
     add(&app, "c", 3, 0).await;

@@ -180,5 +180,30 @@ pub fn hotp_matches(
     matches
 }
 
+/// The smallest counter in `lo..=hi` whose HOTP code equals `code`, or `None`.
+///
+/// What the first element of [`hotp_matches`] would be, computing codes only up to the match:
+/// for a correct code near `lo` that is one or two codes instead of the whole range. Each
+/// code is compared in constant time ([`ct_eq`]); the time taken tells how far from `lo` the
+/// match is, which only a correct code can learn (a wrong one always takes the whole range),
+/// and which a verification answers anyway (the matched counter). The same bounds, price and
+/// `None` cases as [`hotp_matches`].
+pub fn hotp_first_match(
+    key: &OtpKey,
+    algorithm: Algorithm,
+    price: Option<&Amount>,
+    lo: u64,
+    hi: u64,
+    code: &str,
+) -> Option<u64> {
+    if !algorithm.is_counter_based() {
+        return None;
+    }
+    let typed = typed_code(code)?;
+    let mac = keyed_mac(key, algorithm, price)?;
+    let hi = hi.min(MAX_STORED_COUNTER);
+    (lo..=hi).find(|&counter| ct_eq(&code_digits(hotp_with(&mac, counter)), typed))
+}
+
 #[cfg(test)]
 mod tests;

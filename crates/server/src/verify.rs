@@ -93,10 +93,18 @@ pub async fn decide(
         let outcome = attempt_with(Candidates::Totp { amount, steps }).await?;
         return Ok((outcome, device.counter));
     }
+    // First from the cached counter up to the first match only (a correct code costs one or
+    // two codes); when the store answers that this does not decide, every counter around the
+    // stored one.
     let mut around = device.counter;
-    for _ in 0..3 {
-        match attempt_with(hotp_candidates(device, typed, around, settings)).await? {
-            Outcome::Stale { stored_counter } => around = stored_counter,
+    let mut first_only = true;
+    for _ in 0..4 {
+        let candidates = hotp_candidates(device, typed, around, settings, first_only);
+        match attempt_with(candidates).await? {
+            Outcome::Stale { stored_counter } => {
+                around = stored_counter;
+                first_only = false;
+            }
             outcome => return Ok((outcome, around)),
         }
     }
@@ -107,12 +115,15 @@ pub async fn decide(
 }
 
 /// The HOTP counters `typed` matches around `counter`: from L below it (to recognise replays)
-/// to L + slack above it.
+/// to L + slack above it. With `first_only`, the codes from `counter` up to the first match
+/// only, and that range (the store answers `Stale` when a match found so does not decide); the
+/// whole range when nothing matches from `counter` on.
 fn hotp_candidates(
     device: &OtpDevice,
     typed: Typed<'_>,
     counter: u64,
     settings: &VerifySettings,
+    first_only: bool,
 ) -> Candidates {
     let lookahead = u64::from(settings.policy.hotp_lookahead);
     let lo = counter.saturating_sub(lookahead);
@@ -120,6 +131,37 @@ fn hotp_candidates(
         .saturating_add(lookahead)
         .saturating_add(HOTP_SLACK)
         .min(crate::params::MAX_COUNTER);
+    if first_only && counter <= hi {
+        if let Some(first) = otp_algo::hotp_first_match(
+            &device.key,
+            device.algorithm,
+            typed.price,
+            counter,
+            hi,
+            typed.code,
+        ) {
+            return Candidates::Hotp {
+                counters: vec![first],
+                range: (counter, first),
+            };
+        }
+        // Nothing from `counter` on: the counters below it complete the range (replays).
+        let below = match counter.checked_sub(1) {
+            Some(last) if lo <= last => otp_algo::hotp_matches(
+                &device.key,
+                device.algorithm,
+                typed.price,
+                lo,
+                last,
+                typed.code,
+            ),
+            _ => Vec::new(),
+        };
+        return Candidates::Hotp {
+            counters: below,
+            range: (lo, hi),
+        };
+    }
     let counters = otp_algo::hotp_matches(
         &device.key,
         device.algorithm,

@@ -259,6 +259,14 @@ fn hotp_matches_every_confirmation_vector() {
             hotp_matches(&key, alg, amount.as_ref(), c, c, &expected),
             vec![c]
         );
+        assert_eq!(
+            hotp_first_match(&key, alg, amount.as_ref(), 0, c + 10, &expected),
+            Some(c)
+        );
+        assert_eq!(
+            hotp_first_match(&key, alg, amount.as_ref(), c + 1, c + 10, &expected),
+            None
+        );
         checked += 1;
     }
     assert!(checked >= 4, "{checked}");
@@ -279,7 +287,27 @@ fn hotp_matches_rfc4226_vectors_ascending() {
             "counter {counter}"
         );
         assert_eq!(verify_hotp(&key, alg, None, 0, code, 9), Some(counter));
+        assert_eq!(hotp_first_match(&key, alg, None, 0, 9, code), Some(counter));
+        assert_eq!(
+            hotp_first_match(&key, alg, None, counter, counter, code),
+            Some(counter)
+        );
     }
+    assert_eq!(hotp_first_match(&key, alg, None, 5, 4, "68254676"), None);
+    assert_eq!(hotp_first_match(&key, alg, None, 0, 9, "00000000"), None);
+    assert_eq!(hotp_first_match(&key, alg, None, 0, 9, "8475522"), None);
+    assert_eq!(
+        hotp_first_match(&key, Algorithm::TotpWithoutPrice, None, 0, 9, "84755224"),
+        None
+    );
+    assert_eq!(
+        hotp_first_match(&key, Algorithm::HotpWithPrice, None, 0, 9, "84755224"),
+        None
+    );
+    assert_eq!(
+        hotp_first_match(&key, alg, None, u64::MAX - 1, u64::MAX, "84755224"),
+        None
+    );
     assert!(hotp_matches(&key, alg, None, 5, 4, "68254676").is_empty());
     assert!(hotp_matches(&key, alg, None, 0, 9, "00000000").is_empty());
     assert!(hotp_matches(&key, alg, None, 0, 9, "8475522").is_empty());

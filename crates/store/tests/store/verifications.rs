@@ -489,12 +489,52 @@ async fn of_32_concurrent_hotp_attempts_with_one_code_exactly_one_is_verified() 
     let store = wide_store(&db);
     let (shop, pos) = given_shop_pos(&store, Algorithm::HotpWithoutPrice, 0).await;
 
-    // Every attempt computed its codes around the counter it read (0).
-    let outcomes = race(&store, &shop, &pos, &hotp(&[3], (0, 10))).await;
+    // Every attempt computed its codes around the counter it read (0), as the server does:
+    // from L below it to L + 16 above it, which still covers the window of the counter the
+    // winner moved to (4 + 10).
+    let outcomes = race(&store, &shop, &pos, &hotp(&[3], (0, 26))).await;
 
     assert!(outcomes.contains(&verified_counter(3)));
     assert_eq!(stored_counter(&store, &shop, &pos).await, 4);
     assert_eq!(outcomes_of(&store, &shop, &pos).await, (1, 31));
+}
+
+#[tokio::test]
+async fn a_replay_found_in_codes_up_to_the_first_match_only_is_stale() {
+    let (_db, store, shop) = given_shop().await;
+    given_device_at(&store, &shop, "pos", Algorithm::HotpWithoutPrice, 5).await;
+    let on_pos = Till::on(&store, &shop, "pos");
+
+    // Codes from the counter (5) up to the first match (7) decide a success: no counter from 5
+    // to 6 matched.
+    assert_eq!(
+        on_pos.check(at(T0), &hotp(&[7], (5, 7)), &POLICY).await,
+        verified_counter(7)
+    );
+    // The counter is 8 now. A replay of 7 found in codes from 5 to 7 only does not decide (a
+    // counter from 8 to 18 might match too): stale, nothing recorded.
+    assert_eq!(
+        on_pos.check(at(T0), &hotp(&[7], (5, 7)), &POLICY).await,
+        Outcome::Stale { stored_counter: 8 }
+    );
+    // Nor does a replay at the first counter computed, when the counter was not moved on.
+    assert_eq!(
+        on_pos.check(at(T0), &hotp(&[7], (7, 7)), &POLICY).await,
+        Outcome::Stale { stored_counter: 8 }
+    );
+    // Every counter around 8 computed: replayed, recorded.
+    assert_eq!(
+        on_pos.check(at(T0), &hotp(&[7], (0, 34)), &POLICY).await,
+        Outcome::Replayed {
+            reference: Some("order".to_owned())
+        }
+    );
+    let recorded = outcomes(&store, &shop, &device_id("pos")).await;
+    assert_eq!(
+        recorded,
+        // Newest first.
+        [RecordedOutcome::Replayed, RecordedOutcome::Verified]
+    );
 }
 
 /// (verified, replayed) in the history.
