@@ -36,15 +36,18 @@ async fn a_cluster_starts_on_a_socket_with_a_long_path_is_reused_and_stops() {
         .await
         .unwrap();
     // The embedded server's own settings (otp_embedded_pg's SERVER_SETTINGS).
-    let wal_init_zero: String = store
-        .pool()
-        .get()
-        .await
-        .unwrap()
+    let client = store.pool().get().await.unwrap();
+    let wal_init_zero: String = client
         .query_one("SHOW wal_init_zero", &[])
         .await
         .unwrap()
         .get(0);
+    let max_wal_size: String = client
+        .query_one("SHOW max_wal_size", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(client);
     store.pool().close();
     tokio::task::spawn_blocking(move || cluster.stop())
         .await
@@ -58,6 +61,7 @@ async fn a_cluster_starts_on_a_socket_with_a_long_path_is_reused_and_stops() {
     let _ = std::fs::remove_dir_all(&socket_dir);
 
     assert_eq!(wal_init_zero, "off");
+    assert_eq!(max_wal_size, "4GB");
     assert!(first_started);
     assert!(!again.started_here());
     assert!(!socket_dir.starts_with(&root), "{socket_dir:?}");
