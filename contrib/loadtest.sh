@@ -147,12 +147,7 @@ export RUST_LOG="${RUST_LOG:-info}"
 log "starting taler-otp serve (embedded PostgreSQL under $WORK/data, port $PORT)"
 "$BIN" -c "$CONF" serve >"$WORK/server.out" 2>>"$SERVER_LOG" &
 SERVER_PID=$!
-for _ in $(seq 1 600); do
-    curl -fs "$URL/config" >/dev/null 2>&1 && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG" >&2; die "the server exited"; }
-    sleep 0.1
-done
-curl -fs "$URL/config" >/dev/null || die "the server did not come up"
+await_serve "$SERVER_PID" "$URL/config" "$SERVER_LOG" || die "no server"
 
 # --- instances, tokens, devices ------------------------------------------------------------------
 "$BIN" -c "$CONF" instance create bench --name "Benchmark" >/dev/null
@@ -182,18 +177,9 @@ LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 log "load average: $LOAD_BEFORE"
 
 # --- pgbench, the write ceiling: the PostgreSQL binaries' own, on the same database ------------
-# The cluster's socket directory and port are in its postmaster.pid (lines 5 and 4), pgbench
-# sits beside the postgres binary that runs it.
-PIDFILE="$WORK/data/postgres/postmaster.pid"
-PG_PID="$(head -n1 "$PIDFILE")"
-PG_PORT="$(sed -n 4p "$PIDFILE")"
-PG_SOCKET="$(sed -n 5p "$PIDFILE")"
-PGBENCH="$(dirname "$(readlink -f "/proc/$PG_PID/exe")")/pgbench"
-[ -x "$PGBENCH" ] || PGBENCH="$(command -v pgbench || true)"
-[ -x "$PGBENCH" ] || die "pgbench not found beside $(readlink -f "/proc/$PG_PID/exe") nor on PATH"
-PSQL="$(dirname "$PGBENCH")/psql"
-[ -x "$PSQL" ] || PSQL="$(command -v psql || true)"
-[ -x "$PSQL" ] || die "psql not found"
+# pgbench and psql sit beside the postgres binary that runs the cluster (contrib/lib/serve.sh).
+embedded_pg_tools "$WORK" || die "no PostgreSQL tools"
+[ -n "$PGBENCH" ] || die "pgbench not found beside the cluster's postgres nor on PATH"
 BENCH_SERIAL="$("$PSQL" -h "$PG_SOCKET" -p "$PG_PORT" -U postgres -d taler -XAtc \
     "SELECT instance_serial FROM instances WHERE instance_id = 'bench'")"
 # The statement a confirmation commits, reduced to its core: one prepared UPDATE ... RETURNING

@@ -147,21 +147,10 @@ COUNTER_PID=$!
 log "starting taler-otp serve (embedded PostgreSQL under $WORK/data, port $PORT)"
 "$BIN" -c "$CONF" serve >"$WORK/server.out" 2>"$WORK/log.fifo" 9>&- &
 SERVER_PID=$!
-for _ in $(seq 1 600); do
-    curl -fs "$URL/readyz" >/dev/null 2>&1 && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; die "the server exited"; }
-    sleep 0.1
-done
-curl -fs "$URL/readyz" >/dev/null || die "the server did not come up"
+await_serve "$SERVER_PID" "$URL/readyz" "$OUT/server.log" || die "no server"
 
 # --- seeding: instances and tokens through psql, devices through HTTP ----------------------------
-PIDFILE="$WORK/data/postgres/postmaster.pid"
-PG_PID="$(head -n1 "$PIDFILE")"
-PG_PORT="$(sed -n 4p "$PIDFILE")"
-PG_SOCKET="$(sed -n 5p "$PIDFILE")"
-PSQL="$(dirname "$(readlink -f "/proc/$PG_PID/exe")")/psql"
-[ -x "$PSQL" ] || PSQL="$(command -v psql || true)"
-[ -x "$PSQL" ] || die "psql not found"
+embedded_pg_tools "$WORK" || die "no PostgreSQL tools"
 log "seeding $INSTANCES instances with a token each and $((INSTANCES * 10)) devices"
 python3 "$HERE/soak.py" seed "$URL" "$SECRETS" "$INSTANCES" "$NCODES" |
     "$PSQL" -h "$PG_SOCKET" -p "$PG_PORT" -U postgres -d taler -X -q -v ON_ERROR_STOP=1 >/dev/null

@@ -235,12 +235,8 @@ db_events() {
     local data="$WORK/data/postgres" checkpoints=0 counts="0 0"
     if [ "$1" = ours ] && [ -f "$data/postmaster.pid" ]; then
         checkpoints="$(grep -c 'checkpoint starting' "$data/server.log" 2>/dev/null || true)"
-        local pid psql
-        pid="$(head -n1 "$data/postmaster.pid")"
-        psql="$(dirname "$(readlink -f "/proc/$pid/exe" 2>/dev/null || echo /nonexistent/x)")/psql"
-        [ -x "$psql" ] || psql="$(command -v psql || true)"
-        if [ -n "$psql" ]; then
-            counts="$("$psql" -h "$(sed -n 5p "$data/postmaster.pid")" -p "$(sed -n 4p "$data/postmaster.pid")" \
+        if embedded_pg_tools "$WORK" 2>/dev/null; then
+            counts="$("$PSQL" -h "$PG_SOCKET" -p "$PG_PORT" \
                 -U postgres -d taler -XAtc "SELECT coalesce(sum(autovacuum_count), 0) || ' ' ||
                     coalesce(sum(autoanalyze_count), 0) FROM pg_stat_user_tables" 2>/dev/null ||
                 echo "0 0")"
@@ -347,12 +343,7 @@ if [ "$OURS" != skip ]; then
     log "starting taler-otp serve (embedded PostgreSQL under $WORK/data, port $PORT)"
     "$BIN" -c "$CONF" serve >"$WORK/server.out" 2>>"$SERVER_LOG" &
     SERVER_PID=$!
-    for _ in $(seq 1 600); do
-        curl -fs "$URL/config" >/dev/null 2>&1 && break
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG" >&2; die "the server exited"; }
-        sleep 0.1
-    done
-    curl -fs "$URL/config" >/dev/null || die "the server did not come up"
+    await_serve "$SERVER_PID" "$URL/config" "$SERVER_LOG" || die "no server"
     "$BIN" -c "$CONF" instance create bench --name "Benchmark" >/dev/null
     WRITE_TOKEN="$("$BIN" -c "$CONF" token create --instance bench --scope write --description verify-bench-seed)"
     # Verifications use what a point of sale holds: a token of scope order-pos (docs/api.md §7).

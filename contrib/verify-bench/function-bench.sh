@@ -69,25 +69,11 @@ while read -r var; do unset "$var"; done < <(compgen -e | grep '^TALER_OTP_' || 
 log "starting taler-otp serve (embedded PostgreSQL under $WORK/data)"
 RUST_LOG=warn "$BIN" -c "$CONF" serve >"$WORK/server.out" 2>"$WORK/server.log" &
 SERVER_PID=$!
-for _ in $(seq 1 600); do
-    curl -fs "http://127.0.0.1:$PORT/config" >/dev/null 2>&1 && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; die "the server exited"; }
-    sleep 0.1
-done
-curl -fs "http://127.0.0.1:$PORT/config" >/dev/null || die "the server did not come up"
+await_serve "$SERVER_PID" "http://127.0.0.1:$PORT/config" "$WORK/server.log" || die "no server"
 "$BIN" -c "$CONF" instance create bench >/dev/null
 
-# The cluster's socket directory and port are in its postmaster.pid (lines 5 and 4).
-PIDFILE="$WORK/data/postgres/postmaster.pid"
-PG_PID="$(head -n1 "$PIDFILE")"
-PG_PORT="$(sed -n 4p "$PIDFILE")"
-PG_SOCKET="$(sed -n 5p "$PIDFILE")"
-PGBENCH="$(dirname "$(readlink -f "/proc/$PG_PID/exe")")/pgbench"
-[ -x "$PGBENCH" ] || PGBENCH="$(command -v pgbench || true)"
-[ -x "$PGBENCH" ] || die "pgbench not found"
-PSQL="$(dirname "$PGBENCH")/psql"
-[ -x "$PSQL" ] || PSQL="$(command -v psql || true)"
-[ -x "$PSQL" ] || die "psql not found"
+embedded_pg_tools "$WORK" || die "no PostgreSQL tools"
+[ -n "$PGBENCH" ] || die "pgbench not found beside the cluster's postgres nor on PATH"
 sql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKET" -p "$PG_PORT" -U postgres -d taler "$@"; }
 
 # Devices b1 … bN of instance `bench` (HOTP, counter 1000), written directly: the function reads
