@@ -55,4 +55,4 @@ pub use hotp::{CODE_DIGITS, hotp, hotp_code};
 pub use kdf::gnunet_kdf;
 pub use key::{MIN_KEY_BYTES, OtpKey, decode_base32};
 pub use totp::{MAX_TIMESTAMP, TIME_STEP, TOTP_OFFSETS, totp_counter, totp_counters};
-pub use verify::{ct_eq, hotp_first_match, hotp_matches, totp_matches, verify_hotp, verify_totp};
+pub use verify::{HotpMatcher, ct_eq, hotp_matches, totp_matches, verify_hotp, verify_totp};

@@ -5,7 +5,7 @@ use subtle::ConstantTimeEq;
 use crate::algorithm::Algorithm;
 use crate::amount::Amount;
 use crate::confirmation::keyed_mac;
-use crate::hotp::{CODE_DIGITS, code_digits, hotp_with};
+use crate::hotp::{CODE_DIGITS, HmacSha1, code_digits, hotp_with};
 use crate::key::OtpKey;
 use crate::totp::totp_counter;
 
@@ -139,15 +139,60 @@ pub fn totp_matches(
     matches
 }
 
-/// Every counter in `lo..=hi` whose HOTP code equals `code`, ascending.
+/// A typed code checked against a counter-based device's codes: the device's key (bound to
+/// the price for with-price algorithms) is derived once, then any number of counter ranges can
+/// be tried.
 ///
-/// Counters above 2^63 - 1 (the largest a device stores) are not tried, so
-/// the range ends at `min(hi, 2^63 - 1)` and the loop never overflows;
-/// `lo > hi` tries nothing. Every code in the range is computed and compared
-/// in constant time ([`ct_eq`]); the work is proportional to the range, so
-/// the caller keeps it small (the look-ahead and the remembered counters).
-/// With-price algorithms use the key derived from `price`. Allocates only
-/// when a counter matches.
+/// Counters above 2^63 - 1 (the largest a device stores) are never tried, so a range ends at
+/// `min(hi, 2^63 - 1)` and no loop overflows; `lo > hi` tries nothing. Each code is compared in
+/// constant time ([`ct_eq`]).
+pub struct HotpMatcher<'a> {
+    mac: HmacSha1,
+    typed: &'a [u8],
+}
+
+impl<'a> HotpMatcher<'a> {
+    /// The matcher for `code`; `None` when `code` is not exactly 8 ASCII digits, when
+    /// `algorithm` is not counter-based, or when it needs a price and has none.
+    pub fn new(
+        key: &OtpKey,
+        algorithm: Algorithm,
+        price: Option<&Amount>,
+        code: &'a str,
+    ) -> Option<Self> {
+        if !algorithm.is_counter_based() {
+            return None;
+        }
+        let typed = typed_code(code)?;
+        let mac = keyed_mac(key, algorithm, price)?;
+        Some(HotpMatcher { mac, typed })
+    }
+
+    fn matches_at(&self, counter: u64) -> bool {
+        ct_eq(&code_digits(hotp_with(&self.mac, counter)), self.typed)
+    }
+
+    /// Every counter in `lo..=hi` whose code is the typed one, ascending. Every code in the
+    /// range is computed; the work is proportional to the range, so the caller keeps it small
+    /// (the look-ahead and the remembered counters). Allocates only when a counter matches.
+    pub fn all(&self, lo: u64, hi: u64) -> Vec<u64> {
+        (lo..=hi.min(MAX_STORED_COUNTER))
+            .filter(|&counter| self.matches_at(counter))
+            .collect()
+    }
+
+    /// The smallest counter in `lo..=hi` whose code is the typed one: the first element of
+    /// [`all`](Self::all), computing codes only up to the match (for a correct code near `lo`,
+    /// one or two instead of the whole range). The time taken tells how far from `lo` the
+    /// match is, which only a correct code can learn (a wrong one always takes the whole
+    /// range), and which a verification answers anyway (the matched counter).
+    pub fn first(&self, lo: u64, hi: u64) -> Option<u64> {
+        (lo..=hi.min(MAX_STORED_COUNTER)).find(|&counter| self.matches_at(counter))
+    }
+}
+
+/// Every counter in `lo..=hi` whose HOTP code equals `code`, ascending
+/// ([`HotpMatcher::all`]). With-price algorithms use the key derived from `price`.
 ///
 /// Empty when nothing matches, when `code` is not exactly 8 ASCII digits,
 /// when `algorithm` is not counter-based, or when it needs a price and has
@@ -160,49 +205,7 @@ pub fn hotp_matches(
     hi: u64,
     code: &str,
 ) -> Vec<u64> {
-    let mut matches = Vec::new();
-    if !algorithm.is_counter_based() {
-        return matches;
-    }
-    let (Some(typed), Some(mac)) = (typed_code(code), keyed_mac(key, algorithm, price)) else {
-        return matches;
-    };
-    let hi = hi.min(MAX_STORED_COUNTER);
-    if lo > hi {
-        return matches;
-    }
-    for counter in lo..=hi {
-        let candidate = code_digits(hotp_with(&mac, counter));
-        if ct_eq(&candidate, typed) {
-            matches.push(counter);
-        }
-    }
-    matches
-}
-
-/// The smallest counter in `lo..=hi` whose HOTP code equals `code`, or `None`.
-///
-/// What the first element of [`hotp_matches`] would be, computing codes only up to the match:
-/// for a correct code near `lo` that is one or two codes instead of the whole range. Each
-/// code is compared in constant time ([`ct_eq`]); the time taken tells how far from `lo` the
-/// match is, which only a correct code can learn (a wrong one always takes the whole range),
-/// and which a verification answers anyway (the matched counter). The same bounds, price and
-/// `None` cases as [`hotp_matches`].
-pub fn hotp_first_match(
-    key: &OtpKey,
-    algorithm: Algorithm,
-    price: Option<&Amount>,
-    lo: u64,
-    hi: u64,
-    code: &str,
-) -> Option<u64> {
-    if !algorithm.is_counter_based() {
-        return None;
-    }
-    let typed = typed_code(code)?;
-    let mac = keyed_mac(key, algorithm, price)?;
-    let hi = hi.min(MAX_STORED_COUNTER);
-    (lo..=hi).find(|&counter| ct_eq(&code_digits(hotp_with(&mac, counter)), typed))
+    HotpMatcher::new(key, algorithm, price, code).map_or_else(Vec::new, |m| m.all(lo, hi))
 }
 
 #[cfg(test)]

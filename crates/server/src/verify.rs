@@ -131,45 +131,32 @@ fn hotp_candidates(
         .saturating_add(lookahead)
         .saturating_add(HOTP_SLACK)
         .min(crate::params::MAX_COUNTER);
-    if first_only && counter <= hi {
-        if let Some(first) = otp_algo::hotp_first_match(
-            &device.key,
-            device.algorithm,
-            typed.price,
-            counter,
-            hi,
-            typed.code,
-        ) {
+    let Some(matcher) =
+        otp_algo::HotpMatcher::new(&device.key, device.algorithm, typed.price, typed.code)
+    else {
+        return Candidates::Hotp {
+            counters: Vec::new(),
+            range: (lo, hi),
+        };
+    };
+    if first_only {
+        if let Some(first) = matcher.first(counter, hi) {
             return Candidates::Hotp {
                 counters: vec![first],
                 range: (counter, first),
             };
         }
         // Nothing from `counter` on: the counters below it complete the range (replays).
-        let below = match counter.checked_sub(1) {
-            Some(last) if lo <= last => otp_algo::hotp_matches(
-                &device.key,
-                device.algorithm,
-                typed.price,
-                lo,
-                last,
-                typed.code,
-            ),
-            _ => Vec::new(),
+        let counters = match counter.checked_sub(1) {
+            Some(last) => matcher.all(lo, last),
+            None => Vec::new(),
         };
         return Candidates::Hotp {
-            counters: below,
+            counters,
             range: (lo, hi),
         };
     }
-    let counters = otp_algo::hotp_matches(
-        &device.key,
-        device.algorithm,
-        typed.price,
-        lo,
-        hi,
-        typed.code,
-    );
+    let counters = matcher.all(lo, hi);
     Candidates::Hotp {
         counters,
         range: (lo, hi),

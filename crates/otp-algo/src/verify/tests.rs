@@ -1,6 +1,18 @@
 //! Tests of the verification helpers against the RFC vectors and the pinned confirmation vectors.
 use super::*;
 
+/// [`HotpMatcher::first`] for one call.
+fn first_match(
+    key: &OtpKey,
+    algorithm: Algorithm,
+    price: Option<&Amount>,
+    lo: u64,
+    hi: u64,
+    code: &str,
+) -> Option<u64> {
+    HotpMatcher::new(key, algorithm, price, code)?.first(lo, hi)
+}
+
 fn rfc_key() -> OtpKey {
     OtpKey::from_bytes(b"12345678901234567890").unwrap()
 }
@@ -260,11 +272,11 @@ fn hotp_matches_every_confirmation_vector() {
             vec![c]
         );
         assert_eq!(
-            hotp_first_match(&key, alg, amount.as_ref(), 0, c + 10, &expected),
+            first_match(&key, alg, amount.as_ref(), 0, c + 10, &expected),
             Some(c)
         );
         assert_eq!(
-            hotp_first_match(&key, alg, amount.as_ref(), c + 1, c + 10, &expected),
+            first_match(&key, alg, amount.as_ref(), c + 1, c + 10, &expected),
             None
         );
         checked += 1;
@@ -287,25 +299,25 @@ fn hotp_matches_rfc4226_vectors_ascending() {
             "counter {counter}"
         );
         assert_eq!(verify_hotp(&key, alg, None, 0, code, 9), Some(counter));
-        assert_eq!(hotp_first_match(&key, alg, None, 0, 9, code), Some(counter));
+        assert_eq!(first_match(&key, alg, None, 0, 9, code), Some(counter));
         assert_eq!(
-            hotp_first_match(&key, alg, None, counter, counter, code),
+            first_match(&key, alg, None, counter, counter, code),
             Some(counter)
         );
     }
-    assert_eq!(hotp_first_match(&key, alg, None, 5, 4, "68254676"), None);
-    assert_eq!(hotp_first_match(&key, alg, None, 0, 9, "00000000"), None);
-    assert_eq!(hotp_first_match(&key, alg, None, 0, 9, "8475522"), None);
+    assert_eq!(first_match(&key, alg, None, 5, 4, "68254676"), None);
+    assert_eq!(first_match(&key, alg, None, 0, 9, "00000000"), None);
+    assert_eq!(first_match(&key, alg, None, 0, 9, "8475522"), None);
     assert_eq!(
-        hotp_first_match(&key, Algorithm::TotpWithoutPrice, None, 0, 9, "84755224"),
+        first_match(&key, Algorithm::TotpWithoutPrice, None, 0, 9, "84755224"),
         None
     );
     assert_eq!(
-        hotp_first_match(&key, Algorithm::HotpWithPrice, None, 0, 9, "84755224"),
+        first_match(&key, Algorithm::HotpWithPrice, None, 0, 9, "84755224"),
         None
     );
     assert_eq!(
-        hotp_first_match(&key, alg, None, u64::MAX - 1, u64::MAX, "84755224"),
+        first_match(&key, alg, None, u64::MAX - 1, u64::MAX, "84755224"),
         None
     );
     assert!(hotp_matches(&key, alg, None, 5, 4, "68254676").is_empty());
