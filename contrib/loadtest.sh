@@ -8,7 +8,8 @@
 # Environment knobs (defaults in brackets):
 #   DURATION [12s] per scenario, after a WARMUP [3s] of the same load that is not reported
 #   CONNECTIONS [64]   THREADS [2] (wrk threads)
-#   WORKERS, POOL_SIZE, CACHE_TTL_MS, METRICS [server defaults: CPUs, 16, 1000, no]
+#   WORKERS, POOL_SIZE, CACHE_TTL_MS, BATCH_GATHER_MS, METRICS [server defaults: CPUs, 16, 1000,
+#     1, no]
 #   RUST_LOG [info, the server default: request logs stay on]
 #   LOADTEST_DIR [target/loadtest] where the outputs and summary.txt go
 #
@@ -137,6 +138,7 @@ CONF="$WORK/taler-otp.conf"
     [ -n "${WORKERS:-}" ] && echo "WORKERS = $WORKERS"
     [ -n "${POOL_SIZE:-}" ] && echo "POOL_SIZE = $POOL_SIZE"
     [ -n "${CACHE_TTL_MS:-}" ] && echo "CACHE_TTL_MS = $CACHE_TTL_MS"
+    [ -n "${BATCH_GATHER_MS:-}" ] && echo "BATCH_GATHER_MS = $BATCH_GATHER_MS"
     [ -n "${METRICS:-}" ] && echo "METRICS = $METRICS"
     true
 } >"$CONF"
@@ -295,13 +297,14 @@ HWM="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")"
 WORKERS_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^WORKERS/ {print $2}')"
 POOL_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^POOL_SIZE/ {print $2}')"
 TTL_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^CACHE_TTL_MS/ {print $2}')"
+GATHER_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^BATCH_GATHER_MS/ {print $2}')"
 {
     echo "taler-otp load benchmark: contrib/loadtest.sh ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), shared by $TOOL, the server and PostgreSQL"
     echo "load: $TOOL -t$THREADS -c$CONNECTIONS -d$DURATION (keep-alive), random devices among $((2 * DEVICES_PER_ALG)) + $HOTP_DEVICES HOTP; writes: $CONFIRM_DEVICES HOTP devices, one hot device"
     echo "write ceiling: pgbench -n -M prepared -c $CONNECTIONS -j $THREADS -T ${DURATION%s} on the same database ($("$PGBENCH" --version))"
     echo "load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "server: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN CACHE_TTL_MS=$TTL_SHOWN RUST_LOG=$RUST_LOG (request logs on, to a file under ${LOG_DIR%/*})"
+    echo "server: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN CACHE_TTL_MS=$TTL_SHOWN BATCH_GATHER_MS=$GATHER_SHOWN RUST_LOG=$RUST_LOG (request logs on, to a file under ${LOG_DIR%/*})"
     echo "server RSS: idle before load $((IDLE_RSS / 1024)) MiB, peak under load $((PEAK_RSS / 1024)) MiB (VmHWM $((HWM / 1024)) MiB)"
 } >"$OUT/header.txt"
 python3 contrib/loadtest/report.py "$OUT/results.tsv" "$OUT/header.txt" | tee "$OUT/summary.txt"

@@ -37,7 +37,11 @@
 #   PEER_DIR [<root>/../shared/peers/privacyidea]   PEER [auto; "skip" skips privacyIDEA]
 #   OURS [run; "skip" skips taler-otp, e.g. to check the peer half alone]
 #   PI_WORKERS, PI_THREADS [2, 1: setup.sh's defaults] privacyIDEA's gunicorn layout
-#   WORKERS, POOL_SIZE, CACHE_TTL_MS, RUST_LOG [server defaults; info] as in contrib/loadtest.sh
+#   PACE_MS [unset] each wrk connection waits a random 0 to 2 x PACE_MS ms after an answer before
+#     its next request (independent tills instead of clients that come straight back; the
+#     throughput is then the offered load, not the server's capacity)
+#   WORKERS, POOL_SIZE, CACHE_TTL_MS, BATCH_GATHER_MS, RUST_LOG [server defaults; info] as in
+#     contrib/loadtest.sh
 #   VERIFY_BENCH_DIR [target/verify-bench] where the outputs and summary.txt go
 set -euo pipefail
 
@@ -288,6 +292,7 @@ if [ "$OURS" != skip ]; then
         [ -n "${WORKERS:-}" ] && echo "WORKERS = $WORKERS"
         [ -n "${POOL_SIZE:-}" ] && echo "POOL_SIZE = $POOL_SIZE"
         [ -n "${CACHE_TTL_MS:-}" ] && echo "CACHE_TTL_MS = $CACHE_TTL_MS"
+        [ -n "${BATCH_GATHER_MS:-}" ] && echo "BATCH_GATHER_MS = $BATCH_GATHER_MS"
         true
     } >"$CONF"
     # Only the file configures this run.
@@ -367,6 +372,7 @@ if [ "$OURS" != skip ]; then
     run ours wrong "wrong codes" "$URL" wrong "$WORK/vbx.tsv" "$STRIDE" "$WORK/vbx.tsv" "$TOKEN" bench
     WORKERS_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^WORKERS/ {print $2}')"
     POOL_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^POOL_SIZE/ {print $2}')"
+    GATHER_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^BATCH_GATHER_MS/ {print $2}')"
     stop_server
 fi
 
@@ -374,14 +380,14 @@ fi
 {
     echo "verify benchmark: contrib/verify-bench.sh ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), shared by wrk, the server and its PostgreSQL; one server at a time"
-    echo "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 10s (keep-alive), after $WARMUP of warm-up"
+    echo "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --timeout 10s (keep-alive), after $WARMUP of warm-up${PACE_MS:+; each connection waits 0 to $((2 * PACE_MS)) ms (PACE_MS=$PACE_MS) before its next request}"
     if [ -n "$PI_SETTINGS" ]; then
         echo "privacyIDEA 3.14: gunicorn $PI_SETTINGS, PostgreSQL 15, its setup.sh took ${PI_SETUP_SECONDS} s; $PI_TOKENS HOTP tokens (SHA1, 8 digits) for correct codes, $PI_WRONG_TOKENS for wrong ones"
     else
         echo "${PEER_NOTE:-privacyIDEA not measured}"
     fi
     if [ "$OURS" != skip ]; then
-        echo "taler-otp: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN RUST_LOG=$RUST_LOG (request logs on), embedded PostgreSQL; $DEVICES HOTP devices per set, VERIFY_MAX_FAILURES = VERIFY_DAILY_FAILURES = 2147483647"
+        echo "taler-otp: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN BATCH_GATHER_MS=$GATHER_SHOWN RUST_LOG=$RUST_LOG (request logs on), embedded PostgreSQL; $DEVICES HOTP devices per set, VERIFY_MAX_FAILURES = VERIFY_DAILY_FAILURES = 2147483647"
     fi
 } >"$OUT/header.txt"
 python3 "$PY" report "$OUT/results.tsv" "$OUT/header.txt" | tee "$OUT/summary.txt"

@@ -100,6 +100,9 @@ pub struct Settings {
     pub cache_ttl: Duration,
     /// HTTP worker threads.
     pub workers: usize,
+    /// How long a batch of confirmations or verifications may wait for the callers it answered
+    /// to send their next calls (`otp_store`'s batches; zero never waits).
+    pub batch_gather: Duration,
     /// Benchmarks only: serve `GET /bench/constant` (the load benchmark's ceiling).
     pub benchmark_route: bool,
     /// Serve Prometheus metrics at `GET /metrics` (unauthenticated).
@@ -231,6 +234,7 @@ impl Settings {
                 .to_owned(),
             cache_ttl: Duration::from_millis(values.integer("otp", "CACHE_TTL_MS")?),
             workers: values.integer("otp", "WORKERS")?,
+            batch_gather: Duration::from_millis(values.integer("otp", "BATCH_GATHER_MS")?),
             benchmark_route: values.bool("otp", "BENCHMARK_ROUTE")?,
             metrics: values.bool("otp", "METRICS")?,
             verify: VerifyPolicy {

@@ -89,6 +89,7 @@ pub fn store_config(settings: &Settings, url: &str) -> StoreConfig {
     config.wait_timeout = settings.db_timeout;
     config.connect_timeout = settings.db_timeout;
     config.key_encryption_key = settings.key_encryption_key.clone();
+    config.batch_gather = settings.batch_gather;
     config
 }
 

@@ -2,17 +2,18 @@
 //! stop), the request id (read from `X-Request-Id` when well-formed, else generated, and echoed
 //! back), the request log line (route pattern, status, latency; never headers or bodies), the
 //! request metrics (when `[otp] METRICS` is on), the audit actor (the client's address, for the
-//! audited writes the request makes), the safety net that gives every framework error a
+//! audited writes the request makes), the connection's number (so that batched writes know a
+//! client coming straight back, `otp_store::from_connection`), the safety net that gives every framework error a
 //! Taler error body, and `Connection: close` on error answers to requests with a body.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::dev::{Extensions, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::{Error, HttpResponse, ResponseError, web};
@@ -24,6 +25,17 @@ use crate::{body, routes, taler_ec};
 
 /// The request-id header, read from clients (when well-formed) and echoed back.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The number of a client connection, unique within the server process and never 0.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionNumber(pub u64);
+
+/// Numbers a new connection (`HttpServer::on_connect`): its requests' batched writes then know
+/// which connection they came on (`otp_store::from_connection`).
+pub fn number_connection(_connection: &dyn std::any::Any, data: &mut Extensions) {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    data.insert(ConnectionNumber(NEXT.fetch_add(1, Ordering::Relaxed)));
+}
 
 /// Serves `req` through `srv` inside the request's span: counts it in flight, logs one line
 /// when it is answered, sets the request id, and applies the Taler error-body safety net.
@@ -44,7 +56,13 @@ where
     // The audited writes of the request record its client (and, once known, its token).
     let client = req.peer_addr().map(|addr| addr.ip());
     let with_body = declares_body(req.headers());
-    let fut = otp_store::audit::acting(client, srv.call(req));
+    let connection = req
+        .conn_data::<ConnectionNumber>()
+        .map_or(0, |number| number.0);
+    let fut = otp_store::audit::acting(
+        client,
+        otp_store::from_connection(connection, srv.call(req)),
+    );
     async move {
         let mut res = fut.await.map(taler_error_body)?;
         if with_body && (res.status().is_client_error() || res.status().is_server_error()) {

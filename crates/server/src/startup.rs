@@ -174,6 +174,9 @@ impl Application {
                 .default_service(web::to(routes::endpoint_unknown))
         })
         .workers(settings.workers)
+        // Each connection gets a number, so that batches can tell a client coming straight back
+        // (`otp_store::from_connection`, see `middleware::observe`).
+        .on_connect(middleware::number_connection)
         // `run_until_stopped` handles SIGINT/SIGTERM itself, waiting for in-flight requests.
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs());

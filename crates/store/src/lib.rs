@@ -41,6 +41,7 @@ mod tls;
 pub mod tokens;
 pub mod verifications;
 
+pub use batch::from_connection;
 pub use error::StoreError;
 pub use ids::{IdError, InstanceId, OtpDeviceId};
 pub use migrate::{LATEST_VERSION, MigrationReport, SchemaStatus, migrate};

@@ -52,6 +52,9 @@ pub struct StoreConfig {
     /// The most confirmations, or verifications, that share one statement when they arrive
     /// together (default 64; 1 runs each in a statement of its own).
     pub max_batch: usize,
+    /// How long a batch's task may wait for the callers it answered to send their next calls,
+    /// so that they share the next batch (default 1 ms; zero never waits; see `batch.rs`).
+    pub batch_gather: Duration,
 }
 
 impl StoreConfig {
@@ -66,6 +69,7 @@ impl StoreConfig {
             statement_timeout: None,
             lock_timeout: None,
             max_batch: 64,
+            batch_gather: crate::batch::DEFAULT_GATHER,
         }
     }
 
@@ -137,6 +141,7 @@ impl fmt::Debug for StoreConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("lock_timeout", &self.lock_timeout)
             .field("max_batch", &self.max_batch)
+            .field("batch_gather", &self.batch_gather)
             .field(
                 "key_encryption_key",
                 &self.key_encryption_key.as_ref().map(|_| "<redacted>"),
@@ -222,7 +227,11 @@ impl Store {
             cipher,
             checkout_limit,
             observer: None,
-            batches: Arc::new(Batches::new(cfg.pool_size.max(1), cfg.max_batch)),
+            batches: Arc::new(Batches::new(
+                cfg.pool_size.max(1),
+                cfg.max_batch,
+                cfg.batch_gather,
+            )),
         })
     }
 

@@ -4,7 +4,7 @@
 //! The server computes which TOTP steps or HOTP counters a typed code matches
 //! (the key never reaches SQL, see `otp_algo::{totp_matches, hotp_matches}`);
 //! [`verify`] hands those [`Candidates`] to the database function
-//! `otp_verify_batch` (`sql/migrations/0016_verify_batch_in_one_call.sql`,
+//! `otp_verify_batch` (`sql/migrations/0017_verify_batch_fewer_statements.sql`,
 //! with the other attempts of its batch), which decides in one round trip,
 //! under a row lock of the device's
 //! verification state, against the state as stored, and records and audits

@@ -299,6 +299,15 @@ pub const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         section: "otp",
+        key: "BATCH_GATHER_MS",
+        default: DefaultValue::Value("2"),
+        kind: int(0, 100),
+        secret: Secret::No,
+        meaning: "how long a batch of confirmations or verifications may wait for the callers it answered to send their next requests, so that they share the next batch (0: never waits)",
+        show: |s| Some(s.batch_gather.as_millis().to_string()),
+    },
+    KeySpec {
+        section: "otp",
         key: "BENCHMARK_ROUTE",
         default: DefaultValue::Value("no"),
         kind: Kind::Bool,
