@@ -19,13 +19,14 @@
 //! `max_batch` items are queued, for at most the batcher's `gather` bound (the server's
 //! `[otp] BATCH_GATHER_MS`, 2 ms by default; zero never waits). Connections that are not
 //! coming straight back (independent tills, each verifying a code now and then) are found out
-//! early: when a quarter of the bound has passed and fewer than an eighth of them are back, the
-//! wait ends. A wait that ends with fewer than three quarters back is not tried again for the
-//! next [`GATHER_BACKOFF`] batches, so such traffic pays for at most one short wait in that many
-//! batches. A lone call, a call that finds no batch running and a call made outside a
-//! numbered connection never wait. With 64 connections and two workers, batches grew from
-//! about 16 to 32 items and verifications per second by about a fifth
-//! (`contrib/verify-bench.sh`, README "Benchmarks").
+//! early: when half the bound has passed and fewer than an eighth of them are back, the wait
+//! ends. A wait that ends with fewer than half back is not tried again for the next
+//! [`GATHER_BACKOFF`] batches, twice as many after each such wait in a row (up to 16 times as
+//! many), so such traffic soon pays for one short wait in hundreds of batches. A lone call, a
+//! call that finds no batch running and a call made outside a numbered connection never wait.
+//! With 64 connections and two workers, batches grew from about 16 to 32 items and
+//! verifications per second by about a fifth (`contrib/verify-bench.sh`, README
+//! "Benchmarks").
 //!
 //! One batch at a time per batcher measured best (several compete for the same CPUs and make
 //! each batch slower), but a batch can be held up (a row lock another transaction holds, a slow
@@ -67,7 +68,7 @@ pub(crate) const STALLED: Duration = Duration::from_millis(20);
 pub(crate) const GATHER_MIN: usize = 8;
 
 /// Batches that do not gather after a gathering that ended with fewer than half of the
-/// connections back.
+/// connections back; doubled after each such gathering in a row, up to 16 times as many.
 pub(crate) const GATHER_BACKOFF: u32 = 16;
 
 /// The default bound on gathering the answered callers' next calls (`[otp] BATCH_GATHER_MS`).
@@ -119,6 +120,8 @@ pub(crate) struct Batcher<T, R> {
     gathered: Notify,
     /// Batches left to run without gathering, after a gathering that ended with too few back.
     gather_backoff: AtomicU32,
+    /// Gatherings in a row that ended with too few back.
+    gather_misses: AtomicU32,
 }
 
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
@@ -144,6 +147,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
             awaited: Mutex::new(Awaited::default()),
             gathered: Notify::new(),
             gather_backoff: AtomicU32::new(0),
+            gather_misses: AtomicU32::new(0),
         }
     }
 
@@ -329,7 +333,11 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         *self.awaited() = Awaited::default();
         self.gathering.store(false, Ordering::SeqCst);
         if back * 2 < wanted {
-            self.gather_backoff.store(GATHER_BACKOFF, Ordering::SeqCst);
+            let misses = self.gather_misses.fetch_add(1, Ordering::SeqCst);
+            self.gather_backoff
+                .store(GATHER_BACKOFF << misses.min(4), Ordering::SeqCst);
+        } else {
+            self.gather_misses.store(0, Ordering::SeqCst);
         }
     }
 }
@@ -512,12 +520,22 @@ mod tests {
         assert_eq!(size, 1);
         assert!(took >= Duration::from_millis(90), "{took:?}");
         assert!(took < Duration::from_millis(190), "{took:?}");
+        assert_eq!(batcher.gather_misses.load(Ordering::SeqCst), 1);
         // The next GATHER_BACKOFF batches do not wait.
         for _ in 0..3 {
             let (size, took) = other_call_after_round(&batcher, &store, true, None).await;
             assert_eq!(size, 1);
             assert!(took < Duration::from_millis(90), "{took:?}");
         }
+        // After a second miss in a row the pause is twice as long.
+        batcher.gather_backoff.store(0, Ordering::SeqCst);
+        let (_, took) = other_call_after_round(&batcher, &store, true, None).await;
+        assert!(took >= Duration::from_millis(90), "{took:?}");
+        assert_eq!(batcher.gather_misses.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            batcher.gather_backoff.load(Ordering::SeqCst),
+            GATHER_BACKOFF * 2
+        );
     }
 
     #[tokio::test]
