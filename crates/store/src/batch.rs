@@ -20,9 +20,11 @@
 //! `[otp] BATCH_GATHER_MS`, 2 ms by default; zero never waits). Connections that are not
 //! coming straight back (independent tills, each verifying a code now and then) are found out
 //! early: when half the bound has passed and fewer than an eighth of them are back, the wait
-//! ends. A wait that ends with fewer than half back is not tried again for the next
-//! [`GATHER_BACKOFF`] batches, twice as many after each such wait in a row (up to 16 times as
-//! many), so such traffic soon pays for one short wait in hundreds of batches. A lone call, a
+//! ends. A wait that ends with fewer than three quarters back (so also connections whose next
+//! requests are mostly of other kinds) is not tried again for the next
+//! [`GATHER_BACKOFF`] batches, twice as many after each such wait in a row (up to 256), so
+//! such traffic soon pays for one short wait in hundreds of batches, while clients that come
+//! straight back, when a few of them are late once, lose only a few batches' gathering. A lone call, a
 //! call that finds no batch running and a call made outside a numbered connection never wait.
 //! With 64 connections and two workers, batches grew from about 16 to 32 items and
 //! verifications per second by about a fifth (`contrib/verify-bench.sh`, README
@@ -67,9 +69,10 @@ pub(crate) const STALLED: Duration = Duration::from_millis(20);
 /// (see the module documentation): fewer are no sign of clients that come straight back.
 pub(crate) const GATHER_MIN: usize = 8;
 
-/// Batches that do not gather after a gathering that ended with fewer than half of the
-/// connections back; doubled after each such gathering in a row, up to 16 times as many.
-pub(crate) const GATHER_BACKOFF: u32 = 16;
+/// Batches that do not gather after a gathering that ended with fewer than three quarters of
+/// the connections back; doubled after each such gathering in a row, up to 64 times as many
+/// (256 batches).
+pub(crate) const GATHER_BACKOFF: u32 = 4;
 
 /// The default bound on gathering the answered callers' next calls (`[otp] BATCH_GATHER_MS`).
 pub(crate) const DEFAULT_GATHER: Duration = Duration::from_millis(2);
@@ -332,10 +335,10 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         );
         *self.awaited() = Awaited::default();
         self.gathering.store(false, Ordering::SeqCst);
-        if back * 2 < wanted {
+        if back * 4 < wanted * 3 {
             let misses = self.gather_misses.fetch_add(1, Ordering::SeqCst);
             self.gather_backoff
-                .store(GATHER_BACKOFF << misses.min(4), Ordering::SeqCst);
+                .store(GATHER_BACKOFF << misses.min(6), Ordering::SeqCst);
         } else {
             self.gather_misses.store(0, Ordering::SeqCst);
         }
