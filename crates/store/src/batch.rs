@@ -440,19 +440,33 @@ mod tests {
         Store::connect(&StoreConfig::new("postgres://db.invalid/none")).unwrap()
     }
 
-    /// Eight calls, from connections 1 to 8 (0: from no numbered connection), in one batch;
-    /// returns the batch's size.
-    async fn first_round(batcher: &Arc<Batcher<u32, usize>>, store: &Store, numbered: bool) {
-        let calls: Vec<_> = (1..=8u64)
+    /// A call of item 1 from each of `connections` (0: from no numbered connection), each
+    /// after `delay`, in tasks of their own.
+    fn calls_from(
+        batcher: &Arc<Batcher<u32, usize>>,
+        store: &Store,
+        connections: impl Iterator<Item = u64>,
+        delay: Duration,
+    ) -> Vec<tokio::task::JoinHandle<Result<usize, StoreError>>> {
+        connections
             .map(|connection| {
                 let (batcher, store) = (Arc::clone(batcher), store.clone());
-                let connection = if numbered { connection } else { 0 };
                 tokio::spawn(from_connection(connection, async move {
+                    tokio::time::sleep(delay).await;
                     batcher.submit(&store, 1).await
                 }))
             })
-            .collect();
-        for call in calls {
+            .collect()
+    }
+
+    /// The connections 1 to 8, or eight calls from no numbered connection.
+    fn eight(numbered: bool) -> impl Iterator<Item = u64> {
+        (1..=8u64).map(move |connection| if numbered { connection } else { 0 })
+    }
+
+    /// Eight calls, from connections 1 to 8 (or from none), in one batch.
+    async fn first_round(batcher: &Arc<Batcher<u32, usize>>, store: &Store, numbered: bool) {
+        for call in calls_from(batcher, store, eight(numbered), Duration::ZERO) {
             assert_eq!(call.await.unwrap().unwrap(), 8);
         }
     }
@@ -467,19 +481,8 @@ mod tests {
         back_after: Option<Duration>,
     ) -> (usize, Duration) {
         first_round(batcher, store, numbered).await;
-        let again: Vec<_> = back_after
-            .map(|delay| {
-                (1..=8u64)
-                    .map(|connection| {
-                        let (batcher, store) = (Arc::clone(batcher), store.clone());
-                        let connection = if numbered { connection } else { 0 };
-                        tokio::spawn(from_connection(connection, async move {
-                            tokio::time::sleep(delay).await;
-                            batcher.submit(&store, 1).await
-                        }))
-                    })
-                    .collect()
-            })
+        let again = back_after
+            .map(|delay| calls_from(batcher, store, eight(numbered), delay))
             .unwrap_or_default();
         tokio::time::sleep(Duration::from_millis(1)).await;
         let begun = Instant::now();
@@ -551,14 +554,7 @@ mod tests {
         assert!(took < Duration::from_millis(90), "{took:?}");
 
         // Fewer than GATHER_MIN connections answered: no wait either.
-        let calls: Vec<_> = (1..GATHER_MIN as u64)
-            .map(|connection| {
-                let (batcher, store) = (Arc::clone(&batcher), store.clone());
-                tokio::spawn(from_connection(connection, async move {
-                    batcher.submit(&store, 1).await
-                }))
-            })
-            .collect();
+        let calls = calls_from(&batcher, &store, 1..GATHER_MIN as u64, Duration::ZERO);
         for call in calls {
             assert_eq!(call.await.unwrap().unwrap(), GATHER_MIN - 1);
         }
