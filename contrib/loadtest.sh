@@ -294,10 +294,11 @@ run hot "(g) POST confirmations, one HOTP device" hot "$BENCH_TOKEN" bench
 
 PEAK_RSS="$(cut -f6 "$OUT/results.tsv" | sort -n | tail -n1)"
 HWM="$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status")"
-WORKERS_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^WORKERS/ {print $2}')"
-POOL_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^POOL_SIZE/ {print $2}')"
-TTL_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^CACHE_TTL_MS/ {print $2}')"
-GATHER_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^BATCH_GATHER_MS/ {print $2}')"
+"$BIN" -c "$CONF" config show >"$WORK/config.txt"
+WORKERS_SHOWN="$(config_value "$WORK/config.txt" WORKERS)"
+POOL_SHOWN="$(config_value "$WORK/config.txt" POOL_SIZE)"
+TTL_SHOWN="$(config_value "$WORK/config.txt" CACHE_TTL_MS)"
+GATHER_SHOWN="$(config_value "$WORK/config.txt" BATCH_GATHER_MS)"
 {
     echo "taler-otp load benchmark: contrib/loadtest.sh ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), shared by $TOOL, the server and PostgreSQL"

@@ -370,9 +370,9 @@ if [ "$OURS" != skip ]; then
     run ours correct "correct codes, HOTP (alg 3)" "$URL" correct "$WORK/vbc.tsv" "$STRIDE" "$WORK/vbcw.tsv" "$TOKEN" bench
     run ours price "correct codes, with price (alg 4)" "$URL" correct "$WORK/vbp.tsv" "$STRIDE" "$WORK/vbpw.tsv" "$TOKEN" bench
     run ours wrong "wrong codes" "$URL" wrong "$WORK/vbx.tsv" "$STRIDE" "$WORK/vbx.tsv" "$TOKEN" bench
-    WORKERS_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^WORKERS/ {print $2}')"
-    POOL_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^POOL_SIZE/ {print $2}')"
-    GATHER_SHOWN="$("$BIN" -c "$CONF" config show | awk -F' = ' '/^BATCH_GATHER_MS/ {print $2}')"
+    WORKERS_SHOWN="$(config_value "$WORK/config.txt" WORKERS)"
+    POOL_SHOWN="$(config_value "$WORK/config.txt" POOL_SIZE)"
+    GATHER_SHOWN="$(config_value "$WORK/config.txt" BATCH_GATHER_MS)"
     stop_server
 fi
 

@@ -57,3 +57,8 @@ embedded_pg_tools() {
     [ -x "$PSQL" ] || PSQL="$(command -v psql || true)"
     [ -x "$PSQL" ] || { echo "psql not found beside $bindir/postgres nor on PATH" >&2; return 1; }
 }
+
+# config_value FILE KEY: the value of KEY in FILE, the output of `taler-otp config show`.
+config_value() {
+    awk -F' = ' -v key="$2" '$1 == key {print $2}' "$1"
+}
