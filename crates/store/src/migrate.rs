@@ -92,10 +92,15 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0017_verify_batch_fewer_statements.sql",
         include_str!("../../../sql/migrations/0017_verify_batch_fewer_statements.sql"),
     ),
+    (
+        18,
+        "0018_confirm_batch_by_whole_keys.sql",
+        include_str!("../../../sql/migrations/0018_confirm_batch_by_whole_keys.sql"),
+    ),
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i32 = 17;
+pub const LATEST_VERSION: i32 = 18;
 
 /// Key of the session-level advisory lock held while migrating
 /// (`"taler-otp"` in ASCII).

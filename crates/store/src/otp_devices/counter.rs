@@ -41,54 +41,11 @@ const ADVANCE: &str = "
     SELECT t.*, (SELECT count(*) FROM audit) AS audited FROM taken t";
 
 // A batch of confirmations: $1..$5 hold one element per confirmation (instance, device, price
-// given, token serial, client). A device asked for N times is taken N values at once (if every
-// one of them may take one), and each value is audited in the order asked, the batch's audit
-// rows appended together (`audit_append_batch`, migration 0016). Rows are locked in the order of
-// (instance id, device id), as every batch locks them, so batches never deadlock.
-const ADVANCE_BATCH: &str = r#"
-    WITH item AS (
-        SELECT r.*,
-               row_number() OVER (PARTITION BY r.instance_id, r.device_id ORDER BY r.ord) - 1 AS k
-          FROM unnest($1::text[], $2::text[], $3::boolean[], $4::bigint[], $5::text[])
-               WITH ORDINALITY AS r(instance_id, device_id, price_given, token_serial, client, ord)
-    ), wanted AS (
-        SELECT instance_id, device_id, count(*) AS n, bool_and(price_given) AS priced
-          FROM item
-         GROUP BY instance_id, device_id
-    ), locked AS (
-        SELECT d.instance_serial, d.otp_device_id, w.instance_id, w.n
-          FROM wanted w
-          JOIN instances i ON i.instance_id = w.instance_id
-          JOIN otp_devices d ON d.instance_serial = i.instance_serial
-                            AND d.otp_device_id = w.device_id
-         WHERE (d.otp_algorithm = 3 OR (d.otp_algorithm = 4 AND w.priced))
-           AND d.otp_ctr <= 9223372036854775807 - w.n
-         ORDER BY w.instance_id COLLATE "C", w.device_id COLLATE "C"
-           FOR NO KEY UPDATE OF d
-    ), taken AS (
-        UPDATE otp_devices AS d
-           SET otp_ctr = d.otp_ctr + l.n,
-               updated_at = now()
-          FROM locked l
-          JOIN instances i ON i.instance_serial = l.instance_serial
-         WHERE d.instance_serial = l.instance_serial
-           AND d.otp_device_id = l.otp_device_id
-        RETURNING l.instance_id, d.otp_device_id, d.description, d.otp_key, d.otp_key_encrypted,
-                  d.otp_key_data_key, i.data_key_wrapped, d.otp_algorithm,
-                  d.otp_ctr - l.n AS otp_ctr, d.created_at, d.updated_at
-    ), audit AS (
-        SELECT audit_append_batch(
-                   array_agg(t.instance_id ORDER BY t.instance_id, t.otp_device_id, it.k),
-                   'confirmation_issued',
-                   array_agg(t.otp_device_id ORDER BY t.instance_id, t.otp_device_id, it.k),
-                   array_agg(it.token_serial ORDER BY t.instance_id, t.otp_device_id, it.k),
-                   array_agg(it.client ORDER BY t.instance_id, t.otp_device_id, it.k),
-                   array_agg(jsonb_build_object('otp_ctr', t.otp_ctr + it.k)::text
-                             ORDER BY t.instance_id, t.otp_device_id, it.k)) AS appended
-          FROM taken t
-          JOIN item it ON it.instance_id = t.instance_id AND it.device_id = t.otp_device_id
-    )
-    SELECT t.*, (SELECT appended FROM audit) AS audited FROM taken t"#;
+// given, token serial, client). `otp_confirm_batch` (migration 0018) advances each device
+// asked for, by its whole key, N values for a device asked for N times (if every one of them
+// may be taken), in the order of (instance id, device id) as every batch locks them, so
+// batches never deadlock; each value is audited in the order asked.
+const ADVANCE_BATCH: &str = "SELECT * FROM otp_confirm_batch($1::text[], $2::text[], $3::boolean[], $4::bigint[], $5::text[])";
 
 const COUNTER: &str = "
     SELECT d.otp_algorithm, d.otp_ctr

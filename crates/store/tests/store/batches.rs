@@ -12,7 +12,7 @@ use otp_store::otp_devices::{self, Advance};
 use otp_store::verifications::{self, Attempt, Candidates, Outcome, VerifyPolicy};
 use otp_store::{InstanceId, Store, StoreError};
 
-use crate::{device_id, given_instance, given_shop, new_device, stored};
+use crate::{device_id, given_instance, given_shop, new_device, sql_execute, sql_row, stored};
 
 async fn given_device(store: &Store, shop: &InstanceId, id: &str, algorithm: Algorithm, at: u64) {
     let mut device = new_device(id);
@@ -453,4 +453,118 @@ async fn a_batch_call_decides_in_device_order_and_appends_each_chain_row_by_row(
             .unwrap()
             .is_intact()
     );
+}
+
+/// Index entries of `otp_devices_pkey` read by `sql` in a transaction of its own (rolled back):
+/// what the plan of a batch costs, whatever it is.
+async fn device_index_reads(store: &Store, sql: &str, ids: &[String]) -> i64 {
+    let mut client = store.pool().get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let n = ids.len();
+    let rows = tx
+        .query(
+            sql,
+            &[
+                &vec!["shop"; n],
+                &ids.to_vec(),
+                &vec![false; n],
+                &vec![None::<i64>; n],
+                &vec!["192.0.2.7"; n],
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), n, "every device of the batch is advanced");
+    let reads: i64 = tx
+        .query_one(
+            "SELECT pg_stat_get_xact_tuples_returned('otp_devices_pkey'::regclass)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.rollback().await.unwrap();
+    reads
+}
+
+#[tokio::test]
+async fn batches_read_their_devices_by_whole_key_before_any_analyze() {
+    let (_db, store, shop) = given_shop().await;
+    // An instance with many devices, never analyzed: the state in which a join by instance
+    // alone used to read all of them for every device of a batch (migration 0018).
+    sql_execute(
+        &store,
+        "ALTER TABLE otp_devices SET (autovacuum_enabled = false)",
+        &[],
+    )
+    .await;
+    given_device(&store, &shop, "template", Algorithm::HotpWithoutPrice, 0).await;
+    let copied = sql_execute(
+        &store,
+        "INSERT INTO otp_devices (instance_serial, otp_device_id, description, otp_key,
+                                  otp_key_encrypted, otp_key_digest, otp_algorithm, otp_ctr,
+                                  otp_key_data_key)
+         SELECT instance_serial, 'dev-' || g, description, otp_key, otp_key_encrypted,
+                otp_key_digest, otp_algorithm, otp_ctr, otp_key_data_key
+           FROM otp_devices, generate_series(1, 3000) AS g
+          WHERE otp_device_id = 'template'",
+        &[],
+    )
+    .await;
+    assert_eq!(copied, 3000);
+    let analyzed: i64 = sql_row(
+        &store,
+        "SELECT analyze_count + autoanalyze_count FROM pg_stat_user_tables
+          WHERE relname = 'otp_devices'",
+        &[],
+    )
+    .await
+    .get(0);
+    assert_eq!(analyzed, 0);
+
+    let ids: Vec<String> = (0..8).map(|i| format!("dev-{}", 1 + i * 373)).collect();
+    let batch = "SELECT * FROM otp_confirm_batch($1::text[], $2::text[], $3::boolean[],
+                                                $4::bigint[], $5::text[])";
+    // Twice: PL/pgSQL plans at the first call, and keeps generic plans from then on.
+    for round in 0..2 {
+        let reads = device_index_reads(&store, batch, &ids).await;
+        assert!(
+            reads <= 4 * ids.len() as i64,
+            "round {round}: {reads} index entries read for {} devices",
+            ids.len()
+        );
+    }
+    // A batch of verifications, whose HOTP successes advance the counters in one UPDATE.
+    let client = store.pool().get().await.unwrap();
+    client.batch_execute("BEGIN").await.unwrap();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let decided = verify_batch_sql(&client, &id_refs, &vec!["{0}"; ids.len()]).await;
+    assert!(
+        decided.iter().all(|(_, outcome)| outcome == "verified"),
+        "{decided:?}"
+    );
+    let reads: i64 = client
+        .query_one(
+            "SELECT pg_stat_get_xact_tuples_returned('otp_devices_pkey'::regclass)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client.batch_execute("ROLLBACK").await.unwrap();
+    drop(client);
+    // Each device's lock, its advance and the checks of its rows: a few entries each.
+    assert!(
+        reads <= 8 * ids.len() as i64,
+        "verifications: {reads} index entries read"
+    );
+    // The batch as the server sends it, through the store, takes each device's next value.
+    let shop_ids: Vec<_> = ids.iter().map(|id| device_id(id)).collect();
+    let results = join_all(
+        shop_ids
+            .iter()
+            .map(|id| otp_devices::advance_counter(&store, &shop, id, false)),
+    )
+    .await;
+    assert!(results.iter().all(|r| taken(r) == 0), "{results:?}");
 }
