@@ -8,8 +8,8 @@
 # Environment knobs (defaults in brackets):
 #   DURATION [12s] per scenario, after a WARMUP [3s] of the same load that is not reported
 #   CONNECTIONS [64]   THREADS [2] (wrk threads)
-#   WORKERS, POOL_SIZE, CACHE_TTL_MS, BATCH_GATHER_MS, METRICS [server defaults: CPUs, 16, 1000,
-#     1, no]
+#   WORKERS, POOL_SIZE, CACHE_TTL_MS, BATCH_GATHER_MS, WRITEBACK_PACE_MS, METRICS [server
+#     defaults: CPUs, 16, 1000, 2, 1000, no]
 #   RUST_LOG [info, the server default: request logs stay on]
 #   LOADTEST_DIR [target/loadtest] where the outputs and summary.txt go
 #
@@ -139,6 +139,7 @@ CONF="$WORK/taler-otp.conf"
     [ -n "${POOL_SIZE:-}" ] && echo "POOL_SIZE = $POOL_SIZE"
     [ -n "${CACHE_TTL_MS:-}" ] && echo "CACHE_TTL_MS = $CACHE_TTL_MS"
     [ -n "${BATCH_GATHER_MS:-}" ] && echo "BATCH_GATHER_MS = $BATCH_GATHER_MS"
+    [ -n "${WRITEBACK_PACE_MS:-}" ] && echo "WRITEBACK_PACE_MS = $WRITEBACK_PACE_MS"
     [ -n "${METRICS:-}" ] && echo "METRICS = $METRICS"
     true
 } >"$CONF"
@@ -299,13 +300,14 @@ WORKERS_SHOWN="$(config_value "$WORK/config.txt" WORKERS)"
 POOL_SHOWN="$(config_value "$WORK/config.txt" POOL_SIZE)"
 TTL_SHOWN="$(config_value "$WORK/config.txt" CACHE_TTL_MS)"
 GATHER_SHOWN="$(config_value "$WORK/config.txt" BATCH_GATHER_MS)"
+PACE_SHOWN="$(config_value "$WORK/config.txt" WRITEBACK_PACE_MS)"
 {
     echo "taler-otp load benchmark: contrib/loadtest.sh ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), shared by $TOOL, the server and PostgreSQL"
     echo "load: $TOOL -t$THREADS -c$CONNECTIONS -d$DURATION (keep-alive), random devices among $((2 * DEVICES_PER_ALG)) + $HOTP_DEVICES HOTP; writes: $CONFIRM_DEVICES HOTP devices, one hot device"
     echo "write ceiling: pgbench -n -M prepared -c $CONNECTIONS -j $THREADS -T ${DURATION%s} on the same database ($("$PGBENCH" --version))"
     echo "load average before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "server: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN CACHE_TTL_MS=$TTL_SHOWN BATCH_GATHER_MS=$GATHER_SHOWN RUST_LOG=$RUST_LOG (request logs on, to a file under ${LOG_DIR%/*})"
+    echo "server: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN CACHE_TTL_MS=$TTL_SHOWN BATCH_GATHER_MS=$GATHER_SHOWN WRITEBACK_PACE_MS=$PACE_SHOWN RUST_LOG=$RUST_LOG (request logs on, to a file under ${LOG_DIR%/*})"
     echo "server RSS: idle before load $((IDLE_RSS / 1024)) MiB, peak under load $((PEAK_RSS / 1024)) MiB (VmHWM $((HWM / 1024)) MiB)"
 } >"$OUT/header.txt"
 python3 contrib/loadtest/report.py "$OUT/results.tsv" "$OUT/header.txt" | tee "$OUT/summary.txt"

@@ -40,8 +40,8 @@
 #   PACE_MS [unset] each wrk connection waits a random 0 to 2 x PACE_MS ms after an answer before
 #     its next request (independent tills instead of clients that come straight back; the
 #     throughput is then the offered load, not the server's capacity)
-#   WORKERS, POOL_SIZE, CACHE_TTL_MS, BATCH_GATHER_MS, RUST_LOG [server defaults; info] as in
-#     contrib/loadtest.sh
+#   WORKERS, POOL_SIZE, CACHE_TTL_MS, BATCH_GATHER_MS, WRITEBACK_PACE_MS, RUST_LOG [server
+#     defaults; info] as in contrib/loadtest.sh
 #   VERIFY_BENCH_DIR [target/verify-bench] where the outputs and summary.txt go
 set -euo pipefail
 
@@ -293,6 +293,7 @@ if [ "$OURS" != skip ]; then
         [ -n "${POOL_SIZE:-}" ] && echo "POOL_SIZE = $POOL_SIZE"
         [ -n "${CACHE_TTL_MS:-}" ] && echo "CACHE_TTL_MS = $CACHE_TTL_MS"
         [ -n "${BATCH_GATHER_MS:-}" ] && echo "BATCH_GATHER_MS = $BATCH_GATHER_MS"
+        [ -n "${WRITEBACK_PACE_MS:-}" ] && echo "WRITEBACK_PACE_MS = $WRITEBACK_PACE_MS"
         true
     } >"$CONF"
     # Only the file configures this run.
@@ -373,6 +374,7 @@ if [ "$OURS" != skip ]; then
     WORKERS_SHOWN="$(config_value "$WORK/config.txt" WORKERS)"
     POOL_SHOWN="$(config_value "$WORK/config.txt" POOL_SIZE)"
     GATHER_SHOWN="$(config_value "$WORK/config.txt" BATCH_GATHER_MS)"
+    PACE_SHOWN="$(config_value "$WORK/config.txt" WRITEBACK_PACE_MS)"
     stop_server
 fi
 
@@ -387,7 +389,7 @@ fi
         echo "${PEER_NOTE:-privacyIDEA not measured}"
     fi
     if [ "$OURS" != skip ]; then
-        echo "taler-otp: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN BATCH_GATHER_MS=$GATHER_SHOWN RUST_LOG=$RUST_LOG (request logs on), embedded PostgreSQL; $DEVICES HOTP devices per set, VERIFY_MAX_FAILURES = VERIFY_DAILY_FAILURES = 2147483647"
+        echo "taler-otp: WORKERS=$WORKERS_SHOWN POOL_SIZE=$POOL_SHOWN BATCH_GATHER_MS=$GATHER_SHOWN WRITEBACK_PACE_MS=$PACE_SHOWN RUST_LOG=$RUST_LOG (request logs on), embedded PostgreSQL; $DEVICES HOTP devices per set, VERIFY_MAX_FAILURES = VERIFY_DAILY_FAILURES = 2147483647"
     fi
 } >"$OUT/header.txt"
 python3 "$PY" report "$OUT/results.tsv" "$OUT/header.txt" | tee "$OUT/summary.txt"

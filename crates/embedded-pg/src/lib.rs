@@ -4,7 +4,8 @@
 //! [`Cluster::start`] initialises a data directory if needed (`initdb`,
 //! trust authentication), starts the server with `pg_ctl -w`, reuses a server
 //! that already runs on that directory, and creates the database `taler`.
-//! It runs no SQL of its own.
+//! It runs no SQL of its own. [`WritebackPacer`] writes the cluster's changed
+//! table files to disk at a steady pace while a server uses it.
 //!
 //! **Invariants:**
 //! - As root, the PostgreSQL programs run as the `postgres` user (`initdb`
@@ -25,11 +26,13 @@ mod binaries;
 mod cluster;
 mod dirs;
 mod lock;
+mod writeback;
 
 use std::path::PathBuf;
 
 pub use binaries::find_bindir;
 pub use cluster::Cluster;
+pub use writeback::{Pass, WritebackPacer};
 
 /// The database [`Cluster::start`] creates.
 pub const DEFAULT_DATABASE: &str = "taler";

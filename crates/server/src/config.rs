@@ -103,6 +103,9 @@ pub struct Settings {
     /// How long a batch of confirmations or verifications may wait for the callers it answered
     /// to send their next calls (`otp_store`'s batches; zero never waits).
     pub batch_gather: Duration,
+    /// How often `serve` syncs the embedded cluster's changed table files
+    /// (`otp_embedded_pg::WritebackPacer`; zero leaves their writeback to the kernel).
+    pub writeback_pace: Duration,
     /// Benchmarks only: serve `GET /bench/constant` (the load benchmark's ceiling).
     pub benchmark_route: bool,
     /// Serve Prometheus metrics at `GET /metrics` (unauthenticated).
@@ -235,6 +238,7 @@ impl Settings {
             cache_ttl: Duration::from_millis(values.integer("otp", "CACHE_TTL_MS")?),
             workers: values.integer("otp", "WORKERS")?,
             batch_gather: Duration::from_millis(values.integer("otp", "BATCH_GATHER_MS")?),
+            writeback_pace: Duration::from_millis(values.integer("otp", "WRITEBACK_PACE_MS")?),
             benchmark_route: values.bool("otp", "BENCHMARK_ROUTE")?,
             metrics: values.bool("otp", "METRICS")?,
             verify: VerifyPolicy {

@@ -1,7 +1,9 @@
 //! Opening the database a command works on: the configured PostgreSQL, or the embedded
 //! cluster under `DATA_DIR` when none is configured.
 
-use otp_embedded_pg::{Cluster, ClusterOptions};
+use std::time::Duration;
+
+use otp_embedded_pg::{Cluster, ClusterOptions, WritebackPacer};
 use otp_store::{StoreConfig, migrate};
 
 use crate::config::Settings;
@@ -65,6 +67,36 @@ impl Database {
     /// taler-otp started stops it; a `serve` or command still using it keeps it running.
     pub fn close(mut self) {
         self.release();
+    }
+
+    /// Starts syncing the embedded cluster's changed table files every `interval`
+    /// ([`WritebackPacer`]), each pass logged at debug; `None` for a configured database or a
+    /// zero interval, or when the thread could not be started (logged).
+    pub fn pace_writeback(&self, interval: Duration) -> Option<WritebackPacer> {
+        let cluster = self.cluster.as_ref().filter(|_| !interval.is_zero())?;
+        let pacer = WritebackPacer::start(cluster.data_dir(), interval, |pass, took| {
+            if pass.synced + pass.failed > 0 {
+                tracing::debug!(
+                    synced = pass.synced,
+                    failed = pass.failed,
+                    micros = took.as_micros() as u64,
+                    "table files written"
+                );
+            }
+        });
+        match pacer {
+            Ok(pacer) => {
+                tracing::info!(
+                    every_ms = interval.as_millis() as u64,
+                    "writing the embedded database's changed table files to disk at a steady pace"
+                );
+                Some(pacer)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not start pacing the embedded database's writeback");
+                None
+            }
+        }
     }
 
     fn release(&mut self) {

@@ -27,6 +27,7 @@ pub async fn run(settings: Settings, json_logs: bool) -> Result<(), Failure> {
     let database = Database::open(&settings)
         .await
         .map_err(|err| Failure::failed(err.to_string()))?;
+    let pacer = database.pace_writeback(settings.writeback_pace);
     let application = Application::build(&settings, &database.store_config)
         .await
         .map_err(|err| match err {
@@ -47,6 +48,9 @@ pub async fn run(settings: Settings, json_logs: bool) -> Result<(), Failure> {
     }
     let result = application.run_until_stopped().await;
     tracing::info!("server stopped");
+    if let Some(pacer) = pacer {
+        pacer.stop();
+    }
     database.close();
     result.map_err(|err| Failure::failed(format!("server failed: {err}")))
 }

@@ -308,6 +308,15 @@ pub const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         section: "otp",
+        key: "WRITEBACK_PACE_MS",
+        default: DefaultValue::Value("1000"),
+        kind: int(0, 60_000),
+        secret: Secret::No,
+        meaning: "embedded database only: how often serve writes the table files that changed to disk, so that the kernel never writes tens of seconds of them at once (0: leaves it to the kernel)",
+        show: |s| Some(s.writeback_pace.as_millis().to_string()),
+    },
+    KeySpec {
+        section: "otp",
         key: "BENCHMARK_ROUTE",
         default: DefaultValue::Value("no"),
         kind: Kind::Bool,
