@@ -475,16 +475,21 @@ async fn device_index_reads(store: &Store, sql: &str, ids: &[String]) -> i64 {
         .await
         .unwrap();
     assert_eq!(rows.len(), n, "every device of the batch is advanced");
-    let reads: i64 = tx
+    let reads = device_index_reads_so_far(&*tx).await;
+    tx.rollback().await.unwrap();
+    reads
+}
+
+/// Index entries of `otp_devices_pkey` read so far by the transaction `client` is in.
+async fn device_index_reads_so_far(client: &impl tokio_postgres::GenericClient) -> i64 {
+    client
         .query_one(
             "SELECT pg_stat_get_xact_tuples_returned('otp_devices_pkey'::regclass)",
             &[],
         )
         .await
         .unwrap()
-        .get(0);
-    tx.rollback().await.unwrap();
-    reads
+        .get(0)
 }
 
 #[tokio::test]
@@ -543,14 +548,7 @@ async fn batches_read_their_devices_by_whole_key_before_any_analyze() {
         decided.iter().all(|(_, outcome)| outcome == "verified"),
         "{decided:?}"
     );
-    let reads: i64 = client
-        .query_one(
-            "SELECT pg_stat_get_xact_tuples_returned('otp_devices_pkey'::regclass)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let reads = device_index_reads_so_far(&**client).await;
     client.batch_execute("ROLLBACK").await.unwrap();
     drop(client);
     // Each device's lock, its advance and the checks of its rows: a few entries each.
